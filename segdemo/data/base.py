@@ -1,0 +1,161 @@
+"""What every data source shares: its self-description and the registry that names sources.
+
+A source is opened from a spec string (``shapes``, ``drive:PATH``, ``voc:PATH``, ``folder:PATH``)
+by :func:`open_source`; the CLI's ``--data`` choices and the app's pickers are generated from the
+same registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from ..tasks import check_task
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """How a source describes itself: name, task type, class names and display colors."""
+
+    name: str
+    task: str
+    classes: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+
+    def __post_init__(self):
+        check_task(self.task)
+        if len(self.classes) != len(self.colors):
+            raise ValueError(f"{len(self.classes)} class names but {len(self.colors)} colors")
+        if not self.classes:
+            raise ValueError("a dataset needs at least one class")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of model output channels."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "task": self.task, "classes": list(self.classes),
+                "colors": [list(c) for c in self.colors]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetInfo":
+        return cls(name=str(data.get("name", "dataset")), task=str(data["task"]),
+                   classes=tuple(str(c) for c in data["classes"]),
+                   colors=tuple(tuple(int(v) for v in c) for c in data["colors"]))
+
+
+class DataSource:
+    """A dataset with a training and a validation split.
+
+    Subclasses set :attr:`fixed_size` (True when every validation item has the same size, so
+    validation can be batched) and implement :meth:`train_dataset` and :meth:`val_dataset`; both
+    return map-style datasets of ``(image uint8 (3, H, W), target uint8)`` tensor pairs, the
+    target laid out as :mod:`segdemo.tasks` describes.
+    """
+
+    fixed_size = False
+
+    def __init__(self, info: DatasetInfo):
+        self.info = info
+
+    def train_dataset(self, crop_size=None, seed: int | None = None) -> Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Metadata about the data, stored in checkpoints."""
+        return {**self.info.to_dict(), "spec": getattr(self, "spec", self.info.name)}
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    name: str
+    factory: Callable[..., DataSource]
+    needs_path: bool
+    help: str = field(default="")
+
+
+_SOURCES: dict[str, SourceEntry] = {}
+
+
+def register_source(name: str, *, needs_path: bool, help: str = ""):
+    """Class decorator that registers a :class:`DataSource` under ``name``."""
+
+    def decorate(factory):
+        _SOURCES[name] = SourceEntry(name, factory, needs_path, help)
+        return factory
+
+    return decorate
+
+
+def source_names() -> list[str]:
+    """Names of the registered data sources."""
+    return sorted(_SOURCES)
+
+
+def source_entries() -> list[SourceEntry]:
+    return [_SOURCES[name] for name in source_names()]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``"kind:PATH"`` (or ``"kind"``) and check the kind is registered."""
+    kind, _, path = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in _SOURCES:
+        raise ValueError(f"unknown data source {kind!r}; expected one of "
+                         + ", ".join(f"{e.name}{':PATH' if e.needs_path else ''}" for e in source_entries()))
+    entry = _SOURCES[kind]
+    if entry.needs_path and not path:
+        raise ValueError(f"the {kind} source needs a path: --data {kind}:PATH (a folder or a .zip)")
+    return kind, path or None
+
+
+def open_source(spec: str, **options) -> DataSource:
+    """Open a data source from ``"shapes"``, ``"drive:PATH"``, ``"voc:PATH"`` or ``"folder:PATH"``."""
+    kind, path = parse_spec(spec)
+    source = _SOURCES[kind].factory(path, **options)
+    source.spec = spec
+    return source
+
+
+class PairsDataset(Dataset):
+    """A map-style dataset over a list of items that ``load(item)`` turns into numpy arrays.
+
+    Args:
+        items: anything that identifies a pair (e.g. file names).
+        load: ``item -> (image (H, W, 3) uint8, target uint8)``.
+        transform: a joint ``torchvision.transforms.v2`` transform, or None.
+        cache: keep decoded arrays in memory (small datasets such as DRIVE).
+    """
+
+    def __init__(self, items, load, transform=None, cache: bool = False):
+        self.items = list(items)
+        self.load = load
+        self.transform = transform
+        self._cache: dict[int, tuple] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def arrays(self, index: int):
+        """The untransformed ``(image, target)`` numpy pair of item ``index``."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        pair = self.load(self.items[index])
+        if self._cache is not None:
+            self._cache[index] = pair
+        return pair
+
+    def __getitem__(self, index: int):
+        from .transforms import plain, to_pair
+
+        image, target = self.arrays(index)
+        pair = to_pair(image, target)
+        if self.transform is not None:
+            pair = self.transform(*pair)
+        return plain(pair)

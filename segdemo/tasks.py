@@ -1,0 +1,47 @@
+"""The three kinds of segmentation task and how their targets are laid out.
+
+Every part of segdemo (data, losses, metrics, inference, pictures) agrees on these layouts:
+
+- ``multilabel``: one output channel per class, classes may overlap; target ``(C, H, W)`` of 0/1.
+- ``binary``: one output channel (the foreground class); target ``(1, H, W)`` of 0/1.
+- ``multiclass``: one output channel per class, exactly one class per pixel (class 0 is usually
+  the background); target ``(H, W)`` of class indices.
+
+In every layout the value :data:`IGNORE_INDEX` (255) marks pixels that count for nothing: VOC's
+object borders, the outside of DRIVE's field of view, padding added by random crops.
+"""
+
+from __future__ import annotations
+
+MULTILABEL = "multilabel"
+MULTICLASS = "multiclass"
+BINARY = "binary"
+TASKS = (MULTILABEL, MULTICLASS, BINARY)
+
+IGNORE_INDEX = 255
+
+BACKGROUND_NAME = "background"
+BACKGROUND_COLOR = (0, 0, 0)
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is one of :data:`TASKS`, else raise a ``ValueError`` naming them."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return task
+
+
+def label_space(task: str, classes, colors):
+    """Names and colors of the values of a label map (one class index per pixel).
+
+    A multiclass model's label map uses its class indices directly. Multi-label and binary models
+    have no background channel, so their label maps use 0 for "no class" and ``k + 1`` for
+    class ``k``. Returns ``(names, colors)`` as tuples.
+    """
+    check_task(task)
+    classes = tuple(classes)
+    colors = tuple(tuple(int(v) for v in c) for c in colors)
+    if task == MULTICLASS:
+        return classes, colors
+    return (BACKGROUND_NAME, *classes), (BACKGROUND_COLOR, *colors)
+
