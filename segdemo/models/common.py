@@ -1,0 +1,36 @@
+"""Small pieces the models share."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad the bottom and right of ``(N, C, H, W)`` up to a multiple of ``multiple``.
+
+    Returns the padded tensor and the original ``(H, W)`` to crop the output back to, so that a
+    network with stride ``multiple`` accepts any size (DRIVE is 565×584) and returns logits of
+    exactly the input's size.
+    """
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x, (height, width)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop ``(N, C, H', W')`` back to the top-left ``size``."""
+    return x[..., : size[0], : size[1]]
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise a ``ValueError`` naming the argument when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")

@@ -1,0 +1,94 @@
+"""torchvision's segmentation models trained on COCO with Pascal VOC's 21 labels, so that an
+uploaded photo of a person, a bicycle or a cat gets a meaningful mask.
+
+Their weights come from a user-given file, the local torch cache, or a download where the
+network allows (as on a hosted Space); offline they are reported unavailable with a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.models import segmentation as tv
+
+from .registry import register_model
+from .weights import WeightsUnavailable, load_weights
+
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+VOC_CLASSES = 21
+
+
+class TorchvisionSegmentation(nn.Module):
+    """Wraps a torchvision segmentation model so that it returns the main logits tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+@dataclass(frozen=True)
+class PretrainedVOC:
+    """One torchvision VOC-label model: its builder, weights, and whether the weights hold an
+    auxiliary head (it must exist for the state dict to load)."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    weights: object
+    aux_loss: bool
+    description: str
+
+    def build(self, weights_path: str | None = None, load: bool = True) -> TorchvisionSegmentation:
+        model = self.builder(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
+                             aux_loss=self.aux_loss)
+        if load:
+            model.load_state_dict(load_weights(self.weights.url, path=weights_path,
+                                               what=f"{self.name} weights"))
+        return TorchvisionSegmentation(model)
+
+    def availability(self, weights_path: str | None = None) -> tuple[bool, str]:
+        """``(True, "")`` when the weights can be had without building the model."""
+        from .weights import cached_path, downloads_allowed
+
+        if weights_path or cached_path(self.weights.url).is_file():
+            return True, ""
+        if downloads_allowed():
+            return True, "weights will be downloaded on first use"
+        return False, (f"{self.name} needs pretrained weights that are not in the torch cache "
+                       f"({cached_path(self.weights.url)}) and downloads are off")
+
+
+PRETRAINED = {
+    spec.name: spec for spec in (
+        PretrainedVOC("lraspp_mobilenet_v3_large", tv.lraspp_mobilenet_v3_large,
+                      tv.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1, False,
+                      "LR-ASPP MobileNetV3-Large, COCO with VOC labels (fast, 3.2 M parameters)"),
+        PretrainedVOC("deeplabv3_mobilenet_v3_large", tv.deeplabv3_mobilenet_v3_large,
+                      tv.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1, True,
+                      "DeepLabV3 MobileNetV3-Large, COCO with VOC labels (11 M parameters)"),
+        PretrainedVOC("fcn_resnet50", tv.fcn_resnet50, tv.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+                      True, "FCN ResNet-50, COCO with VOC labels (35 M parameters)"),
+    )
+}
+
+
+def _register(spec: PretrainedVOC) -> None:
+    def builder(in_channels: int = 3, num_classes: int = VOC_CLASSES, weights_path: str | None = None,
+                pretrained: bool = True) -> nn.Module:
+        return spec.build(weights_path, load=pretrained)
+
+    builder.__doc__ = spec.description
+    register_model(f"{spec.name}_voc", description=spec.description,
+                   restore_options={"pretrained": False},
+                   fixed={"in_channels": 3, "num_classes": VOC_CLASSES}, trainable=False)(builder)
+
+
+for _spec in PRETRAINED.values():
+    _register(_spec)
+
+__all__ = ["PRETRAINED", "IMAGENET_NORMALIZATION", "WeightsUnavailable", "TorchvisionSegmentation"]

@@ -1,0 +1,109 @@
+"""The model registry: every network is registered once, by name, with its builder.
+
+The app's model pickers, the CLI's ``--model`` choices and the tests are all generated from this
+one table, so a newly registered model is listed, trainable and tested without further code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model.
+
+    Attributes:
+        name: the registry name.
+        builder: ``builder(in_channels, num_classes, **options) -> nn.Module``.
+        description: one line for pickers and ``--help``.
+        restore_options: options forced when a model is rebuilt from a checkpoint (e.g. never
+            fetch pretrained weights that the checkpoint's own weights replace).
+        fixed: for pretrained models with a fixed head, the ``in_channels``/``num_classes``
+            they require.
+        trainable: False for models only meant for inference.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    restore_options: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    trainable: bool = True
+
+    def option_names(self) -> list[str]:
+        parameters = inspect.signature(self.builder).parameters
+        return [p for p in parameters if p not in ("in_channels", "num_classes", "self")]
+
+    def option_defaults(self) -> dict:
+        parameters = inspect.signature(self.builder).parameters
+        return {name: p.default for name, p in parameters.items()
+                if name not in ("in_channels", "num_classes", "self") and p.default is not inspect.Parameter.empty}
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, description: str, restore_options: dict | None = None,
+                   fixed: dict | None = None, trainable: bool = True):
+    """Decorator registering a model class or builder function under ``name``."""
+
+    def decorate(builder):
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelEntry(name, builder, description, restore_options or {}, fixed or {}, trainable)
+        return builder
+
+    return decorate
+
+
+def names(*, trainable: bool | None = None) -> list[str]:
+    """Registered model names (optionally only the trainable ones), in registration order."""
+    return [n for n, e in _MODELS.items() if trainable is None or e.trainable == trainable]
+
+
+def entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; an unknown name raises a ``ValueError`` listing the valid ones."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(_MODELS)}") from None
+
+
+def create(name: str, in_channels: int = 3, num_classes: int | None = None, **options) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: one of :func:`names`.
+        in_channels: input image channels.
+        num_classes: output channels (logits); defaults to the model's fixed head, else 1.
+        **options: the model's own options (e.g. ``base_channels=16`` for ``unet``); unknown
+            options raise a ``ValueError`` naming the valid ones.
+
+    Returns:
+        An ``nn.Module`` mapping ``(N, in_channels, H, W)`` to logits ``(N, num_classes, H, W)``
+        for any H×W. It carries ``segdemo_spec`` (name, channels, options) so that a checkpoint
+        can rebuild it.
+    """
+    model_entry = entry(name)
+    if num_classes is None:
+        num_classes = model_entry.fixed.get("num_classes", 1)
+    valid = model_entry.option_names()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(unknown)}; its options are: "
+                         f"{', '.join(valid) or 'none'}")
+    for key, required in model_entry.fixed.items():
+        given = {"in_channels": in_channels, "num_classes": num_classes}[key]
+        if given != required:
+            raise ValueError(f"{name} needs {key}={required} (its pretrained head is fixed), got {given}")
+    if in_channels < 1 or num_classes < 1:
+        raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}")
+    model = model_entry.builder(in_channels=in_channels, num_classes=num_classes, **options)
+    model.segdemo_spec = {"name": name, "in_channels": in_channels, "num_classes": num_classes,
+                          "options": dict(options)}
+    return model

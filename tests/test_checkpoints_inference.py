@@ -1,0 +1,171 @@
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from segdemo import checkpoints, models
+from segdemo.checkpoints import CheckpointError
+from segdemo.data import shapes
+from segdemo.inference import Segmenter, pretrained_segmenter
+import segdemo.inference as inference
+
+
+def small_unet(classes=6):
+    torch.manual_seed(0)
+    return models.create("unet", 3, classes, base_channels=4, depth=2)
+
+
+def shapes_meta(model, **extra):
+    return checkpoints.build_meta(model, task="multilabel", classes=shapes.CLASSES, colors=shapes.COLORS, **extra)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("unet", {"base_channels": 4, "depth": 2}),
+    ("u2netp", {}),
+    ("fcn_resnet18", {"pretrained_backbone": False}),
+])
+def test_round_trip_gives_identical_outputs(tmp_path, name, options):
+    model = models.create(name, 3, 6, **options).eval()
+    path = checkpoints.save(tmp_path / "model.pt", model, shapes_meta(model, metrics={"mean_dice": 0.5}))
+    segmenter = checkpoints.load(path, precision="fp32")
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255))[0].numpy()
+    assert np.array_equal(segmenter.predict(image), expected)
+    assert segmenter.meta["metrics"] == {"mean_dice": 0.5}
+    assert segmenter.classes == shapes.CLASSES and segmenter.task == "multilabel"
+    assert list(tmp_path.iterdir()) == [tmp_path / "model.pt"]  # no temporary file left
+
+
+def test_half_precision_checkpoints_are_smaller_and_load(tmp_path):
+    model = small_unet()
+    full = checkpoints.save(tmp_path / "full.pt", model, shapes_meta(model))
+    half = checkpoints.save(tmp_path / "half.pt", model, shapes_meta(model), half=True)
+    assert half.stat().st_size < full.stat().st_size
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    assert np.allclose(checkpoints.load(half).predict(image), checkpoints.load(full).predict(image), atol=1e-2)
+
+
+class RunsCode:
+    """Unpickling this calls os.system: a checkpoint must never be able to do that."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def bad_files(tmp_path):
+    model = small_unet()
+    good = checkpoints.save(tmp_path / "good.pt", model, shapes_meta(model))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    torch.save(models.create("fcn_resnet18", 3, 6, pretrained_backbone=False).state_dict(), tmp_path / "resnet.pt")
+    other = shapes_meta(model)
+    other["model"] = {"name": "u2netp", "in_channels": 3, "num_classes": 6, "options": {}}
+    torch.save({"format": "segdemo-checkpoint", "format_version": 1, "meta": other,
+                "state_dict": model.state_dict()}, tmp_path / "mismatch.pt")
+    torch.save({"format": "segdemo-checkpoint", "format_version": 1,
+                "meta": {**shapes_meta(model), "model": {"name": "vit", "options": {}}},
+                "state_dict": {}}, tmp_path / "unknown.pt")
+    with open(tmp_path / "evil.pt", "wb") as file:
+        pickle.dump({"format": "segdemo-checkpoint", "payload": RunsCode(tmp_path / "pwned")}, file)
+    torch.save({"format": "segdemo-checkpoint", "meta": RunsCode(tmp_path / "pwned")}, tmp_path / "evil_zip.pt")
+    return {
+        "missing.pt": "no such file", "empty.pt": "empty", "random.pt": "not a readable",
+        "truncated.pt": "not a readable", "bare.pt": "bare state dict", "resnet.pt": "bare state dict",
+        "mismatch.pt": "do not fit", "unknown.pt": "cannot build", "evil.pt": "refused|not a readable",
+        "evil_zip.pt": "refused",
+    }
+
+
+def test_every_bad_checkpoint_gives_one_clear_error_and_runs_nothing(tmp_path):
+    for name, message in bad_files(tmp_path).items():
+        with pytest.raises(CheckpointError, match=message):
+            checkpoints.load(tmp_path / name)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_kill_during_save_leaves_the_previous_file_intact(tmp_path):
+    model = small_unet()
+    path = checkpoints.save(tmp_path / "model.pt", model, shapes_meta(model, metrics={"round": 1}))
+    script = f"""
+import os, signal, torch
+from segdemo import checkpoints, models
+from segdemo.data import shapes
+model = models.create("unet", 3, 6, base_channels=64, depth=4)  # large: the write takes a while
+meta = checkpoints.build_meta(model, task="multilabel", classes=shapes.CLASSES, colors=shapes.COLORS)
+real_save = torch.save
+def save_then_die(obj, file, *a, **k):
+    real_save(obj, file, *a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the rename
+torch.save = save_then_die
+checkpoints.save({str(path)!r}, model, meta)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == -9
+    assert checkpoints.load(path).meta["metrics"] == {"round": 1}
+
+
+def test_predict_probabilities_and_labels():
+    model = small_unet()
+    segmenter = Segmenter(model, shapes_meta(model))
+    images, _ = shapes.generate(1, size=(50, 70), seed=0)
+    probabilities = segmenter.predict(images[0])
+    assert probabilities.shape == (6, 50, 70) and probabilities.dtype == np.float32
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+    assert segmenter.labels(probabilities).shape == (50, 70)
+    assert segmenter.label_names[0] == "background" and len(segmenter.label_colors) == 7
+    with pytest.raises(ValueError, match="uint8"):
+        segmenter.predict(np.zeros((5, 5), dtype=np.float32))
+
+
+def test_fast_path_is_checked_against_fp32_and_the_model_is_left_alone():
+    model = small_unet()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    segmenter = Segmenter(model, shapes_meta(model))
+    images, _ = shapes.generate(1, seed=1)
+    segmenter.predict(images[0])
+    assert segmenter.agreement is not None and segmenter.agreement >= 0.995
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_tiled_prediction_equals_whole_image_prediction(monkeypatch):
+    model = models.create("unet", 3, 2, base_channels=4, depth=3).eval()
+    meta = checkpoints.build_meta(model, task="multilabel", classes=["a", "b"], colors=[(1, 2, 3), (4, 5, 6)])
+    segmenter = Segmenter(model, meta, precision="fp32")
+    image = np.random.default_rng(0).integers(0, 255, (700, 900, 3), dtype=np.uint8)
+    whole = segmenter.predict(image)
+    monkeypatch.setattr(inference, "TILE_ABOVE_PIXELS", 1000)
+    monkeypatch.setattr(inference, "TILE_SIZE", 256)
+    monkeypatch.setattr(inference, "TILE_MARGIN", 48)
+    tiled = segmenter.predict(image)
+    assert np.abs(tiled - whole).max() < 1e-4
+
+
+def test_pretrained_voc_segmenter_from_a_local_file(tmp_path):
+    made = models.create("lraspp_mobilenet_v3_large_voc", pretrained=False)
+    torch.save(made.model.state_dict(), tmp_path / "w.pth")
+    segmenter = pretrained_segmenter("lraspp_mobilenet_v3_large", weights_path=str(tmp_path / "w.pth"))
+    probabilities = segmenter.predict(np.zeros((64, 80, 3), dtype=np.uint8))
+    assert probabilities.shape == (21, 64, 80)
+    assert np.allclose(probabilities.sum(axis=0), 1, atol=1e-4)
+    assert segmenter.classes[15] == "person"
+
+
+def test_feature_shapes_follow_the_u():
+    model = models.create("unet", 3, 6, base_channels=8, depth=3)
+    rows = Segmenter(model, shapes_meta(model)).feature_shapes(192, 192)
+    shapes_by_stage = {row["stage"]: row["output shape"] for row in rows}
+    assert shapes_by_stage["encoder 3 (down)"] == (1, 64, 24, 24)
+    assert shapes_by_stage["head (1×1 conv)"] == (1, 6, 192, 192)

@@ -1,0 +1,118 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segdemo import models
+from segdemo.models.fcn import STRIDE, bilinear_kernel
+
+TRAINABLE = models.names(trainable=True)
+PRETRAINED = models.names(trainable=False)
+
+
+def build(name, num_classes=3):
+    options = {"pretrained": False} if name in PRETRAINED else {}
+    if name == "fcn_resnet18":
+        options["pretrained_backbone"] = False
+    if name in PRETRAINED:
+        num_classes = 21
+    return models.create(name, 3, num_classes, **options).eval()
+
+
+@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("size", [(192, 192), (33, 34)])
+def test_every_model_returns_logits_of_the_input_size(name, size):
+    model = build(name)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape[0] == 1 and out.shape[2:] == size
+    assert out.shape[1] == (21 if name in PRETRAINED else 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_takes_a_drive_sized_image(name):
+    model = build(name)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 584, 565))
+    assert out.shape[2:] == (584, 565)
+
+
+def test_classic_unet_variants_have_the_papers_parameter_counts():
+    tutorial = models.create("unet", 3, 6, base_channels=64, depth=3, upsample="bilinear", norm="none")
+    medical = models.create("unet", 1, 1, base_channels=64, depth=4, upsample="transpose", norm="batch")
+    assert models.count_parameters(tutorial) == 7_783_238
+    assert abs(models.count_parameters(medical) - 31.0e6) < 0.1e6
+
+
+def test_u2net_parameter_counts_and_deep_supervision():
+    assert abs(models.count_parameters(models.create("u2net", 3, 1)) - 44.0e6) < 0.05e6
+    portable = models.create("u2netp", 3, 1)
+    assert abs(models.count_parameters(portable) - 1.13e6) < 0.01e6
+    portable.train()
+    outputs = portable(torch.randn(2, 3, 64, 48))
+    assert isinstance(outputs, list) and len(outputs) == 7
+    assert all(o.shape == (2, 1, 64, 48) for o in outputs)
+    portable.eval()
+    with torch.no_grad():
+        assert portable(torch.randn(1, 3, 64, 48)).shape == (1, 1, 64, 48)
+
+
+def test_unet_options_and_residual_blocks():
+    residual = models.create("unet", 3, 2, base_channels=8, depth=2, residual=True)
+    assert residual(torch.randn(1, 3, 20, 24)).shape == (1, 2, 20, 24)
+    transpose = models.create("unet", 1, 1, base_channels=8, depth=2, upsample="transpose", norm="none")
+    assert transpose(torch.randn(2, 1, 17, 31)).shape == (2, 1, 17, 31)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"depth": 0}, "depth"),
+    ({"upsample": "nearest"}, "upsample"),
+    ({"norm": "group"}, "norm"),
+    ({"widht": 3}, "no option widht"),
+])
+def test_bad_options_name_the_argument(options, message):
+    with pytest.raises(ValueError, match=message):
+        models.create("unet", **options)
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unet"):
+        models.create("segformer")
+
+
+def test_fcn_upsampler_starts_as_bilinear_interpolation():
+    channels = 2
+    upsample = torch.nn.ConvTranspose2d(channels, channels, 2 * STRIDE, stride=STRIDE, padding=STRIDE // 2, bias=False)
+    with torch.no_grad():
+        upsample.weight.copy_(bilinear_kernel(channels, 2 * STRIDE))
+        x = torch.randn(1, channels, 6, 5)
+        learned = upsample(x)
+        reference = F.interpolate(x, scale_factor=STRIDE, mode="bilinear", align_corners=False)
+    assert learned.shape == reference.shape
+    interior = (slice(None), slice(None), slice(STRIDE, -STRIDE), slice(STRIDE, -STRIDE))
+    assert torch.allclose(learned[interior], reference[interior], atol=1e-5)
+
+
+def test_fcn_without_imagenet_weights_warns_and_starts_random(caplog):
+    with caplog.at_level(logging.WARNING):
+        model = models.create("fcn_resnet18", 3, 4)
+    assert "random" in caplog.text
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
+
+
+def test_pretrained_voc_model_loads_a_local_state_dict(tmp_path):
+    name = "lraspp_mobilenet_v3_large_voc"
+    with pytest.raises(models.WeightsUnavailable, match="cache"):
+        models.create(name)
+    made = models.create(name, pretrained=False)
+    path = tmp_path / "weights.pth"
+    torch.save(made.model.state_dict(), path)
+    loaded = models.create(name, weights_path=str(path)).eval()
+    made.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), made(x))
+    with pytest.raises(ValueError, match="num_classes=21"):
+        models.create(name, num_classes=6, pretrained=False)
