@@ -30,13 +30,16 @@ def _valid_and_float_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def soft_dice_loss(probabilities: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                    smooth: float = 1.0) -> torch.Tensor:
-    """``1 - mean Dice`` over images and classes of soft predictions ``(N, C, H, W)``.
+    """``1 - mean Dice`` over the classes of soft predictions ``(N, C, H, W)``.
 
-    ``target`` (0/1 floats) and ``valid`` (1 where the pixel counts) have the same shape.
+    Each class's Dice is taken over the whole batch ("batch Dice", as in nnU-Net), not per
+    image: with random crops many images lack a class, and a per-image Dice with smoothing then
+    rewards predicting nothing at all for it. ``target`` (0/1 floats) and ``valid`` (1 where the
+    pixel counts) have the same shape as ``probabilities``.
     """
     probabilities = probabilities * valid
-    intersection = (probabilities * target).sum(dim=(2, 3))
-    total = probabilities.sum(dim=(2, 3)) + target.sum(dim=(2, 3))
+    intersection = (probabilities * target).sum(dim=(0, 2, 3))
+    total = probabilities.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))
     return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean()
 
 

@@ -57,6 +57,9 @@ class DataSource:
     """
 
     fixed_size = False
+    # Input normalization (0–1 scale) the models trained on this source use: ImageNet's
+    # statistics suit photos and pretrained trunks.
+    normalization = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
     def __init__(self, info: DatasetInfo):
         self.info = info
@@ -117,8 +120,16 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def open_source(spec: str, **options) -> DataSource:
     """Open a data source from ``"shapes"``, ``"drive:PATH"``, ``"voc:PATH"`` or ``"folder:PATH"``."""
+    import inspect
+
     kind, path = parse_spec(spec)
-    source = _SOURCES[kind].factory(path, **options)
+    factory = _SOURCES[kind].factory
+    accepted = [name for name in inspect.signature(factory).parameters if name not in ("self", "path")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"the {kind} source has no option {', '.join(unknown)}; its options are: "
+                         f"{', '.join(accepted) or 'none'}")
+    source = factory(path, **options)
     source.spec = spec
     return source
 

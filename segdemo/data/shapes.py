@@ -244,6 +244,7 @@ class ShapesSource(DataSource):
     """The shapes as a data source: a fresh training stream and a fixed, seeded validation set."""
 
     fixed_size = True
+    normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # white on black: 0..1 as is
 
     def __init__(self, path: str | None = None, *, size: Sequence[int] | int = DEFAULT_SIZE,
                  train_length: int = 2000, val_length: int = 200, seed: int = 0,

@@ -1,0 +1,147 @@
+"""Training configuration: one dataclass shared by the CLI, the app's Train tab and checkpoints.
+
+Presets name complete, measured recipes (``live`` for the Train tab on 2 CPU cores, one per
+shipped checkpoint); any field can be overridden on top of a preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+MAX_IMAGE_SIZE = 2048
+MAX_BATCH_SIZE = 512
+MAX_EPOCHS = 10_000
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are a plain, safe run; presets tune them."""
+
+    # what to train
+    model: str = "unet"
+    model_options: dict = field(default_factory=dict)
+    data: str = "shapes"
+    data_options: dict = field(default_factory=dict)
+    init_from: str | None = None       # fine-tune from this checkpoint's weights
+    title: str | None = None           # name shown in model pickers
+
+    # how long
+    epochs: int = 10
+    steps_per_epoch: int | None = None  # None: one pass over the training set
+    max_seconds: float | None = None    # stop (and validate, save) when this wall time is reached
+
+    # optimization
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    warmup_fraction: float = 0.1        # one-cycle: share of steps spent rising to the peak
+    step_every_epochs: int = 10         # step schedule
+    step_gamma: float = 0.1
+    grad_clip: float | None = 1.0
+    loss: str = "auto"
+    bce_weight: float = 0.5
+    dice_weight: float = 0.5
+
+    # data shapes
+    crop_size: int | None = None        # train on random crops of this size (None: whole images)
+
+    # validation
+    val_images: int | None = None       # None: the whole validation set
+    val_every: int = 1                  # epochs between validations
+    snapshot_every: int = 1             # epochs between prediction snapshots
+
+    # machinery
+    precision: str = "auto"             # auto: bf16/fp16 autocast on CUDA, fp32 on CPUs without native bf16
+    channels_last: bool | None = None   # None: on where measured to help (CPU and CUDA convnets)
+    device: str = "auto"
+    threads: int | None = None          # torch CPU threads for this run (None: leave as is)
+    seed: int = 0
+    prefetch: int = 2                   # batches generated ahead in a background thread
+    out: str | None = None              # folder for checkpoints and the JSON-lines log
+    resume: str | None = None           # a "last.pt" of an earlier run to continue
+    half_checkpoint: bool = False       # store weights as float16 (smaller shipped files)
+    log_every: int = 1                  # steps between step events
+
+    def validate(self) -> "TrainConfig":
+        """Raise ``ValueError`` with a clear message for any setting out of range."""
+        problems = []
+        if not isinstance(self.epochs, int) or not 1 <= self.epochs <= MAX_EPOCHS:
+            problems.append(f"epochs must be between 1 and {MAX_EPOCHS} (got {self.epochs})")
+        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
+            problems.append(f"steps per epoch must be at least 1 (got {self.steps_per_epoch})")
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            problems.append(f"batch size must be between 1 and {MAX_BATCH_SIZE} (got {self.batch_size})")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 10):
+            problems.append(f"learning rate must be above 0 and at most 10 (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"weight decay must be >= 0 (got {self.weight_decay})")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.crop_size is not None and not 8 <= self.crop_size <= MAX_IMAGE_SIZE:
+            problems.append(f"crop size must be between 8 and {MAX_IMAGE_SIZE} pixels (got {self.crop_size})")
+        size = self.data_options.get("size")
+        if size is not None:
+            sides = size if isinstance(size, (list, tuple)) else (size, size)
+            if not all(isinstance(s, int) and 8 <= s <= MAX_IMAGE_SIZE for s in sides):
+                problems.append(f"image size must be between 8 and {MAX_IMAGE_SIZE} pixels (got {size})")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            problems.append(f"max seconds must be positive (got {self.max_seconds})")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            problems.append(f"gradient clipping must be positive or off (got {self.grad_clip})")
+        if self.val_images is not None and self.val_images < 1:
+            problems.append(f"validation images must be at least 1 (got {self.val_images})")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be at least 1 (got {self.threads})")
+        if not 0 <= self.bce_weight <= 1:
+            problems.append(f"the BCE weight must be between 0 and 1 (got {self.bce_weight})")
+        if self.val_every < 1 or self.snapshot_every < 1 or self.log_every < 1 or self.prefetch < 0:
+            problems.append("val_every, snapshot_every and log_every must be at least 1, prefetch at least 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Presets: measured on the project's 2-core machines (see BENCHMARKS.md and train/).
+PRESETS: dict[str, TrainConfig] = {
+    # The Train tab's default: a slim U-Net learning the shapes live, validation included.
+    "live": TrainConfig(
+        model="unet", model_options={"base_channels": 8, "depth": 3},
+        data="shapes", epochs=40, steps_per_epoch=25, batch_size=16, lr=1e-2, schedule="onecycle",
+        warmup_fraction=0.15, crop_size=96, val_images=48, max_seconds=300, title="live U-Net",
+    ),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A copy of preset ``name`` with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    base = PRESETS[name]
+    config = dataclasses.replace(base, model_options=dict(base.model_options), data_options=dict(base.data_options))
+    return config.replace(**overrides) if overrides else config

@@ -1,0 +1,190 @@
+"""Train a segmentation model from the command line.
+
+    python -m segdemo.train --preset live --max-seconds 180 --out runs/live
+    python -m segdemo.train --model unet --base-channels 16 --data drive:DRIVE.zip --epochs 50 --out runs/drive
+    torchrun --nproc_per_node 2 -m segdemo.train --data shapes --epochs 2 --out runs/ddp
+
+Every option is explained by ``--help``. The run writes ``best.pt``, ``last.pt`` and ``log.jsonl``
+into ``--out``; ``--resume OUT/last.pt`` continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+
+from .data import source_entries
+from .engine.config import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig, preset
+from .losses import LOSS_NAMES
+from .models import entry, names
+
+
+def _value(text: str):
+    """``KEY=VALUE`` values: Python literals where they parse (16, 0.5, True), else strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _pairs(items) -> dict:
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+        result[key.strip().replace("-", "_")] = _value(value)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m segdemo.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--preset", choices=sorted(PRESETS),
+                      help="start from a measured recipe; other options override it "
+                           "(live: what the app's Train tab runs)")
+    what.add_argument("--model", choices=names(trainable=True), help=f"architecture (default {defaults.model})")
+    what.add_argument("--base-channels", type=int, help="unet: width of the first stage")
+    what.add_argument("--depth", type=int, help="unet: number of poolings")
+    what.add_argument("--upsample", choices=["bilinear", "transpose"], help="unet: decoder upsampling")
+    what.add_argument("--norm", choices=["batch", "none"], help="unet: normalization")
+    what.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                      help="any other model option, e.g. residual=True (repeatable)")
+    what.add_argument("--data", help="data source: " + ", ".join(
+        f"{e.name}{':PATH' if e.needs_path else ''}" for e in source_entries()) + " (default shapes)")
+    what.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                      help="data source option, e.g. val_length=500 for shapes (repeatable)")
+    what.add_argument("--init-from", metavar="CHECKPOINT", help="fine-tune from this checkpoint's weights")
+    what.add_argument("--title", help="name shown in the app's model pickers")
+    how = parser.add_argument_group("how long and how")
+    how.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
+    how.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: one pass over the data)")
+    how.add_argument("--max-seconds", type=float, help="stop, validate and save after this much wall time")
+    how.add_argument("--batch-size", type=int, help=f"images per step (default {defaults.batch_size})")
+    how.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
+    how.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {defaults.optimizer})")
+    how.add_argument("--weight-decay", type=float, help=f"weight decay (default {defaults.weight_decay})")
+    how.add_argument("--momentum", type=float, help="SGD momentum")
+    how.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {defaults.schedule})")
+    how.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
+    how.add_argument("--loss", choices=LOSS_NAMES, help="loss (auto: BCE+Dice or cross-entropy by task)")
+    how.add_argument("--bce-weight", type=float, help="weight of BCE in BCE+Dice (the tutorials use 0.5)")
+    how.add_argument("--size", type=int, help="image size: generated shapes size, or the crop size for file datasets")
+    how.add_argument("--crop-size", type=int, help="train on random crops of this size (evaluate on whole images)")
+    how.add_argument("--val-images", type=int, help="validate on this many images (default: all)")
+    how.add_argument("--val-every", type=int, help="epochs between validations")
+    machinery = parser.add_argument_group("machinery")
+    machinery.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    machinery.add_argument("--precision", choices=PRECISIONS,
+                           help="auto: bf16/fp16 autocast on GPUs, fp32 on CPUs without native bf16")
+    machinery.add_argument("--channels-last", choices=["on", "off"], help="memory format (default: on)")
+    machinery.add_argument("--threads", type=int, help="torch CPU threads")
+    machinery.add_argument("--seed", type=int, help="random seed")
+    machinery.add_argument("--out", help="output folder for best.pt, last.pt and log.jsonl")
+    machinery.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt")
+    machinery.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
+    machinery.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    config = preset(args.preset) if args.preset else TrainConfig()
+    changes = {}
+    direct = ["model", "data", "init_from", "title", "epochs", "steps_per_epoch", "max_seconds", "batch_size",
+              "lr", "optimizer", "weight_decay", "momentum", "schedule", "loss", "bce_weight", "crop_size",
+              "val_images", "val_every", "device", "precision", "threads", "seed", "out", "resume"]
+    for name in direct:
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.grad_clip is not None:
+        changes["grad_clip"] = args.grad_clip or None
+    if args.channels_last is not None:
+        changes["channels_last"] = args.channels_last == "on"
+    if args.half:
+        changes["half_checkpoint"] = True
+    model_options = {} if "model" in changes and changes["model"] != config.model else dict(config.model_options)
+    for name in ("base_channels", "depth", "upsample", "norm"):
+        if getattr(args, name) is not None:
+            model_options[name] = getattr(args, name)
+    model_options.update(_pairs(args.model_option))
+    data_options = {} if "data" in changes and changes["data"] != config.data else dict(config.data_options)
+    data_options.update(_pairs(args.data_option))
+    if args.size is not None:
+        data = changes.get("data", config.data)
+        if data.split(":")[0] == "shapes":
+            data_options["size"] = args.size
+        else:
+            changes["crop_size"] = args.size
+    changes["model_options"] = model_options
+    changes["data_options"] = data_options
+    config = config.replace(**changes)
+    entry(config.model)  # an unknown model fails here, with the list of valid ones
+    return config.validate()
+
+
+class ProgressBar:
+    """A tqdm progress bar fed by step events; epoch results are written above it."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.bar = None
+
+    def _say(self, text: str) -> None:
+        self.bar.write(text, file=sys.stderr)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.bar = self.tqdm(total=event["total_steps"], initial=event["resumed_at_step"], unit="step",
+                                 dynamic_ncols=True, file=sys.stderr)
+            self._say(f"{event['model']} ({event['parameters']:,} parameters) on {event['data']['spec']}, "
+                           f"{event['device']}, {event['precision']}"
+                           f"{', channels_last' if event['channels_last'] else ''}")
+        elif kind == "step" and self.bar is not None:
+            self.bar.n = event["step"]
+            self.bar.set_postfix(loss=f"{event['loss']:.4f}", dice=f"{event['dice']:.3f}",
+                                 lr=f"{event['lr']:.2e}", img_s=f"{event['images_per_second']:.1f}",
+                                 refresh=False)
+            self.bar.refresh()
+        elif kind == "epoch" and self.bar is not None:
+            val = event["val"]
+            per_class = " ".join(f"{d:.3f}" if d is not None else "-" for d in val["dice"])
+            self._say(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, val mean Dice "
+                           f"{val['mean_dice']:.4f} (per class {per_class}), {event['elapsed']:.0f} s")
+        elif kind == "checkpoint" and self.bar is not None and event["kind"] == "best":
+            self._say(f"  saved {event['path']}")
+        elif kind in ("end", "error") and self.bar is not None:
+            self._say(event.get("message", ""))
+            if kind == "end":
+                self.bar.close()
+
+
+def main(argv=None):
+    """Entry point (``python -m segdemo.train`` / ``segdemo-train``); returns the TrainResult."""
+    from .engine.loop import Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        parser.error(str(error))
+    listeners = [] if args.quiet else [ProgressBar()]
+    result = Trainer(config, listeners).run()
+    if result.reason == "diverged":
+        print(result.message, file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    outcome = main()
+    sys.exit(1 if outcome.reason == "diverged" else 0)

@@ -1,0 +1,235 @@
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import write_drive, write_folder, write_voc
+from segdemo import checkpoints
+from segdemo.engine import BackgroundTrainer, TrainConfig, Trainer, TrainerBusy, preset
+from segdemo.engine.loop import lr_factor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(**changes) -> TrainConfig:
+    """A run that takes a second or two on a CPU."""
+    base = TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data="shapes",
+                       data_options={"size": 32, "val_length": 8}, epochs=2, steps_per_epoch=4,
+                       batch_size=4, lr=1e-2, val_images=8, prefetch=1)
+    return base.replace(**changes)
+
+
+def test_a_few_steps_make_the_loss_fall(tmp_path):
+    steps = []
+    result = Trainer(tiny(epochs=1, steps_per_epoch=40, schedule="constant", out=str(tmp_path)),
+                     [lambda e: steps.append(e["loss"]) if e["type"] == "step" else None]).run()
+    assert result.reason == "finished" and result.steps == 40
+    assert np.mean(steps[-5:]) < 0.8 * np.mean(steps[:5])
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    segmenter = checkpoints.load(tmp_path / "best.pt")
+    assert segmenter.meta["recipe"]["steps_per_epoch"] == 40
+    assert len(segmenter.meta["history"]["steps"]) == 40 and segmenter.meta["metrics"]["mean_dice"] >= 0
+
+
+def test_events_and_jsonl_log(tmp_path):
+    events = []
+    Trainer(tiny(out=str(tmp_path)), [events.append]).run()
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert kinds.count("step") == 8 and kinds.count("epoch") == 2 and "snapshot" in kinds
+    epoch = next(e for e in events if e["type"] == "epoch")
+    assert len(epoch["val"]["dice"]) == 6 and "train_loss" in epoch
+    snapshot = next(e for e in events if e["type"] == "snapshot")
+    assert snapshot["image"].shape == (32, 32, 3) and snapshot["image"].dtype == np.uint8
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["type"] for line in lines] == kinds
+    assert "image" not in next(line for line in lines if line["type"] == "snapshot")
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import segdemo.engine.loop as loop
+
+    real_build = loop.build_loss
+    calls = {"n": 0}
+
+    class NanAfterSix(torch.nn.Module):
+        def __init__(self, loss):
+            super().__init__()
+            self.loss = loss
+
+        def forward(self, outputs, target):
+            calls["n"] += 1
+            value = self.loss(outputs, target)
+            return value * float("nan") if calls["n"] > 6 else value
+
+    def nan_after_six(*args, **kwargs):
+        return NanAfterSix(real_build(*args, **kwargs))
+
+    monkeypatch.setattr(loop, "build_loss", nan_after_six)
+    result = Trainer(tiny(epochs=3, out=str(tmp_path))).run()
+    assert result.reason == "diverged"
+    assert "diverged at step 7" in result.message and "learning rate" in result.message
+    saved = checkpoints.load(tmp_path / "last.pt")
+    assert saved.meta["steps"] == 4  # from the end of epoch 1, before the NaN
+
+
+def test_resume_continues_from_the_saved_step(tmp_path):
+    first = Trainer(tiny(epochs=2, out=str(tmp_path / "a"))).run()
+    assert first.steps == 8
+    resumed = Trainer(tiny(epochs=4, out=str(tmp_path / "b"), resume=first.last_path)).run()
+    assert resumed.steps == 16 and resumed.epochs == 4
+    steps = [s["step"] for s in resumed.history["steps"]]
+    assert steps[:8] == list(range(1, 9)) and steps[8:] == list(range(9, 17))
+
+
+def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path):
+    trainer = BackgroundTrainer(tmp_path)
+    run_id = trainer.start(tiny(epochs=200, steps_per_epoch=50))
+    deadline = time.time() + 60
+    while (trainer.status()["step"] or 0) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert trainer.status()["state"] == "running"
+    with pytest.raises(TrainerBusy, match="already going"):
+        trainer.start(tiny())
+    pressed = time.time()
+    assert trainer.stop() and trainer.stop()  # twice is harmless
+    assert trainer.wait(30)
+    assert time.time() - pressed < 10
+    status = trainer.status()
+    assert status["state"] == "stopped" and status["run_id"] == run_id
+    segmenter = checkpoints.load(status["checkpoint"])
+    assert segmenter.meta["steps"] >= 3
+    assert not trainer.stop()  # nothing to stop now
+    curves = trainer.curves()
+    assert len(curves["steps"]) >= 3 and len(curves["epochs"]) >= 1
+
+
+def test_background_run_reports_bad_settings_without_starting(tmp_path):
+    trainer = BackgroundTrainer(tmp_path)
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(data_options={"size": 100000})):
+        with pytest.raises(ValueError):
+            trainer.start(tiny(**bad))
+    assert trainer.status()["state"] == "idle"
+
+
+def test_background_run_that_fails_in_setup_is_reported(tmp_path):
+    trainer = BackgroundTrainer(tmp_path)
+    trainer.start(tiny(data=f"folder:{tmp_path / 'missing'}", data_options={}))
+    assert trainer.wait(30)
+    status = trainer.status()
+    assert status["state"] == "failed" and "does not exist" in status["message"]
+
+
+def test_learning_rate_schedules():
+    config = TrainConfig(epochs=10, warmup_fraction=0.1, step_every_epochs=5, step_gamma=0.1)
+    assert lr_factor("constant", 0.7, config) == 1.0
+    assert lr_factor("step", 0.45, config) == 1.0 and lr_factor("step", 0.55, config) == pytest.approx(0.1)
+    assert lr_factor("onecycle", 0.0, config) == pytest.approx(1 / 25)
+    assert lr_factor("onecycle", 0.1, config) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 1.0, config) == pytest.approx(1e-4)
+    assert lr_factor("cosine", 1.0, config) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_presets_are_valid():
+    live = preset("live")
+    assert live.validate() is live and live.data == "shapes"
+    assert preset("live", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("turbo")
+
+
+@pytest.mark.parametrize("writer, spec, options", [
+    (write_drive, "drive", {}),
+    (write_voc, "voc", {}),
+    (write_folder, "folder", {}),
+])
+def test_training_runs_on_every_file_source(tmp_path, writer, spec, options):
+    root = writer(tmp_path / spec)
+    result = Trainer(TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data=f"{spec}:{root}",
+                                 epochs=1, steps_per_epoch=2, batch_size=2, crop_size=32, val_images=2,
+                                 out=str(tmp_path / "out"))).run()
+    assert result.reason == "finished" and result.last_metrics is not None
+    assert checkpoints.load(result.last_path).task == {"drive": "binary", "voc": "multiclass",
+                                                       "folder": "multiclass"}[spec]
+
+
+def test_fine_tuning_needs_the_same_classes(tmp_path):
+    first = Trainer(tiny(epochs=1, out=str(tmp_path / "a"))).run()
+    tuned = Trainer(tiny(epochs=1, init_from=first.best_path, out=str(tmp_path / "b"))).run()
+    assert tuned.reason == "finished"
+    folder = write_folder(tmp_path / "mine")
+    with pytest.raises(ValueError, match="same"):
+        Trainer(tiny(data=f"folder:{folder}", data_options={}, init_from=first.best_path)).run()
+
+
+def run_cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    done = run_cli("segdemo.train", "--model", "unet", "--base-channels", "4", "--depth", "2", "--size", "32",
+                   "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--val-images", "4",
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "val mean Dice" in done.stderr
+    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "log.jsonl"}
+    predicted = run_cli("segdemo.predict", str(out / "best.pt"), str(ROOT / "tests"), "--out", str(tmp_path / "p"))
+    # tests/ has no images: nothing to do, and no error
+    assert predicted.returncode == 0, predicted.stderr
+    from segdemo.data import shapes
+    from PIL import Image
+    images, _ = shapes.generate(2, size=48, seed=0)
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"img{index}.png")
+    predicted = run_cli("segdemo.predict", str(out / "best.pt"), str(tmp_path / "img0.png"), str(tmp_path / "img1.png"),
+                        "--out", str(tmp_path / "p"))
+    assert predicted.returncode == 0, predicted.stderr
+    mask = Image.open(tmp_path / "p" / "img0_mask.png")
+    assert mask.mode == "P" and mask.size == (48, 48)
+    assert Image.open(tmp_path / "p" / "img1_overlay.png").size == (48, 48)
+
+
+def test_cli_help_and_bad_settings():
+    helped = run_cli("segdemo.train", "--help")
+    assert helped.returncode == 0
+    for option in ("--model", "--data", "--epochs", "--batch-size", "--lr", "--size", "--out", "--resume",
+                   "--device", "--preset", "--max-seconds"):
+        assert option in helped.stdout
+    bad = run_cli("segdemo.train", "--epochs", "0")
+    assert bad.returncode == 2 and "epochs must be between" in bad.stderr
+    assert run_cli("segdemo.predict", "--help").returncode == 0
+
+
+def test_importing_the_engine_does_not_load_gradio():
+    code = "import sys, segdemo.engine, segdemo.train, segdemo.inference; print('gradio' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path),
+         "--model", "unet", "--base-channels", "4", "--depth", "2", "--size", "32", "--epochs", "2",
+         "--steps-per-epoch", "3", "--batch-size", "2", "--val-images", "4", "--device", "cpu",
+         "--out", str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = (tmp_path / "rank0.txt").read_text().split()
+    rank1 = (tmp_path / "rank1.txt").read_text().split()
+    assert rank0 == rank1 and rank0[1] == "6"
+    assert (tmp_path / "run" / "best.pt").exists()  # written by rank 0 only
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["world_size"] == 2
