@@ -105,6 +105,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o644)  # mkstemp's 0600 would make shipped and exported files private
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import logging
 import sys
 
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m segdemo.train", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     what = parser.add_argument_group("what to train")
+    what.add_argument("--config", metavar="JSON", help="a recipe file (train/*.json): TrainConfig fields; "
+                                                       "other options override it")
     what.add_argument("--preset", choices=sorted(PRESETS),
                       help="start from a measured recipe; other options override it "
                            "(live: what the app's Train tab runs)")
@@ -94,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = preset(args.preset) if args.preset else TrainConfig()
+    if args.config:
+        with open(args.config, encoding="utf-8") as file:
+            recipe = json.load(file)
+        recipe.pop("comment", None)
+        config = TrainConfig.from_dict({**config.to_dict(), **recipe})  # unknown keys are refused
     changes = {}
     direct = ["model", "data", "init_from", "title", "epochs", "steps_per_epoch", "max_seconds", "batch_size",
               "lr", "optimizer", "weight_decay", "momentum", "schedule", "loss", "bce_weight", "crop_size",

@@ -85,7 +85,7 @@ def _blend(image: np.ndarray, color: np.ndarray, covered: np.ndarray, opacity: f
 
 
 def overlay(image: np.ndarray, probabilities: np.ndarray, task: str, colors, *,
-            threshold: float = 0.5, opacity: float = 0.5) -> np.ndarray:
+            threshold: float = 0.5, opacity: float = 0.5, labels: np.ndarray | None = None) -> np.ndarray:
     """Draw a prediction over its image.
 
     Args:
@@ -95,13 +95,15 @@ def overlay(image: np.ndarray, probabilities: np.ndarray, task: str, colors, *,
         colors: one ``(r, g, b)`` per output channel.
         threshold: for multi-label and binary tasks, the probability at which a class is drawn.
         opacity: 0 (image only) to 1 (mask only).
+        labels: for multiclass tasks, the label map if already computed (saves the argmax).
 
     Multiclass class 0 (background) is left untinted; multi-label overlaps blend their colors.
     """
     check_task(task)
     probabilities = np.asarray(probabilities)
     if task == MULTICLASS:
-        labels = probabilities_to_labels(probabilities, task)
+        if labels is None:
+            labels = probabilities_to_labels(probabilities, task)
         color = _take_rgb(color_table(colors), labels)
         covered = labels != 0
     else:

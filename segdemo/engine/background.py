@@ -165,6 +165,8 @@ class BackgroundTrainer:
                 break
         return {
             "state": state, "message": message, "run_id": run_id,
+            "phase": "validating" if history.validating and state in (RUNNING, STOPPING) else
+            ("training" if state in (RUNNING, STOPPING) else None),
             "step": done, "total_steps": total_steps, "progress": progress, "eta_seconds": eta,
             "epoch": epoch["epoch"] if epoch else 0,
             "loss": step["loss"] if step else None, "train_dice": step["dice"] if step else None,
@@ -179,6 +181,10 @@ class BackgroundTrainer:
     def curves(self) -> dict:
         """Step and epoch series so far (copies, no pictures)."""
         return self._history.curves()
+
+    def curves_version(self) -> int:
+        """Changes whenever the run records an event: pollers redraw only then."""
+        return self._history.version
 
     def snapshot(self) -> dict | None:
         """The newest prediction snapshot event (with its ``image``), or None."""

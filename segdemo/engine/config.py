@@ -64,7 +64,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None          # torch CPU threads for this run (None: leave as is)
     seed: int = 0
-    prefetch: int = 2                   # batches generated ahead in a background thread
+    prefetch: int = 0                   # batches generated ahead in a thread (0: inline; on 2 cores a
+                                        # thread slowed steps by 10-25 %: it fights for the GIL and cores)
     out: str | None = None              # folder for checkpoints and the JSON-lines log
     resume: str | None = None           # a "last.pt" of an earlier run to continue
     half_checkpoint: bool = False       # store weights as float16 (smaller shipped files)
@@ -129,11 +130,17 @@ class TrainConfig:
 
 # Presets: measured on the project's 2-core machines (see BENCHMARKS.md and train/).
 PRESETS: dict[str, TrainConfig] = {
-    # The Train tab's default: a slim U-Net learning the shapes live, validation included.
+    # The Train tab's default: a slim residual U-Net learning the shapes live on 2 CPU cores.
+    # Measured (BENCHMARKS.md, bench/bench_live.py): 8-wide residual blocks (ResUNet) learn as well
+    # as 16-wide plain ones at 2.4× the steps per second (plain 8-wide ones lose classes), 96×96
+    # crops (a step costs a quarter of a 192×192 one, and shapes keep their scale), batch 16
+    # (batch 8 stalls on the disk/square confusion), AdamW 3e-3 one-cycle annealed by wall time,
+    # fp32 + channels_last (bf16 is emulated and slower on AVX2 CPUs), validation on 48 whole
+    # 192×192 images every 25 steps.
     "live": TrainConfig(
-        model="unet", model_options={"base_channels": 8, "depth": 3},
-        data="shapes", epochs=40, steps_per_epoch=25, batch_size=16, lr=1e-2, schedule="onecycle",
-        warmup_fraction=0.15, crop_size=96, val_images=48, max_seconds=300, title="live U-Net",
+        model="unet", model_options={"base_channels": 8, "depth": 3, "residual": True},
+        data="shapes", epochs=100, steps_per_epoch=25, batch_size=16, lr=3e-3, schedule="onecycle",
+        warmup_fraction=0.15, crop_size=96, val_images=48, max_seconds=180, title="live U-Net",
     ),
 }
 

@@ -4,6 +4,7 @@ The loop never prints. It emits plain dicts, each with a ``type``:
 
 - ``start``: the run's settings, model size, data;
 - ``step``: ``step``, ``epoch``, ``loss``, ``dice`` (this batch), ``lr``, ``images_per_second``, ``elapsed``;
+- ``validate``: a validation starts (``epoch``, ``step``);
 - ``epoch``: ``epoch``, ``train_loss``, ``val`` (metrics per class and means), ``elapsed``;
 - ``snapshot``: ``epoch`` and ``image`` (an (H, W, 3) uint8 picture of a validation prediction);
 - ``checkpoint``: ``path`` and ``kind`` (``last`` / ``best``);
@@ -62,11 +63,14 @@ class EventHistory:
         self.epochs: list[dict] = []
         self.other: list[dict] = []
         self.snapshot: dict | None = None
+        self.validating = False
         self.version = 0
 
     def __call__(self, event: dict) -> None:
         with self._lock:
             kind = event["type"]
+            if kind != "validate":
+                self.validating = False
             if kind == "step":
                 self.steps.append(event)
                 if len(self.steps) > self.max_steps:
@@ -75,6 +79,8 @@ class EventHistory:
                 self.epochs.append(event)
             elif kind == "snapshot":
                 self.snapshot = event
+            elif kind == "validate":
+                self.validating = True
             else:
                 self.other.append(event)
             self.version += 1

@@ -1,0 +1,168 @@
+"""The models a user can pick: shipped checkpoints, uploaded ones, runs trained in the app, and
+torchvision's pretrained VOC models where their weights are at hand.
+
+:class:`ModelCatalog` lists them by display name and loads each lazily, keeping a few loaded
+:class:`~segdemo.inference.Segmenter` objects in a small LRU cache. It is thread-safe: the app's
+request handlers and the background trainer's ``on_finish`` call it concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import checkpoints
+from .checkpoints import CheckpointError
+from .inference import Segmenter, pretrained_segmenter
+from .models.pretrained import PRETRAINED
+
+log = logging.getLogger(__name__)
+
+SHIPPED, TRAINED, UPLOADED, PRETRAINED_KIND = "shipped", "trained", "uploaded", "pretrained"
+MAX_LOADED = 4
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str                 # what the pickers show (unique)
+    kind: str                 # shipped, trained, uploaded, pretrained
+    path: str | None = None   # the checkpoint file, for all but pretrained models
+    pretrained: str | None = None
+    available: bool = True
+    message: str = ""         # why it is unavailable, or a note
+
+
+def safe_name(text: str, fallback: str = "model") -> str:
+    """A file-name-safe version of ``text``: letters, digits, ``-``, ``_`` and ``.`` only, no
+    leading dot (no hidden files), no path separators, at most 80 characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._-")
+    return cleaned[:80] or fallback
+
+
+class ModelCatalog:
+    """Pickable models.
+
+    Args:
+        shipped_dir: the repository's ``checkpoints/`` folder.
+        models_dir: where uploaded and app-trained checkpoints are kept (inside the data dir).
+        default: name of the default model (listed first).
+    """
+
+    def __init__(self, shipped_dir: str | Path, models_dir: str | Path, *, default: str = "unet_shapes",
+                 include_pretrained: bool = True):
+        self.shipped_dir = Path(shipped_dir)
+        self.models_dir = Path(models_dir)
+        self.default = default
+        self.include_pretrained = include_pretrained
+        self._lock = threading.RLock()
+        self._entries: dict[str, CatalogEntry] = {}
+        self._loaded: OrderedDict[str, Segmenter] = OrderedDict()
+        self.version = 0
+        self.refresh()
+
+    # --- listing ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Rescan the folders (cheap: file names only; nothing is loaded)."""
+        entries: dict[str, CatalogEntry] = {}
+        for path in sorted(self.shipped_dir.glob("*.pt")):
+            entries[path.stem] = CatalogEntry(path.stem, SHIPPED, str(path))
+        for kind in (TRAINED, UPLOADED):
+            folder = self.models_dir / kind
+            for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+                name = f"{kind}: {path.stem}"
+                entries[name] = CatalogEntry(name, kind, str(path))
+        if self.include_pretrained:
+            for key, spec in PRETRAINED.items():
+                available, message = spec.availability()
+                name = f"pretrained: {key} (VOC)"
+                entries[name] = CatalogEntry(name, PRETRAINED_KIND, pretrained=key, available=available,
+                                             message=message or spec.description)
+        with self._lock:
+            changed = set(entries) != set(self._entries)
+            self._entries = entries
+            for name in list(self._loaded):
+                if name not in entries:
+                    del self._loaded[name]
+            if changed:
+                self.version += 1
+
+    def entries(self) -> list[CatalogEntry]:
+        with self._lock:
+            ordered = sorted(self._entries.values(), key=lambda e: (e.name != self.default,
+                                                                    [SHIPPED, TRAINED, UPLOADED, PRETRAINED_KIND].index(e.kind),
+                                                                    e.name))
+            return ordered
+
+    def names(self, *, available_only: bool = True) -> list[str]:
+        """Display names, the default first."""
+        return [e.name for e in self.entries() if e.available or not available_only]
+
+    def unavailable(self) -> list[CatalogEntry]:
+        return [e for e in self.entries() if not e.available]
+
+    def entry(self, name: str) -> CatalogEntry:
+        with self._lock:
+            if name not in self._entries:
+                raise KeyError(f"no model named {name!r}; pick one of: {', '.join(self.names())}")
+            return self._entries[name]
+
+    # --- loading ----------------------------------------------------------------------------------
+    def get(self, name: str | None = None) -> Segmenter:
+        """The loaded model ``name`` (default: the default model). Raises ``KeyError`` for an
+        unknown name, ``CheckpointError``/``WeightsUnavailable`` when it cannot be loaded."""
+        name = name or self.default
+        entry = self.entry(name)
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+        if not entry.available:
+            raise CheckpointError(entry.message)
+        if entry.kind == PRETRAINED_KIND:
+            segmenter = pretrained_segmenter(entry.pretrained)
+        else:
+            segmenter = checkpoints.load(entry.path)
+            segmenter.name = name
+        with self._lock:
+            self._loaded[name] = segmenter
+            self._loaded.move_to_end(name)
+            while len(self._loaded) > MAX_LOADED:
+                self._loaded.popitem(last=False)
+        return segmenter
+
+    # --- adding -----------------------------------------------------------------------------------
+    def _unique(self, kind: str, stem: str) -> str:
+        folder = self.models_dir / kind
+        candidate, index = stem, 2
+        while (folder / f"{candidate}.pt").exists():
+            candidate, index = f"{stem}-{index}", index + 1
+        return candidate
+
+    def add_checkpoint(self, source: str | Path, *, title: str | None = None, kind: str = UPLOADED) -> str:
+        """Validate ``source`` as a segdemo checkpoint, copy it into the catalog and return its
+        display name. A bad file raises :class:`CheckpointError` and adds nothing."""
+        source = Path(source)
+        segmenter = checkpoints.load(source, precision="fp32")  # refuses anything unsafe or broken
+        stem = safe_name(title or segmenter.meta.get("title") or source.stem)
+        with self._lock:
+            stem = self._unique(kind, stem)
+            target = self.models_dir / kind / f"{stem}.pt"
+            checkpoints.atomic_write(target, lambda file: file.write(source.read_bytes()))
+        self.refresh()
+        return f"{kind}: {stem}"
+
+    def add_trained(self, path: str | Path, title: str) -> str:
+        """Register a checkpoint written by a training run in the app."""
+        return self.add_checkpoint(path, title=title, kind=TRAINED)
+
+    def remove(self, name: str) -> None:
+        entry = self.entry(name)
+        if entry.kind not in (TRAINED, UPLOADED):
+            raise ValueError(f"{name} is a {entry.kind} model and cannot be removed")
+        Path(entry.path).unlink(missing_ok=True)
+        self.refresh()
+
