@@ -1,0 +1,430 @@
+"""Annotation datasets on disk: segdemo's folder format, written so nothing is ever lost.
+
+A dataset is a folder under the store's root::
+
+    <root>/<dataset>/classes.json
+    <root>/<dataset>/images/<item>.png
+    <root>/<dataset>/masks/<item>.png      # palette PNG of class indices (0 = background)
+    <root>/<dataset>/history/<item>-<time>-{image,mask}.png   # earlier versions, deleted pairs
+
+Every write goes to a temporary file and is renamed into place (a crash leaves the old file);
+saving over an existing item first moves the old pair into ``history/``, and deleting moves it
+there too, so an annotation is never lost silently. Every name a user gives is sanitized and
+every path is checked to stay inside the root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .checkpoints import atomic_write
+from .data.archive import ArchiveError, FileTree, check_member_name
+from .data.base import DatasetInfo
+from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
+from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
+from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
+from .io import check_same_size, png_bytes, read_image, read_label_map
+from .tasks import IGNORE_INDEX, MULTICLASS
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
+MAX_ITEMS = 5000
+MAX_SIDE = 4096
+
+PRESETS: dict[str, DatasetInfo] = {
+    "shapes": DatasetInfo("shapes", MULTICLASS, ("background", *SHAPES_CLASSES), ((0, 0, 0), *SHAPES_COLORS)),
+    "DRIVE vessels": DatasetInfo("drive", MULTICLASS, ("background", "vessel"), ((0, 0, 0), (230, 40, 40))),
+    "Pascal VOC": DatasetInfo("voc", MULTICLASS, VOC_CLASSES, VOC_COLORS),
+}
+
+
+class AnnotationError(ValueError):
+    """A refused annotation operation (bad name, missing item, wrong size...), with a message."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it is a safe dataset/item name, else raise :class:`AnnotationError`.
+
+    Safe: 1–64 characters of letters, digits, space, ``.``, ``_`` and ``-``, starting with a
+    letter or digit (so no hidden files, no ``..``, no separators, no absolute paths)."""
+    name = (name or "").strip()
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise AnnotationError(f"{what} {name!r} is not allowed: use 1–64 letters, digits, spaces, '.', '_' or '-', "
+                              "starting with a letter or digit")
+    return name
+
+
+def parse_class_lines(text: str) -> DatasetInfo:
+    """Classes from lines of ``name`` or ``name #rrggbb``; the first is the background."""
+    from .data.voc import voc_colormap
+
+    names, colors = [], []
+    palette = voc_colormap(256)
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        match = re.match(r"^(.*?)\s*(#[0-9a-fA-F]{6})?$", line)
+        name = match.group(1).strip()
+        if not name:
+            raise AnnotationError(f"a class needs a name: {line!r}")
+        names.append(name)
+        color = match.group(2)
+        colors.append(tuple(int(color[i:i + 2], 16) for i in (1, 3, 5)) if color else tuple(int(v) for v in palette[len(colors)]))
+    if len(names) < 2:
+        raise AnnotationError("a dataset needs at least two classes: the background and one more")
+    if len(names) > 255:
+        raise AnnotationError("at most 255 classes fit a label mask")
+    if len(set(colors)) != len(colors):
+        raise AnnotationError("two classes share a color; every class needs its own")
+    return DatasetInfo("annotations", MULTICLASS, tuple(names), tuple(colors))
+
+
+def class_lines(info: DatasetInfo) -> str:
+    return "\n".join(f"{name} #{''.join(f'{v:02x}' for v in color)}" for name, color in zip(info.classes, info.colors))
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    image: Path
+    mask: Path
+
+
+class DatasetStore:
+    """Annotation datasets under ``root`` (the app's data directory)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+
+    # --- paths ------------------------------------------------------------------------------------
+    def _inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise AnnotationError("that path is outside the data directory")
+        return resolved
+
+    def dataset_path(self, dataset: str) -> Path:
+        path = self._inside(self.root / check_name(dataset, "dataset name"))
+        if not (path / CLASSES_FILE).is_file():
+            raise AnnotationError(f"there is no dataset named {dataset!r}")
+        with self._lock:
+            self._recover(path)
+        return path
+
+    # --- datasets ---------------------------------------------------------------------------------
+    def datasets(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / CLASSES_FILE).is_file() and NAME_PATTERN.match(p.name))
+
+    def create(self, dataset: str, info: DatasetInfo) -> str:
+        dataset = check_name(dataset, "dataset name")
+        with self._lock:
+            path = self._inside(self.root / dataset)
+            if (path / CLASSES_FILE).exists():
+                raise AnnotationError(f"a dataset named {dataset!r} exists already")
+            for folder in ("images", "masks", "history"):
+                (path / folder).mkdir(parents=True, exist_ok=True)
+            self._write_classes(path, info, dataset)
+        return dataset
+
+    def _write_classes(self, path: Path, info: DatasetInfo, dataset: str) -> None:
+        info = DatasetInfo(dataset, MULTICLASS, info.classes, info.colors)
+        data = classes_json(info).encode()
+        atomic_write(path / CLASSES_FILE, lambda file: file.write(data))
+
+    def info(self, dataset: str) -> DatasetInfo:
+        return parse_classes((self.dataset_path(dataset) / CLASSES_FILE).read_text())
+
+    def set_classes(self, dataset: str, info: DatasetInfo) -> None:
+        """Rename or recolor classes, or add new ones at the end; removing classes that masks use
+        is refused (it would silently change annotations)."""
+        path = self.dataset_path(dataset)
+        with self._lock:
+            current = self.info(dataset)
+            if len(info.classes) < len(current.classes):
+                used = self.stats(dataset)["pixels"]
+                lost = [name for name, count in list(used.items())[len(info.classes):] if count]
+                if lost:
+                    raise AnnotationError(f"classes {lost} are used by saved masks and cannot be removed")
+            self._write_classes(path, info, dataset)
+
+    # --- items ------------------------------------------------------------------------------------
+    def items(self, dataset: str) -> list[Item]:
+        path = self.dataset_path(dataset)
+        names = [p.relative_to(path).as_posix() for folder in ("images", "masks")
+                 for p in (path / folder).iterdir() if p.is_file()]
+        return [Item(Path(image).stem, path / image, path / mask) for image, mask in find_pairs(names)]
+
+    def load(self, dataset: str, item: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(image (H, W, 3), labels (H, W))`` of a saved pair."""
+        path = self.dataset_path(dataset)
+        item = check_name(item, "item name")
+        image_path, mask_path = path / "images" / f"{item}.png", path / "masks" / f"{item}.png"
+        if not image_path.is_file() or not mask_path.is_file():
+            raise AnnotationError(f"{dataset} has no item named {item!r}")
+        return read_image(image_path), read_label_map(mask_path)
+
+    def save(self, dataset: str, item: str, image: np.ndarray, labels: np.ndarray) -> dict:
+        """Save a pair. An existing pair of that name is first kept in ``history/``.
+
+        The pair is written as one transaction: both new files are written to temporary files,
+        the old pair is linked into ``history/``, a journal names what is being replaced, and
+        only then are the two files renamed into place. A crash at any point leaves either the
+        old pair or the new one (the journal lets :meth:`_recover` roll back a half-placed pair).
+
+        Returns ``{"item": name, "replaced": path of the kept previous mask, or None}``."""
+        path = self.dataset_path(dataset)
+        item = check_name(item, "item name")
+        info = self.info(dataset)
+        image = np.asarray(image, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise AnnotationError("the image must be RGB")
+        if max(image.shape[:2]) > MAX_SIDE:
+            raise AnnotationError(f"images larger than {MAX_SIDE} pixels a side cannot be annotated")
+        check_same_size(image, labels, "mask")
+        unknown = sorted(set(np.unique(labels).tolist()) - set(range(info.num_classes)) - {IGNORE_INDEX})
+        if unknown:
+            raise AnnotationError(f"the mask uses class values {unknown[:5]} that {dataset} does not define")
+        targets = {"image": path / "images" / f"{item}.png", "mask": path / "masks" / f"{item}.png"}
+        contents = {"image": png_bytes(image), "mask": png_bytes(labels, palette=info.colors)}
+        with self._lock:
+            if not targets["mask"].exists() and len(self.items(dataset)) >= MAX_ITEMS:
+                raise AnnotationError(f"{dataset} holds {MAX_ITEMS} items already")
+            staged = {}
+            try:
+                for kind in targets:
+                    staged[kind] = self._stage(targets[kind], contents[kind])
+                kept = self._keep_in_history(path, item, "replaced", link=True)
+                journal = path / f".pending-{item}.json"
+                record = json.dumps({"item": item, "kept": {k: str(v) if v else None for k, v in kept.items()}})
+                atomic_write(journal, lambda file: file.write(record.encode()))
+                for kind in ("image", "mask"):
+                    os.replace(staged[kind], targets[kind])
+                journal.unlink()
+            finally:
+                for temporary in staged.values():
+                    Path(temporary).unlink(missing_ok=True)
+        return {"item": item, "replaced": str(kept["mask"]) if kept.get("mask") else None}
+
+    @staticmethod
+    def _stage(target: Path, data: bytes) -> Path:
+        """Write ``data`` to a hidden temporary file beside ``target`` (fsynced)."""
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        return Path(temporary)
+
+    def _keep_in_history(self, path: Path, item: str, why: str, *, link: bool) -> dict:
+        """Put the item's current files into history/: hard-linked (they stay in place) or moved."""
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+        history = path / "history"
+        history.mkdir(exist_ok=True)
+        kept = {}
+        for kind, folder in (("image", "images"), ("mask", "masks")):
+            source = path / folder / f"{item}.png"
+            kept[kind] = None
+            if source.exists():
+                target = history / f"{item}-{stamp}-{why}-{kind}.png"
+                if link:
+                    try:
+                        os.link(source, target)
+                    except OSError:  # no hard links on this file system: copy instead
+                        shutil.copy2(source, target)
+                else:
+                    os.replace(source, target)
+                kept[kind] = target
+        return kept
+
+    def _recover(self, path: Path) -> None:
+        """Undo saves that a crash interrupted (see :meth:`save`) and drop stale temporary files."""
+        for journal in path.glob(".pending-*.json"):
+            try:
+                record = json.loads(journal.read_text())
+                item = check_name(record["item"], "item name")
+            except (OSError, ValueError, KeyError):
+                journal.unlink(missing_ok=True)
+                continue
+            for kind, folder in (("image", "images"), ("mask", "masks")):
+                current = path / folder / f"{item}.png"
+                old = record["kept"].get(kind)
+                if old and Path(old).exists():
+                    restoring = current.with_name(f".{current.name}.restore")
+                    shutil.copy2(old, restoring)
+                    os.replace(restoring, current)
+                else:
+                    current.unlink(missing_ok=True)  # the pair was new: remove its half
+            journal.unlink(missing_ok=True)
+        for stale in [*path.glob("images/.*.tmp"), *path.glob("masks/.*.tmp")]:
+            stale.unlink(missing_ok=True)
+
+    def delete(self, dataset: str, item: str) -> None:
+        """Delete a pair (it is kept in ``history/``)."""
+        path = self.dataset_path(dataset)
+        item = check_name(item, "item name")
+        with self._lock:
+            kept = self._keep_in_history(path, item, "deleted", link=False)
+            if not any(kept.values()):
+                raise AnnotationError(f"{dataset} has no item named {item!r}")
+
+    def history(self, dataset: str) -> list[str]:
+        return sorted(p.name for p in (self.dataset_path(dataset) / "history").glob("*.png"))
+
+    def stats(self, dataset: str) -> dict:
+        """How many pairs, and how many pixels of each class."""
+        info = self.info(dataset)
+        counts = np.zeros(256, dtype=np.int64)
+        items = self.items(dataset)
+        for item in items:
+            counts += np.bincount(read_label_map(item.mask).ravel(), minlength=256)
+        return {"items": len(items), "pixels": {name: int(counts[i]) for i, name in enumerate(info.classes)}}
+
+    # --- exchange ---------------------------------------------------------------------------------
+    def export_zip(self, dataset: str, target: str | Path) -> Path:
+        """The dataset as a zip in segdemo's folder format (``classes.json``, ``images/``, ``masks/``)."""
+        path = self.dataset_path(dataset)
+        target = Path(target)
+
+        def write(file):
+            with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.write(path / CLASSES_FILE, CLASSES_FILE)
+                for item in self.items(dataset):
+                    archive.write(item.image, f"images/{item.name}.png")
+                    archive.write(item.mask, f"masks/{item.name}.png")
+
+        atomic_write(target, write)
+        return target
+
+    def export_voc(self, dataset: str, target: str | Path, *, val_every: int = 5) -> Path:
+        """The dataset in Pascal VOC's layout (JPEG images, palette PNG labels, split lists)."""
+        items = self.items(dataset)
+        val = {item.name for item in items[::val_every]} if len(items) >= val_every else set()
+        base = "VOCdevkit/VOC2012"
+        target = Path(target)
+
+        def write(file):
+            with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+                for item in items:
+                    image = read_image(item.image)
+                    ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    archive.writestr(f"{base}/JPEGImages/{item.name}.jpg", jpeg.tobytes())
+                    archive.write(item.mask, f"{base}/SegmentationClass/{item.name}.png")
+                train = [i.name for i in items if i.name not in val]
+                archive.writestr(f"{base}/ImageSets/Segmentation/train.txt", "\n".join(train) + "\n")
+                archive.writestr(f"{base}/ImageSets/Segmentation/val.txt", "\n".join(sorted(val)) + "\n")
+                archive.writestr(f"{base}/classes.json", (self.dataset_path(dataset) / CLASSES_FILE).read_text())
+
+        atomic_write(target, write)
+        return target
+
+    def import_zip(self, zip_path: str | Path, dataset: str) -> dict:
+        """Create dataset ``dataset`` from a zip in segdemo's folder format. Checks everything
+        (layout, names, sizes, class values) before writing anything."""
+        dataset = check_name(dataset, "dataset name")
+        tree = FileTree(zip_path)
+        try:
+            prefix = tree.find_prefix(CLASSES_FILE)
+            if prefix is None:
+                raise ArchiveError("the zip has no classes.json: expected classes.json, images/ and masks/")
+            info = parse_classes(tree.read(prefix + CLASSES_FILE))
+            pairs = find_pairs(tree.names(), prefix)
+            if not pairs:
+                raise ArchiveError("the zip has no image in images/ with a mask of the same name in masks/")
+            loaded = []
+            for image_name, mask_name in pairs:
+                check_member_name(image_name)
+                item = check_name(Path(image_name).stem, "item name")
+                image = read_image(tree.read(image_name))
+                labels = read_label_map(tree.read(mask_name), palette=info.colors)
+                check_same_size(image, labels, f"mask {item}")
+                loaded.append((item, image, labels))
+        finally:
+            tree.close()
+        self.create(dataset, info)
+        try:
+            for item, image, labels in loaded:
+                self.save(dataset, item, image, labels)
+        except Exception:
+            shutil.rmtree(self.root / dataset, ignore_errors=True)  # nothing half-imported stays
+            raise
+        return {"dataset": dataset, "items": len(loaded)}
+
+
+# --- turning an editor's painting into labels, and labels into a painting ---------------------------
+def layer_from_labels(labels: np.ndarray, colors) -> np.ndarray:
+    """An RGBA layer ``(H, W, 4)``: class colors, opaque where the label is not background."""
+    table = np.zeros((256, 4), dtype=np.uint8)
+    for index, color in enumerate(colors):
+        if index > 0:
+            table[index, :3] = color
+            table[index, 3] = 255
+    return table[np.asarray(labels, dtype=np.uint8)]
+
+
+def labels_from_layers(layers, colors, shape) -> np.ndarray:
+    """Class indices from painted RGBA layers: later layers paint over earlier ones; a pixel is
+    painted where alpha ≥ 128 (anti-aliased edges decide by majority), and takes the class of the
+    nearest class color, so no in-between color leaks into the label map; unpainted (or erased)
+    pixels are background (0)."""
+    from .io import nearest_palette_index
+
+    labels = np.zeros(shape[:2], dtype=np.uint8)
+    palette = np.asarray(colors, dtype=np.int32)[1:]  # painting never selects the background color
+    for layer in layers or []:
+        layer = np.asarray(layer)
+        if layer is None or layer.ndim != 3:
+            continue
+        if layer.shape[:2] != tuple(shape[:2]):
+            raise AnnotationError(f"a painted layer is {layer.shape[1]}×{layer.shape[0]} but the image is "
+                                  f"{shape[1]}×{shape[0]}")
+        alpha = layer[:, :, 3] if layer.shape[2] == 4 else np.full(layer.shape[:2], 255, np.uint8)
+        painted = alpha >= 128
+        if painted.any():
+            indices = nearest_palette_index(layer[:, :, :3][painted][None], palette)[0] + 1
+            labels[painted] = indices
+    return labels
+
+
+def clean_labels(labels: np.ndarray, *, min_area: int = 20) -> np.ndarray:
+    """Remove specks and fill holes: connected pieces of a class smaller than ``min_area`` pixels
+    are removed (become background), and background holes smaller than ``min_area`` inside a
+    class are filled with that class."""
+    labels = np.asarray(labels, dtype=np.uint8).copy()
+    for value in np.unique(labels):
+        if value in (0, IGNORE_INDEX):
+            continue
+        mask = (labels == value).astype(np.uint8)
+        count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1
+        if len(small):
+            labels[np.isin(components, small)] = 0
+    background = (labels == 0).astype(np.uint8)
+    count, components, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
+    height, width = labels.shape
+    for index in range(1, count):
+        x, y, w, h, area = stats[index]
+        touches_edge = x == 0 or y == 0 or x + w == width or y + h == height
+        if area < min_area and not touches_edge:
+            hole = components == index
+            ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~hole
+            neighbours = labels[ring]
+            neighbours = neighbours[neighbours != 0]
+            if len(neighbours):
+                labels[hole] = np.bincount(neighbours).argmax()
+    return labels
