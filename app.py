@@ -1,0 +1,27 @@
+"""segdemo's app: ``python app.py`` serves it on http://127.0.0.1:7860 (also a Hugging Face Space).
+
+Options: ``--data-dir PATH`` (or SEGDEMO_DATA_DIR) for saved models and annotations,
+``--host``, ``--port``.
+"""
+
+import argparse
+import os
+
+from segdemo.ui import build_demo, create_context, launch_options
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="segdemo: learn, try and annotate image segmentation")
+    parser.add_argument("--data-dir", default=os.environ.get("SEGDEMO_DATA_DIR"),
+                        help="folder for uploaded/trained models and annotations (default .segdemo)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+_args = parse_args()
+demo = build_demo(create_context(_args.data_dir))
+
+if __name__ == "__main__":
+    demo.launch(server_name=_args.host, server_port=_args.port, **launch_options())

@@ -1,0 +1,285 @@
+"""The Annotate tab: paint masks per class with a model's help, save them as a dataset, export it,
+train on it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from .. import viz
+from ..annotations import (PRESETS, AnnotationError, class_lines, clean_labels, labels_from_layers,
+                           layer_from_labels, parse_class_lines, check_name)
+from ..catalog import safe_name
+from ..data import shapes
+from ..io import read_image
+from .common import AppContext, checked_upload, hex_color, legend_html, user_errors
+
+CUSTOM = "custom (edit the list)"
+MAX_ANNOTATE_SIDE = 2048
+
+EXPLAIN = """
+**How to annotate.** Pick or create a dataset (its classes come from a preset or your own list; the
+first class is the background). Open an image, then either paint each class with its color or press
+**Pre-fill from model** and only correct what the model got wrong: that is much faster, and it gets
+faster still once you train on what you saved. **Clean up** removes specks and fills small holes.
+Painted colors are mapped back to exact class indices when you save. Saving under an existing name
+keeps the earlier version in the dataset's history.
+"""
+
+
+def _empty_editor():
+    return {"background": None, "layers": [], "composite": None}
+
+
+def editor_value(image: np.ndarray, labels: np.ndarray | None, colors) -> dict:
+    layer = layer_from_labels(labels if labels is not None else np.zeros(image.shape[:2], np.uint8), colors)
+    return {"background": image, "layers": [layer], "composite": None}
+
+
+def brush_for(colors) -> gr.Brush:
+    return gr.Brush(colors=[hex_color(c) for c in colors[1:]], default_color=hex_color(colors[1]),
+                    color_mode="fixed", default_size=8)
+
+
+def dataset_view(context: AppContext, dataset: str):
+    """Everything that depends on the chosen dataset: class text, legend, brush, gallery, stats."""
+    store = context.store
+    info = store.info(dataset)
+    gallery = []
+    for item in store.items(dataset):
+        image, labels = store.load(dataset, item.name)
+        gallery.append((viz.overlay_labels(image, labels, info.colors, opacity=0.6), item.name))
+    stats = store.stats(dataset)
+    table = {"headers": ["class", "pixels"], "data": [[name, count] for name, count in stats["pixels"].items()]}
+    progress = f"**{dataset}**: {stats['items']} annotated image{'s' if stats['items'] != 1 else ''}."
+    editor = gr.ImageEditor(brush=brush_for(info.colors))
+    return class_lines(info), legend_html(info.classes, info.colors), editor, gallery, table, progress
+
+
+def create_dataset(context: AppContext, name, preset, custom_lines):
+    info = PRESETS[preset] if preset in PRESETS else parse_class_lines(custom_lines)
+    dataset = context.store.create(name, info)
+    return gr.Dropdown(choices=context.store.datasets(), value=dataset), f"Created **{dataset}**."
+
+
+def save_classes(context: AppContext, dataset, lines):
+    context.store.set_classes(_dataset(dataset), parse_class_lines(lines))
+    return dataset_view(context, dataset)
+
+
+def _dataset(dataset) -> str:
+    if not dataset:
+        raise gr.Error("create or pick a dataset first", print_exception=False)
+    return dataset
+
+
+def _checked_image(image: np.ndarray) -> np.ndarray:
+    if max(image.shape[:2]) > MAX_ANNOTATE_SIDE:
+        raise gr.Error(f"the image is {image.shape[1]}×{image.shape[0]}; images up to {MAX_ANNOTATE_SIDE} pixels a "
+                       "side can be annotated here", print_exception=False)
+    return image
+
+
+def open_upload(context: AppContext, dataset, upload):
+    info = context.store.info(_dataset(dataset))
+    path = checked_upload(upload, "image")
+    if path is None:
+        raise gr.Error("upload an image first", print_exception=False)
+    image = _checked_image(read_image(path))
+    return editor_value(image, None, info.colors), image, safe_name(Path(path).stem, "image"), "Opened the upload."
+
+
+def open_shapes(context: AppContext, dataset, seed, size):
+    info = context.store.info(_dataset(dataset))
+    images, _ = shapes.generate(1, int(size), seed=int(seed or 0))
+    return editor_value(images[0], None, info.colors), images[0], f"shapes-{int(seed or 0)}", "Opened a shapes image."
+
+
+def open_item(context: AppContext, dataset, event: gr.SelectData):
+    dataset = _dataset(dataset)
+    item = context.store.items(dataset)[int(event.index)].name
+    return _open_item(context, dataset, item)
+
+
+def _open_item(context: AppContext, dataset, item):
+    image, labels = context.store.load(dataset, check_name(item, "item name"))
+    info = context.store.info(dataset)
+    return editor_value(image, labels, info.colors), image, item, f"Opened **{item}** for editing."
+
+
+def open_item_by_name(context: AppContext, dataset, item):
+    return _open_item(context, _dataset(dataset), item)
+
+
+def _current_labels(context: AppContext, dataset, value, image) -> np.ndarray:
+    if image is None:
+        raise gr.Error("open an image first", print_exception=False)
+    info = context.store.info(dataset)
+    layers = (value or {}).get("layers") or []
+    return labels_from_layers([_rgba(layer) for layer in layers], info.colors, image.shape)
+
+
+def _rgba(layer):
+    if isinstance(layer, (str, Path, dict)):  # over the API a layer may arrive as a file
+        from PIL import Image
+
+        path = layer.get("path") if isinstance(layer, dict) else layer
+        return np.asarray(Image.open(path).convert("RGBA"))
+    return layer
+
+
+def prefill(context: AppContext, dataset, image, model_name, threshold):
+    """Put the model's prediction, mapped onto this dataset's classes by name, in the editor."""
+    dataset = _dataset(dataset)
+    if image is None:
+        raise gr.Error("open an image first", print_exception=False)
+    info = context.store.info(dataset)
+    segmenter = context.catalog.get(model_name)
+    predicted = segmenter.labels(segmenter.predict(image), threshold)
+    by_name = {name.lower(): index for index, name in enumerate(info.classes)}
+    table = np.zeros(256, dtype=np.uint8)
+    unmatched = []
+    for value, name in enumerate(segmenter.label_names):
+        target = by_name.get(name.lower())
+        if target is None:
+            if value != 0:
+                unmatched.append(name)
+            continue
+        table[value] = target
+    labels = table[predicted]
+    message = f"Pre-filled from **{segmenter.name}**: correct what it got wrong, then save."
+    if unmatched:
+        message += f" Its classes {unmatched[:5]} are not in this dataset and were left as background."
+        gr.Warning(f"{len(unmatched)} of the model's classes are not in this dataset")
+    return editor_value(image, labels, info.colors), message
+
+
+def cleanup(context: AppContext, dataset, value, image, min_area):
+    dataset = _dataset(dataset)
+    labels = clean_labels(_current_labels(context, dataset, value, image), min_area=int(min_area))
+    return editor_value(image, labels, context.store.info(dataset).colors), "Removed specks and filled small holes."
+
+
+def save(context: AppContext, dataset, value, image, item):
+    dataset = _dataset(dataset)
+    labels = _current_labels(context, dataset, value, image)
+    result = context.store.save(dataset, item, image, labels)
+    note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
+    return (f"Saved **{result['item']}**.{note}", *dataset_view(context, dataset)[3:])
+
+
+def delete(context: AppContext, dataset, item):
+    dataset = _dataset(dataset)
+    context.store.delete(dataset, item)
+    return (f"Deleted **{item}** (kept in the dataset's history).", *dataset_view(context, dataset)[3:])
+
+
+def export(context: AppContext, dataset, layout):
+    dataset = _dataset(dataset)
+    folder = Path(tempfile.mkdtemp(prefix="segdemo-export-"))
+    if layout == "voc":
+        return str(context.store.export_voc(dataset, folder / f"{dataset}-voc.zip"))
+    return str(context.store.export_zip(dataset, folder / f"{dataset}.zip"))
+
+
+def import_dataset(context: AppContext, upload, name):
+    path = checked_upload(upload, "dataset zip", limit=1024 * 2**20)
+    if path is None:
+        raise gr.Error("choose a dataset .zip first", print_exception=False)
+    name = name or safe_name(Path(path).stem, "imported")
+    result = context.store.import_zip(path, name)
+    return (gr.Dropdown(choices=context.store.datasets(), value=result["dataset"]),
+            f"Imported **{result['dataset']}** with {result['items']} pairs.")
+
+
+def build(context: AppContext, model_choices: list[str]) -> dict:
+    store = context.store
+    datasets = store.datasets()
+    first = datasets[0] if datasets else None
+    first_info = store.info(first) if first else PRESETS["shapes"]
+    image_state = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            dataset = gr.Dropdown(datasets, value=first, label="dataset", elem_id="annotate-dataset")
+            with gr.Accordion("new dataset", open=not datasets):
+                new_name = gr.Textbox(label="name", placeholder="my-shapes", elem_id="annotate-new-name")
+                preset = gr.Dropdown([*PRESETS, CUSTOM], value="shapes", label="classes from")
+                create_button = gr.Button("Create", elem_id="annotate-create")
+            classes = gr.Textbox(class_lines(first_info), lines=6, label="classes (one per line: name #rrggbb; "
+                                 "the first is the background)", elem_id="annotate-classes")
+            save_classes_button = gr.Button("Save classes", size="sm")
+            legend = gr.HTML(legend_html(first_info.classes, first_info.colors))
+            with gr.Accordion("open an image", open=True):
+                upload = gr.File(label="upload", file_types=["image", ".tif", ".tiff"], elem_id="annotate-upload")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="shapes seed")
+                    size = gr.Slider(64, 384, value=192, step=32, label="shapes size")
+                shapes_button = gr.Button("Open a shapes image", size="sm", elem_id="annotate-open-shapes")
+            with gr.Accordion("import / export", open=False):
+                import_file = gr.File(label="import a dataset .zip", file_types=[".zip"])
+                import_name = gr.Textbox(label="name for the imported dataset")
+                import_button = gr.Button("Import", size="sm")
+                with gr.Row():
+                    export_button = gr.Button("Export .zip", size="sm", elem_id="annotate-export")
+                    export_voc_button = gr.Button("Export as VOC", size="sm")
+                exported = gr.File(label="exported dataset", interactive=False, elem_id="annotate-exported")
+        with gr.Column(scale=3):
+            message = gr.Markdown(elem_id="annotate-message")
+            editor = gr.ImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
+                                    eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
+                                    label="paint the classes (eraser = background)", elem_id="annotate-editor")
+            with gr.Row():
+                model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
+                                    scale=2, elem_id="annotate-model")
+                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold", scale=1)
+                prefill_button = gr.Button("Pre-fill from model", scale=1, elem_id="annotate-prefill")
+            with gr.Row():
+                min_area = gr.Slider(2, 200, value=20, step=1, label="clean-up: smallest piece (pixels)", scale=2)
+                cleanup_button = gr.Button("Clean up", scale=1, elem_id="annotate-cleanup")
+            with gr.Row():
+                item = gr.Textbox(label="save as", placeholder="image-name", scale=2, elem_id="annotate-item")
+                save_button = gr.Button("Save", variant="primary", scale=1, elem_id="annotate-save")
+                delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="annotate-delete")
+            progress = gr.Markdown(elem_id="annotate-progress")
+            gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", format="png",
+                                 elem_id="annotate-gallery")
+            stats = gr.Dataframe(label="pixels per class", interactive=False, elem_id="annotate-stats")
+            gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+
+    view_outputs = [classes, legend, editor, gallery, stats, progress]
+    wrap = user_errors
+    dataset.change(wrap(lambda d: dataset_view(context, d) if d else [gr.skip()] * 6), [dataset], view_outputs,
+                   api_name="annotate_dataset")
+    create_button.click(wrap(lambda n, p, c: create_dataset(context, n, p, c)), [new_name, preset, classes],
+                        [dataset, message], api_name="annotate_create")
+    save_classes_button.click(wrap(lambda d, c: save_classes(context, d, c)), [dataset, classes], view_outputs,
+                              api_name="annotate_classes")
+    upload.upload(wrap(lambda d, u: open_upload(context, d, u)), [dataset, upload],
+                  [editor, image_state, item, message], api_name="annotate_open_upload")
+    shapes_button.click(wrap(lambda d, s, z: open_shapes(context, d, s, z)), [dataset, seed, size],
+                        [editor, image_state, item, message], api_name="annotate_open_shapes")
+    gallery.select(wrap(lambda d, e: open_item(context, d, e)), [dataset], [editor, image_state, item, message],
+                   api_visibility="private")
+    open_hidden = gr.Button(visible=False)
+    open_hidden.click(wrap(lambda d, i: open_item_by_name(context, d, i)), [dataset, item],
+                      [editor, image_state, item, message], api_name="annotate_open_item")
+    prefill_button.click(wrap(lambda d, i, m, t: prefill(context, d, i, m, t)), [dataset, image_state, model, threshold],
+                         [editor, message], api_name="annotate_prefill", concurrency_id="inference")
+    cleanup_button.click(wrap(lambda d, v, i, a: cleanup(context, d, v, i, a)), [dataset, editor, image_state, min_area],
+                         [editor, message], api_name="annotate_cleanup")
+    save_button.click(wrap(lambda d, v, i, n: save(context, d, v, i, n)), [dataset, editor, image_state, item],
+                      [message, gallery, stats, progress], api_name="annotate_save")
+    delete_button.click(wrap(lambda d, n: delete(context, d, n)), [dataset, item], [message, gallery, stats, progress],
+                        api_name="annotate_delete")
+    export_button.click(wrap(lambda d: export(context, d, "folder")), [dataset], [exported], api_name="annotate_export")
+    export_voc_button.click(wrap(lambda d: export(context, d, "voc")), [dataset], [exported],
+                            api_name="annotate_export_voc")
+    import_button.click(wrap(lambda f, n: import_dataset(context, f, n)), [import_file, import_name],
+                        [dataset, message], api_name="annotate_import")
+    return {"model": model, "dataset": dataset}
+
+
+__all__ = ["build", "AnnotationError"]

@@ -1,0 +1,84 @@
+"""Building the Gradio app: shared objects, the tabs, the queue, launch options."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from ..catalog import ModelCatalog
+from ..engine import BackgroundTrainer
+from ..annotations import DatasetStore
+from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab
+from .common import CSS, AppContext
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SHIPPED = ROOT / "checkpoints"
+DEFAULT_MODEL = "unet_shapes"
+
+INTRO = """
+# segdemo
+Learn, try and annotate **U-Net** image segmentation. *Shapes*: segment synthetic images and compare with
+the truth. *Upload*: your own images (DRIVE, Pascal VOC understood). *Models*: what is inside each network.
+*Train*: watch a network learn, live, on this machine's CPU. *Annotate*: paint masks with a model's help and
+train on them.
+"""
+
+
+def data_dir_from_env() -> Path:
+    """The app's data folder: ``SEGDEMO_DATA_DIR``, else ``.segdemo`` in the working directory."""
+    return Path(os.environ.get("SEGDEMO_DATA_DIR") or Path.cwd() / ".segdemo").resolve()
+
+
+def create_context(data_dir: str | Path | None = None, *, shipped_dir: str | Path = SHIPPED,
+                   train_threads: int | None = None) -> AppContext:
+    """The app's shared objects: the model catalog, the background trainer, the data folder."""
+    data_dir = Path(data_dir).resolve() if data_dir else data_dir_from_env()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = ModelCatalog(shipped_dir, data_dir / "models", default=DEFAULT_MODEL)
+
+    def register(run_id, result):
+        path = result.best_path or result.last_path
+        if path:
+            title = (result.meta or {}).get("title") or "trained"
+            catalog.add_trained(path, title=f"{title} {run_id}")
+
+    trainer = BackgroundTrainer(data_dir / "runs", threads=train_threads, on_finish=register)
+    return AppContext(catalog=catalog, trainer=trainer, data_dir=data_dir, store=DatasetStore(data_dir / "datasets"))
+
+
+def build_demo(context: AppContext | None = None) -> gr.Blocks:
+    """The whole app; nothing heavy happens here (models load on first use)."""
+    context = context or create_context()
+    choices = context.catalog.names()
+    with gr.Blocks(title="segdemo") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Shapes", id="shapes"):
+                shapes_parts = shapes_tab.build(context, choices)
+            with gr.Tab("Upload", id="upload"):
+                upload_parts = upload_tab.build(context, choices)
+            with gr.Tab("Models", id="models"):
+                models_parts = models_tab.build(context, choices)
+            with gr.Tab("Train", id="train"):
+                train_parts = train_tab.build(context)
+            with gr.Tab("Annotate", id="annotate"):
+                annotate_parts = annotate_tab.build(context, choices)
+        dropdowns = [shapes_parts["model"], upload_parts["model"], models_parts["model"], models_parts["compare"],
+                     annotate_parts["model"]]
+        train_tab.wire_timer(context, train_parts, dropdowns)
+        gr.api(lambda: context.catalog.names(), api_name="models", api_description="The pickable model names.")
+        demo.load(models_parts["show"], [models_parts["model"]],
+                  [models_parts["details"], models_parts["stages"], models_parts["legend"]], api_visibility="private")
+    demo.queue(default_concurrency_limit=2, max_size=128)
+    demo.segdemo_context = context
+    return demo
+
+
+def launch_options() -> dict:
+    """Options for ``demo.launch`` (theme and CSS go here in Gradio 6)."""
+    return {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": "200mb"}

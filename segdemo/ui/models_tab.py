@@ -1,0 +1,146 @@
+"""The Models tab: model cards, the feature-map shapes through the "U", uploads, comparisons."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import numpy as np
+
+from .. import viz
+from ..data import shapes
+from ..io import read_image
+from ..metrics import image_metrics
+from ..tasks import MULTILABEL
+from .common import AppContext, checked_upload, downscale, format_dice, legend_html, side_by_side, user_errors
+
+EXPLAIN = """
+**The "U".** The table follows one image through the network. The encoder halves the size and
+doubles the channels at each stage (more "what", less "where"); the decoder doubles the size back,
+and each decoder stage also receives the encoder's output of the same size through a **skip
+connection**, which is what keeps edges sharp. The FCN has no decoder and no skips: its 1/32-size
+scores are blown up 32× at the end, so its masks are blobs. U²-Net nests a small U inside every stage.
+"""
+
+MAX_COMPARE = 3
+
+
+def card(context: AppContext, name):
+    """Markdown card and stage table of model ``name``."""
+    segmenter = context.catalog.get(name)
+    info = segmenter.card()
+    metrics = info.get("metrics") or {}
+    lines = [f"### {info['name']}",
+             f"**Architecture:** `{info['architecture']}` {json.dumps(info['options']) if info['options'] else ''}  ",
+             f"**Parameters:** {info['parameters']:,}  ",
+             f"**Task:** {info['task']}, {len(info['classes'])} classes  ",
+             f"**Inference:** {info['inference path']} on {info['device']}  "]
+    data = info.get("data") or {}
+    if data:
+        lines.append(f"**Trained on:** {data.get('spec') or data.get('name')}  ")
+    recipe = info.get("recipe") or {}
+    if recipe:
+        lines.append(f"**Recipe:** {recipe.get('epochs')} epochs × {recipe.get('steps_per_epoch') or '?'} steps, "
+                     f"batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, {recipe.get('optimizer')}, "
+                     f"{recipe.get('schedule')}  ")
+    if metrics:
+        lines.append(f"**Validation:** mean Dice {format_dice(metrics.get('mean_dice'))}, "
+                     f"mIoU {format_dice(metrics.get('miou'))}  ")
+        dice = metrics.get("dice") or []
+        lines.append("Dice per class: " + ", ".join(f"{c} {format_dice(d)}" for c, d in zip(info["classes"], dice)))
+    description = segmenter.meta.get("description")
+    if description:
+        lines.append(f"\n{description}")
+    height = width = 192
+    rows = [[row["stage"], "×".join(str(v) for v in row["output shape"][1:]), f"{row['parameters']:,}"]
+            for row in segmenter.feature_shapes(height, width)]
+    table = {"headers": ["stage", "output (channels×height×width)", "parameters"], "data": rows}
+    legend = legend_html(segmenter.label_names, segmenter.label_colors)
+    return "\n".join(lines), table, legend
+
+
+def upload_checkpoint(context: AppContext, upload):
+    """Add an uploaded ``.pt`` to the catalog; returns the new name."""
+    path = checked_upload(upload, "checkpoint")
+    if path is None:
+        raise gr.Error("choose a .pt checkpoint file first", print_exception=False)
+    return context.catalog.add_checkpoint(path)
+
+
+def compare(context: AppContext, names, source, seed, upload, threshold):
+    """Segment one image with 2–3 models, side by side, with their inference times."""
+    names = [n for n in (names or []) if n]
+    if not names:
+        raise gr.Error("pick at least one model to compare", print_exception=False)
+    if len(names) > MAX_COMPARE:
+        raise gr.Error(f"compare at most {MAX_COMPARE} models at once", print_exception=False)
+    truth = None
+    if source == "uploaded image":
+        path = checked_upload(upload, "image")
+        if path is None:
+            raise gr.Error("upload an image to compare on, or pick a shapes image", print_exception=False)
+        image = read_image(path)
+    else:
+        images, masks = shapes.generate(1, 192, seed=int(seed or 0))
+        image, truth = images[0], masks[0]
+    gallery, rows = [], []
+    for name in names:
+        segmenter = context.catalog.get(name)
+        segmenter.predict(image)  # warm-up, so the time below is the steady-state one
+        probabilities, seconds = segmenter.timed_predict(image)
+        overlay = viz.overlay(image, probabilities, segmenter.task, segmenter.colors, threshold=threshold, opacity=0.7)
+        dice = None
+        if truth is not None and segmenter.task == MULTILABEL and tuple(segmenter.classes) == shapes.CLASSES:
+            dice = image_metrics(probabilities, truth, MULTILABEL, threshold)["mean_dice"]
+        caption = f"{name}: {1000 * seconds:.0f} ms" + (f", mean Dice {dice:.3f}" if dice is not None else "")
+        gallery.append((downscale(overlay), caption))
+        rows.append([name, f"{segmenter.parameter_count:,}", f"{1000 * seconds:.1f}", format_dice(dice)])
+    if truth is not None:
+        gallery.insert(0, (side_by_side(image, viz.overlay(image, truth, MULTILABEL, shapes.COLORS, opacity=0.7)),
+                           "input | ground truth"))
+    table = {"headers": ["model", "parameters", "inference (ms)", "mean Dice"], "data": rows}
+    return gallery, table
+
+
+def build(context: AppContext, model_choices: list[str]) -> dict:
+    gr.Markdown("Pick a model to see its card and its shape, upload your own segdemo checkpoint, or compare models.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
+                                elem_id="models-model")
+            upload = gr.File(label="upload a segdemo checkpoint (.pt)", file_types=[".pt"], elem_id="models-upload")
+            unavailable = [e for e in context.catalog.entries() if not e.available]
+            if unavailable:
+                gr.Markdown("Unavailable here: " + "; ".join(f"{e.name} ({e.message})" for e in unavailable),
+                            elem_classes="segdemo-explain")
+        with gr.Column(scale=2):
+            legend = gr.HTML()
+            details = gr.Markdown(elem_id="models-card")
+            stages = gr.Dataframe(label="feature maps for a 192×192 input", interactive=False, elem_id="models-stages")
+            gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+    gr.Markdown("### Compare models on the same image")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            chosen = gr.Dropdown(model_choices, value=model_choices[:2], multiselect=True, max_choices=MAX_COMPARE,
+                                 label=f"models (up to {MAX_COMPARE})", elem_id="compare-models")
+            source = gr.Radio(["shapes image", "uploaded image"], value="shapes image", label="image")
+            seed = gr.Number(value=1, precision=0, label="shapes seed")
+            image_file = gr.File(label="image (for 'uploaded image')", file_types=["image", ".tif", ".tiff"])
+            threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold")
+            run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="side by side", columns=2, height="auto", format="png", elem_id="compare-gallery")
+            times = gr.Dataframe(label="inference times", interactive=False, elem_id="compare-times")
+
+    show = user_errors(lambda n: card(context, n))
+    model.change(show, [model], [details, stages, legend], api_name="model_card", concurrency_id="inference")
+
+    def on_upload(file):
+        name = upload_checkpoint(context, file)
+        names = context.catalog.names()
+        return gr.Dropdown(choices=names, value=name), None, f"Added **{name}**."
+
+    upload.upload(user_errors(on_upload), [upload], [model, upload, details], api_name="upload_checkpoint")
+    run.click(user_errors(lambda *a: compare(context, *a)), [chosen, source, seed, image_file, threshold],
+              [gallery, times], api_name="compare", concurrency_id="inference")
+    return {"model": model, "compare": chosen, "details": details, "stages": stages, "legend": legend, "show": show}

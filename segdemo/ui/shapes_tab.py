@@ -1,0 +1,137 @@
+"""The Shapes tab: generate synthetic shapes, segment them, compare with the ground truth."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import numpy as np
+
+from .. import viz
+from ..data import shapes
+from ..metrics import image_metrics
+from ..tasks import MULTILABEL
+from .common import AppContext, format_dice, legend_html, side_by_side, user_errors
+
+MAX_COUNT = 12
+SIZES = (32, 512)
+
+EXPLAIN = """
+**What you see.** Each row shows the input (white shapes on black), the ground truth, and the
+model's prediction, colored by class. The model sees only the input. The **ring** is hollow and the
+**mesh square** is only dots, yet its target is the whole square: the network must use context,
+which the U-Net gets from its encoder (it shrinks the image to see more at once) and its skip
+connections (they hand fine detail back to the decoder).
+**Dice** = 2·overlap / (predicted area + true area): 1 is perfect, 0 is no overlap. It counts
+small shapes as much as large ones, which plain pixel accuracy does not (the background alone
+would score 95 %).
+"""
+
+EXAMPLES = [
+    ("4 images", 4, 0, 192),
+    ("8 images, seed 42", 8, 42, 192),
+    ("one large 384×384", 1, 7, 384),
+    ("tiny 64×64", 6, 3, 64),
+]
+
+
+def generate(count, seed, size):
+    """Generate shapes images with their ground truth (what ``/generate_shapes`` returns)."""
+    count, seed, size = int(count), int(seed or 0), int(size)
+    if not 1 <= count <= MAX_COUNT:
+        raise gr.Error(f"count must be between 1 and {MAX_COUNT}", print_exception=False)
+    if not SIZES[0] <= size <= SIZES[1]:
+        raise gr.Error(f"size must be between {SIZES[0]} and {SIZES[1]} pixels", print_exception=False)
+    if not 0 <= seed < 2**32:
+        raise gr.Error("seed must be between 0 and 4294967295", print_exception=False)
+    images, masks = shapes.generate(count, size, seed=seed)
+    gallery = [(side_by_side(image, viz.overlay(image, mask, MULTILABEL, shapes.COLORS, opacity=0.7)),
+                f"image {index + 1}: input | ground truth")
+               for index, (image, mask) in enumerate(zip(images, masks))]
+    return gallery, {"images": images, "masks": masks}
+
+
+def segment(context: AppContext, generated, model_name, threshold):
+    """Predict every generated image; pictures, per-class Dice and channel maps."""
+    if not generated:
+        raise gr.Error("generate some images first", print_exception=False)
+    segmenter = context.catalog.get(model_name)
+    comparable = segmenter.task == MULTILABEL and tuple(segmenter.classes) == shapes.CLASSES
+    rows, gallery, stored, seconds = [], [], [], []
+    for index, (image, mask) in enumerate(zip(generated["images"], generated["masks"])):
+        probabilities, elapsed = segmenter.timed_predict(image)
+        seconds.append(elapsed)
+        stored.append((probabilities * 255 + 0.5).astype(np.uint8))
+        truth = viz.overlay(image, mask, MULTILABEL, shapes.COLORS, opacity=0.7)
+        prediction = viz.overlay(image, probabilities, segmenter.task, segmenter.colors, threshold=threshold,
+                                 opacity=0.7)
+        caption = f"image {index + 1}: input | ground truth | prediction"
+        if comparable:
+            metrics = image_metrics(probabilities, mask, MULTILABEL, threshold)
+            rows.append([index + 1, *[format_dice(d) for d in metrics["dice"]], format_dice(metrics["mean_dice"])])
+            caption += f" (mean Dice {metrics['mean_dice']:.3f})"
+        gallery.append((side_by_side(image, truth, prediction), caption))
+    channels = _channels(stored[0], segmenter.classes)
+    info = (f"**{segmenter.name}** ({segmenter.parameter_count:,} parameters, {segmenter.path.describe()}): "
+            f"{1000 * float(np.median(seconds)):.0f} ms per image.")
+    if not comparable:
+        info += " Its classes are not the shapes classes, so no Dice is computed."
+    headers = ["image", *shapes.CLASSES, "mean"]
+    table = {"headers": headers, "data": rows or [[None] * len(headers)]}
+    state = {"probabilities": stored, "classes": list(segmenter.classes)}
+    return gallery, table, channels, info, state
+
+
+def _channels(quantized: np.ndarray, classes) -> list:
+    maps = viz.channel_maps(quantized.astype(np.float32) / 255.0)
+    return [(picture, f"channel {index}: {name}") for index, (picture, name) in enumerate(zip(maps, classes))]
+
+
+def select_channels(predicted, event: gr.SelectData):
+    """Show the output channels of the image clicked in the gallery."""
+    if not predicted:
+        return gr.skip()
+    index = min(int(event.index), len(predicted["probabilities"]) - 1)
+    return _channels(predicted["probabilities"][index], predicted["classes"])
+
+
+def build(context: AppContext, model_choices: list[str]) -> dict:
+    gr.Markdown("Generate the classic six-class synthetic shapes and watch a model segment them.")
+    generated, predicted = gr.State(None), gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            count = gr.Slider(1, MAX_COUNT, value=4, step=1, label="images")
+            seed = gr.Number(value=0, precision=0, label="seed (same seed, same images)")
+            size = gr.Slider(SIZES[0], SIZES[1], value=192, step=32, label="size (pixels)")
+            model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None,
+                                label="model", elem_id="shapes-model")
+            threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold")
+            run = gr.Button("Generate and segment", variant="primary", elem_id="shapes-run")
+            gr.HTML(legend_html(shapes.CLASSES, shapes.COLORS))
+            with gr.Row():
+                example_buttons = [gr.Button(label, size="sm") for label, *_ in EXAMPLES]
+        with gr.Column(scale=3):
+            info = gr.Markdown(elem_id="shapes-info")
+            gallery = gr.Gallery(label="input | ground truth | prediction", columns=1, height="auto",
+                                 format="png", elem_id="shapes-gallery")
+            dice = gr.Dataframe(label="Dice per class", interactive=False, elem_id="shapes-dice")
+            channels = gr.Gallery(label="output channels of the selected image (one per class)",
+                                  columns=6, height="auto", format="png", elem_id="shapes-channels")
+            gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+
+    run_segment = user_errors(lambda g, m, t: segment(context, g, m, t))
+    generate_event = run.click(user_errors(generate), [count, seed, size], [gallery, generated],
+                               api_name="generate_shapes", concurrency_id="inference")
+    generate_event.success(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
+                           api_name="segment_shapes", concurrency_id="inference")
+    threshold.release(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
+                      api_visibility="private", concurrency_id="inference")
+    gallery.select(select_channels, [predicted], [channels], api_visibility="private")
+    for button, (_, n, s, z) in zip(example_buttons, EXAMPLES):
+        button.click(lambda n=n, s=s, z=z: (n, s, z), None, [count, seed, size], api_visibility="private",
+                     queue=False).then(
+            user_errors(generate), [count, seed, size], [gallery, generated], api_visibility="private",
+            concurrency_id="inference").success(
+            run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
+            api_visibility="private", concurrency_id="inference")
+    return {"model": model}
