@@ -1,0 +1,57 @@
+"""Starting the real app on a free port for API and browser tests."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    demo: object
+    context: object
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False, analytics_enabled=False)
+
+    def close(self):
+        self.demo.close()
+
+
+def start_app(data_dir: Path, **context_options) -> RunningApp:
+    from segdemo.ui import build_demo, create_context
+
+    context = create_context(data_dir, **context_options)
+    demo = build_demo(context)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    return RunningApp(f"http://127.0.0.1:{port}/", demo, context)
+
+
+def save_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")

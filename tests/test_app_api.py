@@ -1,0 +1,142 @@
+"""The real app, started on a free port and driven through gradio_client."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import handle_file
+from PIL import Image
+
+from apphelpers import save_image, start_app, wait_for
+from fakes import write_drive
+from segdemo import checkpoints, models
+from segdemo.data import shapes
+from segdemo.data.voc import voc_colormap
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    running = start_app(tmp_path_factory.mktemp("data"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.client()
+
+
+@pytest.fixture
+def shapes_png(tmp_path):
+    images, masks = shapes.generate(1, 192, seed=2024)
+    labels = np.zeros((192, 192), dtype=np.uint8)
+    for index in range(6):
+        labels[masks[0, index] == 1] = index + 1
+    image = save_image(tmp_path / "shapes.png", images[0])
+    mask = tmp_path / "mask.png"
+    palette = Image.fromarray(labels, mode="P")
+    palette.putpalette([0, 0, 0] + [v for c in shapes.COLORS for v in c])
+    palette.save(mask)
+    return image, mask
+
+
+def test_models_lists_the_shipped_checkpoints_default_first(client):
+    names = client.predict(api_name="/models")
+    assert names[0] == "unet_shapes"
+    assert {"fcn_resnet18_shapes", "u2netp_shapes"} <= set(names)
+
+
+def test_generate_and_segment_shapes(client):
+    gallery = client.predict(3, 5, 192, api_name="/generate_shapes")
+    assert len(gallery) == 3
+    pictures, table, channels, info = client.predict("unet_shapes", 0.5, api_name="/segment_shapes")
+    assert len(pictures) == 3 and "ms per image" in info
+    means = [float(row[-1]) for row in table["data"]]
+    assert len(means) == 3 and min(means) > 0.9
+    assert len(channels) == 6 and channels[0]["caption"].endswith("filled square")
+    first = Image.open(pictures[0]["image"]["path"])
+    assert first.size[1] == 192 and first.size[0] > 3 * 192  # input | truth | prediction
+
+
+def test_segment_endpoint(client, shapes_png):
+    image, _ = shapes_png
+    overlay, label_png, info = client.predict(handle_file(str(image)), "", api_name="/segment")
+    assert Image.open(overlay).size == (192, 192)
+    labels = Image.open(label_png)
+    assert labels.mode == "P" and labels.size == (192, 192)
+    fractions = info["fractions"]
+    assert info["model"] == "unet_shapes" and abs(sum(fractions.values()) - 1) < 1e-3
+    assert fractions["background"] > 0.7 and fractions["ring"] > 0
+
+
+def test_segment_upload_with_and_without_ground_truth(client, shapes_png):
+    image, mask = shapes_png
+    result = client.predict(handle_file(str(image)), None, "unet_shapes", 0.5, 0.5, api_name="/segment_upload")
+    annotated, label_map, channels, metrics, errors, info = result
+    assert len(annotated["annotations"]) >= 5 and Image.open(label_map).size == (192, 192)
+    assert errors is None and len(channels) == 6
+    result = client.predict(handle_file(str(image)), handle_file(str(mask)), "unet_shapes", 0.5, 0.5,
+                            api_name="/segment_upload")
+    metrics, errors = result[3], result[4]
+    rows = {row[0]: row for row in metrics["data"]}
+    assert float(rows["mean"][1]) > 0.9
+    assert Image.open(errors).size == (192, 192)
+
+
+def test_switching_models(client, shapes_png):
+    image, _ = shapes_png
+    for name in ("fcn_resnet18_shapes", "u2netp_shapes"):
+        _, _, info = client.predict(handle_file(str(image)), name, api_name="/segment")
+        assert info["model"] == name
+
+
+def test_drive_image_with_its_manual_annotation(client, tmp_path):
+    root = write_drive(tmp_path / "DRIVE", size=(584, 565))
+    image = root / "test" / "images" / "01_test.tif"
+    manual = root / "test" / "1st_manual" / "01_manual1.gif"
+    result = client.predict(handle_file(str(image)), handle_file(str(manual)), "unet_shapes", 0.5, 0.5,
+                            api_name="/segment_upload")
+    assert "565×584" in result[5]
+
+
+def test_model_card_shows_the_u(client):
+    details, stages, legend = client.predict("unet_shapes", api_name="/model_card")
+    assert "Parameters" in details and "mean Dice" in details
+    assert any("encoder" in row[0] for row in stages["data"])
+
+
+def test_upload_a_checkpoint_then_use_it(client, tmp_path, shapes_png):
+    model = models.create("unet", 3, 6, base_channels=4, depth=2)
+    meta = checkpoints.build_meta(model, task="multilabel", classes=shapes.CLASSES, colors=shapes.COLORS,
+                                  title="my tiny unet")
+    path = checkpoints.save(tmp_path / "mine.pt", model, meta)
+    client.predict(handle_file(str(path)), api_name="/upload_checkpoint")
+    names = client.predict(api_name="/models")
+    assert "uploaded: my_tiny_unet" in names
+    _, _, info = client.predict(handle_file(str(shapes_png[0])), "uploaded: my_tiny_unet", api_name="/segment")
+    assert info["model"] == "uploaded: my_tiny_unet"
+
+
+def test_compare_models(client):
+    gallery, times = client.predict(["unet_shapes", "fcn_resnet18_shapes"], "shapes image", 3, None, 0.5,
+                                    api_name="/compare")
+    assert len(gallery) == 3 and len(times["data"]) == 2
+    assert all(float(row[2]) > 0 for row in times["data"])
+
+
+def test_train_start_status_stop_and_use_the_new_model(app, client, shapes_png):
+    message = client.predict("unet", 8, "synthetic shapes", None, 50, 8, 0.003, 64, 60, api_name="/train_start")
+    assert "Started run" in message
+    with pytest.raises(Exception, match="already going"):
+        client.predict("unet", 8, "synthetic shapes", None, 1, 8, 0.003, 64, 60, api_name="/train_start")
+    status = wait_for(lambda: (s := client.predict(api_name="/train_status")) and len(s["steps"]) >= 5 and s)
+    assert status["state"] == "running" and status["steps"][-1]["loss"] > 0
+    assert "Stopping" in client.predict(api_name="/train_stop")
+    final = wait_for(lambda: (s := client.predict(api_name="/train_status"))["state"] in ("stopped", "finished") and s)
+    assert final["epochs"], "a stopped run is validated"
+    names = wait_for(lambda: [n for n in client.predict(api_name="/models") if n.startswith("trained: ")])
+    _, _, info = client.predict(handle_file(str(shapes_png[0])), names[0], api_name="/segment")
+    assert info["model"] == names[0]

@@ -1,0 +1,169 @@
+"""Click through the real page in Debian's Chromium, as a user would (screenshots in test-artifacts/)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apphelpers import save_image, start_app, wait_for
+from segdemo.data import shapes
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    running = start_app(tmp_path_factory.mktemp("browser-data"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(app, browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app.url)
+    page.wait_for_selector("#shapes-run")
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def images_loaded(page, selector: str, at_least: int = 1) -> bool:
+    """True when at least ``at_least`` images under ``selector`` have really been decoded."""
+    return page.evaluate(
+        """([selector, count]) => {
+            const images = [...document.querySelectorAll(selector + ' img')];
+            return images.filter(i => i.complete && i.naturalWidth > 0).length >= count;
+        }""", [selector, at_least])
+
+
+def wait_images(page, selector: str, at_least: int = 1, timeout: float = 90) -> None:
+    wait_for(lambda: images_loaded(page, selector, at_least), timeout=timeout)
+
+
+def test_shapes_tab_generates_and_segments(page):
+    page.click("#shapes-run")
+    wait_images(page, "#shapes-gallery", 4)
+    wait_images(page, "#shapes-channels", 6)
+    wait_for(lambda: "ms per image" in page.inner_text("#shapes-info"))
+    table = page.inner_text("#shapes-dice")
+    means = [float(v) for v in re.findall(r"0\.\d{3}|1\.000", table)]
+    assert len(means) >= 4 * 7 and min(means[-7:]) > 0.5
+
+
+def test_shapes_example_button_is_one_click(page):
+    page.get_by_role("button", name="8 images, seed 42").click()
+    wait_images(page, "#shapes-gallery", 8)
+
+
+def test_upload_tab_segments_an_image_with_its_ground_truth(page, tmp_path):
+    images, masks = shapes.generate(1, 192, seed=99)
+    image = save_image(tmp_path / "input.png", images[0])
+    labels = np.zeros((192, 192), dtype=np.uint8)
+    for index in range(6):
+        labels[masks[0, index] == 1] = index + 1
+    mask = save_image(tmp_path / "mask.png", labels)
+    open_tab(page, "Upload")
+    page.set_input_files("#upload-image input[type=file]", str(image))
+    page.set_input_files("#upload-mask input[type=file]", str(mask))
+    page.wait_for_timeout(500)
+    page.click("#upload-run")
+    wait_images(page, "#upload-overlay", 1)
+    wait_images(page, "#upload-labels", 1)
+    wait_images(page, "#upload-errors", 1)
+    wait_for(lambda: "mean" in page.inner_text("#upload-metrics"))
+    assert "192×192" in page.inner_text("#upload-info")
+
+
+def test_models_tab_shows_the_card_and_compares(page):
+    open_tab(page, "Models")
+    wait_for(lambda: "Parameters" in page.inner_text("#models-card"))
+    assert "encoder" in page.inner_text("#models-stages")
+    page.click("#compare-run")
+    wait_images(page, "#compare-gallery", 3)
+    assert "ms" in page.inner_text("#compare-times")
+
+
+def test_train_tab_curves_grow_and_the_model_appears_in_the_picker(page):
+    open_tab(page, "Train")
+    page.get_by_label("time limit (seconds; 0 = none)").fill("40")
+    page.click("#train-start")
+    wait_for(lambda: "Started run" in page.inner_text("#train-message"))
+    wait_for(lambda: page.locator("#train-progress").get_attribute("data-state") == "running", timeout=60)
+
+    def plotted_points():
+        return page.evaluate("""() => document.querySelectorAll('#train-loss svg path, #train-loss canvas').length""")
+
+    wait_for(lambda: plotted_points() > 0, timeout=60)
+    first = page.inner_text("#train-status-line")
+    wait_for(lambda: page.inner_text("#train-status-line") != first, timeout=30)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "train-running.png"), full_page=True)
+    page.click("#train-stop")
+    wait_for(lambda: page.locator("#train-progress").get_attribute("data-state") in ("stopped", "finished"),
+             timeout=120)
+    wait_images(page, "#train-snapshot", 1)
+    open_tab(page, "Shapes")
+    page.click("#shapes-model")
+    wait_for(lambda: page.get_by_role("option", name=re.compile("^trained: ")).count() > 0, timeout=30)
+
+
+def test_annotate_paint_save_reopen_round_trips(page, app):
+    open_tab(page, "Annotate")
+    page.fill("#annotate-new-name textarea, #annotate-new-name input", "browser-set")
+    page.click("#annotate-create")
+    wait_for(lambda: "Created" in page.inner_text("#annotate-message"))
+    page.click("#annotate-open-shapes")
+    wait_for(lambda: "Opened" in page.inner_text("#annotate-message"))
+    page.click("#annotate-prefill")
+    wait_for(lambda: "Pre-filled" in page.inner_text("#annotate-message"), timeout=60)
+    canvas = page.locator("#annotate-editor canvas").first
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.12, steps=4)
+    page.mouse.up()
+    page.fill("#annotate-item textarea, #annotate-item input", "painted")
+    page.click("#annotate-save")
+    wait_for(lambda: "Saved" in page.inner_text("#annotate-message"), timeout=60)
+    wait_images(page, "#annotate-gallery", 1)
+    store = app.context.store
+    image, labels = store.load("browser-set", "painted")
+    info = store.info("browser-set")
+    assert set(np.unique(labels).tolist()) <= set(range(len(info.classes)))
+    # reopening shows the same labels; saving again without changes keeps them exactly
+    page.locator("#annotate-gallery img").first.click()
+    wait_for(lambda: "Opened **painted**" in page.inner_text("#annotate-message") or
+             "Opened painted" in page.inner_text("#annotate-message"))
+    page.click("#annotate-save")
+    wait_for(lambda: "previous version" in page.inner_text("#annotate-message"), timeout=60)
+    _, again = store.load("browser-set", "painted")
+    assert np.array_equal(again, labels)
