@@ -60,6 +60,13 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values), q))
 
 
+def wait_until_idle(client) -> dict:
+    """Poll ``/train_status`` until no run is going; the final status."""
+    while (status := client.predict(api_name="/train_status"))["state"] in ("starting", "running", "stopping"):
+        time.sleep(1)
+    return status
+
+
 def segment_latencies(client, image_path, count):
     from gradio_client import handle_file
 
@@ -85,9 +92,7 @@ def training_speed(client, seconds: float, pages: int) -> float:
             page.get_by_role("tab", name="Train").click()
             browsers.append(page)
     client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, seconds, api_name="/train_start")
-    while client.predict(api_name="/train_status")["state"] in ("starting", "running", "stopping"):
-        time.sleep(1)
-    status = client.predict(api_name="/train_status")
+    status = wait_until_idle(client)
     if pages:
         browser.close()
         playwright.stop()
@@ -127,8 +132,7 @@ def main():
         time.sleep(8)
         busy = segment_latencies(client, image, 60)
         client.predict(api_name="/train_stop")
-        while client.predict(api_name="/train_status")["state"] in ("starting", "running", "stopping"):
-            time.sleep(1)
+        wait_until_idle(client)
         rows.append({"what": "`/segment` 192×192 round trip while a live run trains", "value":
                      f"median {1e3 * statistics.median(busy):.0f} ms, p95 {1e3 * percentile(busy, 95):.0f} ms",
                      "target": "p95 ≤ 1 s"})

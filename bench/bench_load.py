@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from bench_app import start_app  # noqa: E402
+from bench_app import start_app, wait_until_idle  # noqa: E402
 from common import write_section  # noqa: E402
 
 
@@ -80,8 +80,7 @@ def main():
         duration = time.perf_counter() - started
         steps_after = main_client.predict(api_name="/train_status")["step"]
         main_client.predict(api_name="/train_stop")
-        while main_client.predict(api_name="/train_status")["state"] in ("starting", "running", "stopping"):
-            time.sleep(1)
+        wait_until_idle(main_client)
         total = args.clients * args.requests
         rows.append({"what": f"{args.clients} clients × {args.requests} `/segment` (192×192) during a training run",
                      "result": f"{len(latencies)}/{total} succeeded, p50 {1e3 * np.percentile(latencies, 50):.0f} ms, "

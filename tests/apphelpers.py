@@ -33,12 +33,12 @@ class RunningApp:
 
 
 def start_app(data_dir: Path, **context_options) -> RunningApp:
-    from segdemo.ui import build_demo, create_context
+    from segdemo.ui import build_demo, create_context, launch_options
 
     context = create_context(data_dir, **context_options)
     demo = build_demo(context)
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
     return RunningApp(f"http://127.0.0.1:{port}/", demo, context)
 
 

@@ -8,3 +8,21 @@ os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The real app (shipped checkpoints, a fresh data directory) on a free port, per test module."""
+    from apphelpers import start_app
+
+    running = start_app(tmp_path_factory.mktemp("app-data"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.client()

@@ -8,25 +8,13 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from apphelpers import save_image, start_app, wait_for
+from apphelpers import save_image, wait_for
 from fakes import write_drive
 from segdemo import checkpoints, models
 from segdemo.data import shapes
 from segdemo.data.voc import voc_colormap
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    running = start_app(tmp_path_factory.mktemp("data"))
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.client()
 
 
 @pytest.fixture
@@ -57,7 +45,7 @@ def test_generate_and_segment_shapes(client):
     means = [float(row[-1]) for row in table["data"]]
     assert len(means) == 3 and min(means) > 0.9
     assert len(channels) == 6 and channels[0]["caption"].endswith("filled square")
-    first = Image.open(pictures[0]["image"]["path"])
+    first = Image.open(pictures[0]["image"])
     assert first.size[1] == 192 and first.size[0] > 3 * 192  # input | truth | prediction
 
 
@@ -76,8 +64,9 @@ def test_segment_upload_with_and_without_ground_truth(client, shapes_png):
     image, mask = shapes_png
     result = client.predict(handle_file(str(image)), None, "unet_shapes", 0.5, 0.5, api_name="/segment_upload")
     annotated, label_map, channels, metrics, errors, info = result
+    annotated = annotated.get("value", annotated)  # sent as an update that also sets the legend colors
     assert len(annotated["annotations"]) >= 5 and Image.open(label_map).size == (192, 192)
-    assert errors is None and len(channels) == 6
+    assert errors is None and len(channels) == 6 and metrics["data"] == []
     result = client.predict(handle_file(str(image)), handle_file(str(mask)), "unet_shapes", 0.5, 0.5,
                             api_name="/segment_upload")
     metrics, errors = result[3], result[4]

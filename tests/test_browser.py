@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apphelpers import save_image, start_app, wait_for
+from apphelpers import save_image, wait_for
 from segdemo.data import shapes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -18,13 +18,6 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    running = start_app(tmp_path_factory.mktemp("browser-data"))
-    yield running
-    running.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +54,7 @@ def images_loaded(page, selector: str, at_least: int = 1) -> bool:
     return page.evaluate(
         """([selector, count]) => {
             const images = [...document.querySelectorAll(selector + ' img')];
+            images.forEach(i => { if (i.loading === 'lazy') i.loading = 'eager'; });  // off-screen ones too
             return images.filter(i => i.complete && i.naturalWidth > 0).length >= count;
         }""", [selector, at_least])
 

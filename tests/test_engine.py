@@ -233,3 +233,25 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
     assert (tmp_path / "run" / "best.pt").exists()  # written by rank 0 only
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["world_size"] == 2
+
+
+def test_fine_tuning_a_multilabel_model_on_an_annotation_dataset(tmp_path):
+    """The annotate → train loop: index masks with a background class fine-tune the shapes model."""
+    from segdemo.annotations import PRESETS, DatasetStore
+    from segdemo.data import shapes
+
+    first = Trainer(tiny(epochs=1, out=str(tmp_path / "a"))).run()
+    store = DatasetStore(tmp_path / "datasets")
+    store.create("mine", PRESETS["shapes"])
+    images, masks = shapes.generate(3, 48, seed=1)
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        labels = np.zeros(mask.shape[1:], dtype=np.uint8)
+        for channel in range(6):
+            labels[mask[channel] == 1] = channel + 1
+        store.save("mine", f"item-{index}", image, labels)
+    tuned = Trainer(tiny(data=f"folder:{store.dataset_path('mine')}", data_options={}, crop_size=32,
+                         init_from=first.best_path, epochs=1, out=str(tmp_path / "b"))).run()
+    assert tuned.reason == "finished"
+    segmenter = checkpoints.load(tuned.best_path)
+    assert segmenter.task == "multilabel" and segmenter.classes == shapes.CLASSES
+    assert segmenter.meta["normalization"] == checkpoints.load(first.best_path).meta["normalization"]

@@ -24,25 +24,13 @@ import torch
 from gradio_client import handle_file
 from PIL import Image
 
-from apphelpers import start_app, wait_for
+from apphelpers import wait_for
 from fakes import write_folder, zip_tree
 from segdemo import checkpoints, models
 from segdemo.data import shapes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    running = start_app(tmp_path_factory.mktemp("reliability-data"))
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.client()
 
 
 def still_serving(client):

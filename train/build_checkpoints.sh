@@ -13,3 +13,4 @@ build() {  # name, title, [export options]
 build unet_shapes "U-Net 8 residual (shapes)"
 build fcn_resnet18_shapes "FCN-32s ResNet-18 (shapes)" --half
 build u2netp_shapes "U2-NetP (shapes)"
+python train/update_readme.py

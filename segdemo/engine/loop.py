@@ -29,6 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .. import checkpoints, viz
 from ..data import open_source
+from ..data.adapt import AdaptedTargets, target_adapter
 from ..inference import cpu_has_native_bf16
 from ..losses import build_loss
 from ..metrics import SegmentationMetrics, json_safe
@@ -209,8 +210,15 @@ class Trainer:
         self.source = open_source(config.data, **config.data_options)
         self.info = self.source.info
         self.normalization = self.source.normalization
+        self.initial = checkpoints.read(config.init_from) if config.init_from else None
+        convert = None
+        if self.initial is not None:  # fine-tuning: the model's labels and normalization rule
+            convert, self.info = target_adapter(self.source.info, self.initial["meta"])
+            self.normalization = self.initial["meta"].get("normalization") or self.normalization
         self.train_set = self.source.train_dataset(crop_size=config.crop_size, seed=config.seed)
         val_set = self.source.val_dataset()
+        if convert is not None:
+            self.train_set, val_set = AdaptedTargets(self.train_set, convert), AdaptedTargets(val_set, convert)
         if config.val_images is not None and config.val_images < len(val_set):
             val_set = Subset(val_set, range(config.val_images))
         # Each rank validates its own share; the metric counts are summed afterwards.
@@ -253,14 +261,9 @@ class Trainer:
 
     def _build_model(self):
         config = self.config
-        if config.init_from:
-            payload = checkpoints.read(config.init_from)
-            meta = payload["meta"]
-            if len(meta["classes"]) != self.info.num_classes or meta["task"] != self.info.task:
-                raise ValueError(
-                    f"{Path(config.init_from).name} predicts {len(meta['classes'])} {meta['task']} classes but "
-                    f"this data has {self.info.num_classes} {self.info.task} classes; fine-tuning needs the same")
-            model = checkpoints.build_model(meta, payload["state_dict"], Path(config.init_from).name)
+        if self.initial is not None:
+            meta = self.initial["meta"]
+            model = checkpoints.build_model(meta, self.initial["state_dict"], Path(config.init_from).name)
             self.model_name = meta["model"]["name"]
             return model
         self.model_name = config.model

@@ -30,6 +30,15 @@ def upsample_like(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def encode(stages: nn.ModuleList, pool: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``x`` down an encoder (pooling before every stage but the first); every stage's output."""
+    outputs = []
+    for level, stage in enumerate(stages):
+        x = stage(pool(x) if level > 0 else x)
+        outputs.append(x)
+    return outputs
+
+
 class RSU(nn.Module):
     """Residual U-block of a given height: RSU-7, 6, 5, 4, and with ``dilated`` RSU-4F.
 
@@ -62,14 +71,8 @@ class RSU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.conv_in(x)
-        skips = []
-        hidden = residual
-        for level, conv in enumerate(self.encoder):
-            if level > 0:
-                hidden = self.pool(hidden)
-            hidden = conv(hidden)
-            skips.append(hidden)
-        hidden = self.bottom(hidden)
+        skips = encode(self.encoder, self.pool, residual)
+        hidden = self.bottom(skips[-1])
         for conv in self.decoder:
             skip = skips.pop()
             if hidden.shape[-2:] != skip.shape[-2:]:
@@ -120,13 +123,7 @@ class U2Net(nn.Module):
         self.fuse = nn.Conv2d(len(side_channels) * num_classes, num_classes, 1)
 
     def forward(self, x: torch.Tensor):
-        skips = []
-        hidden = x
-        for level, stage in enumerate(self.encoder):
-            if level > 0:
-                hidden = self.pool(hidden)
-            hidden = stage(hidden)
-            skips.append(hidden)
+        skips = encode(self.encoder, self.pool, x)
         features = [skips.pop()]  # the bottom stage's output
         hidden = features[0]
         for stage in self.decoder:

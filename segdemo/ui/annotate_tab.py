@@ -244,7 +244,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 save_button = gr.Button("Save", variant="primary", scale=1, elem_id="annotate-save")
                 delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="annotate-delete")
             progress = gr.Markdown(elem_id="annotate-progress")
-            gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", format="png",
+            gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", object_fit="contain", format="png",
                                  elem_id="annotate-gallery")
             stats = gr.Dataframe(label="pixels per class", interactive=False, elem_id="annotate-stats")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")

@@ -71,7 +71,11 @@ def build_demo(context: AppContext | None = None) -> gr.Blocks:
         dropdowns = [shapes_parts["model"], upload_parts["model"], models_parts["model"], models_parts["compare"],
                      annotate_parts["model"]]
         train_tab.wire_timer(context, train_parts, dropdowns)
-        gr.api(lambda: context.catalog.names(), api_name="models", api_description="The pickable model names.")
+        def list_models() -> list[str]:
+            """The names of the models that can be picked (the default first)."""
+            return context.catalog.names()
+
+        gr.api(list_models, api_name="models")
         demo.load(models_parts["show"], [models_parts["model"]],
                   [models_parts["details"], models_parts["stages"], models_parts["legend"]], api_visibility="private")
     demo.queue(default_concurrency_limit=2, max_size=128)

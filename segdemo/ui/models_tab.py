@@ -129,7 +129,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold")
             run = gr.Button("Compare", variant="primary", elem_id="compare-run")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="side by side", columns=2, height="auto", format="png", elem_id="compare-gallery")
+            gallery = gr.Gallery(label="side by side", columns=2, height="auto", object_fit="contain",
+                                 preview=False, format="png", elem_id="compare-gallery")
             times = gr.Dataframe(label="inference times", interactive=False, elem_id="compare-times")
 
     show = user_errors(lambda n: card(context, n))

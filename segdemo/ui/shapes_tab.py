@@ -112,11 +112,12 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 example_buttons = [gr.Button(label, size="sm") for label, *_ in EXAMPLES]
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="shapes-info")
-            gallery = gr.Gallery(label="input | ground truth | prediction", columns=1, height="auto",
-                                 format="png", elem_id="shapes-gallery")
+            gallery = gr.Gallery(label="input | ground truth | prediction", columns=2, height="auto",
+                                 object_fit="contain", preview=False, format="png", elem_id="shapes-gallery")
             dice = gr.Dataframe(label="Dice per class", interactive=False, elem_id="shapes-dice")
             channels = gr.Gallery(label="output channels of the selected image (one per class)",
-                                  columns=6, height="auto", format="png", elem_id="shapes-channels")
+                                  columns=6, height="auto", object_fit="contain", format="png",
+                                  elem_id="shapes-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
     run_segment = user_errors(lambda g, m, t: segment(context, g, m, t))

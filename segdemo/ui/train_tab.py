@@ -53,7 +53,16 @@ def detect_zip(path: str) -> str:
                        "Pascal VOC (VOCdevkit/VOC2012/...) or DRIVE (training/images/...)")
 
 
-def make_config(context: AppContext, model, width, data, data_zip, epochs, batch_size, lr, size, seconds) -> TrainConfig:
+NEW_MODEL = "(none: a new model)"
+
+
+def init_choices(context: AppContext) -> list[str]:
+    """Checkpoints that can be fine-tuned (the pretrained VOC models are inference-only)."""
+    return [NEW_MODEL, *[e.name for e in context.catalog.entries() if e.path and e.available]]
+
+
+def make_config(context: AppContext, model, width, data, data_zip, epochs, batch_size, lr, size, seconds,
+                init_from=None) -> TrainConfig:
     """A training configuration from the tab's widgets, on top of the ``live`` preset."""
     base = preset("live")
     if model not in model_names(trainable=True):
@@ -83,6 +92,12 @@ def make_config(context: AppContext, model, width, data, data_zip, epochs, batch
     else:
         raise gr.Error("pick the training data", print_exception=False)
     title = f"{model}{'-' + str(int(width)) if model == 'unet' else ''} on {changes['data'].split(':')[0]}"
+    if init_from and init_from != NEW_MODEL:
+        entry = context.catalog.entry(init_from)
+        if not entry.path:
+            raise gr.Error(f"{init_from} cannot be fine-tuned here", print_exception=False)
+        changes["init_from"] = entry.path
+        title = f"{init_from.split(': ')[-1]} fine-tuned on {changes['data'].split(':')[0]}"
     return base.replace(title=title, **changes).validate()
 
 
@@ -212,6 +227,8 @@ def build(context: AppContext) -> dict:
                               label="U-Net width (channels of the first stage)")
             data = gr.Dropdown(data_choices(context), value=SHAPES, label="data", elem_id="train-data")
             data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"])
+            init_from = gr.Dropdown(init_choices(context), value=NEW_MODEL, label="fine-tune from",
+                                    elem_id="train-init")
             with gr.Row():
                 epochs = gr.Number(value=base.epochs, precision=0, label="epochs")
                 batch_size = gr.Number(value=base.batch_size, precision=0, label="batch size")
@@ -233,10 +250,12 @@ def build(context: AppContext) -> dict:
                                         elem_id="train-dice")
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
-    widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds]
+    widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
     start_button.click(user_errors(lambda *w: start(context, *w)), widgets, [message], api_name="train_start")
     stop_button.click(lambda: stop(context), None, [message], api_name="train_stop", queue=False)
     data.focus(lambda: gr.Dropdown(choices=data_choices(context)), None, [data], api_visibility="private", queue=False)
+    init_from.focus(lambda: gr.Dropdown(choices=init_choices(context)), None, [init_from], api_visibility="private",
+                    queue=False)
     status_button = gr.Button(visible=False)
     status_json = gr.JSON(visible=False)
     status_button.click(lambda: status_api(context), None, [status_json], api_name="train_status", queue=False)

@@ -108,7 +108,8 @@ def render(state, threshold, opacity):
     label_map = viz.colorize_labels(labels, colors)
     channels = [(picture, f"channel {i}: {name}") for i, (picture, name) in
                 enumerate(zip(viz.channel_maps(probabilities), state["classes"]))]
-    table, errors = None, None
+    table = {"headers": ["class", "Dice", "IoU"], "data": []}
+    errors = None
     truth = state["truth"]
     if truth is not None:
         metrics = image_metrics(probabilities, truth, task, threshold)
@@ -167,13 +168,13 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="upload-info")
             annotated = gr.AnnotatedImage(label="overlay (click a class in the legend to highlight it)",
-                                          elem_id="upload-overlay")
+                                          format="png", elem_id="upload-overlay")
             with gr.Row():
                 label_map = gr.Image(label="label map", format="png", type="numpy", elem_id="upload-labels")
                 errors = gr.Image(label="error map (with a ground truth)", format="png", type="numpy",
                                   elem_id="upload-errors")
             metrics = gr.Dataframe(label="metrics (with a ground truth)", interactive=False, elem_id="upload-metrics")
-            channels = gr.Gallery(label="output channels", columns=6, height="auto", format="png",
+            channels = gr.Gallery(label="output channels", columns=6, height="auto", object_fit="contain", format="png",
                                   elem_id="upload-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     outputs = [annotated, label_map, channels, metrics, errors, info]
