@@ -29,6 +29,10 @@ class RunningApp:
         return Client(self.url, verbose=False, analytics_enabled=False)
 
     def close(self):
+        """Stop any training the tests left going (its thread must not outlive the app), then the server."""
+        trainer = self.context.trainer
+        trainer.stop()
+        trainer.wait(timeout=120)
         self.demo.close()
 
 

@@ -126,8 +126,8 @@ def test_train_tab_curves_grow_and_the_model_appears_in_the_picker(page):
              timeout=120)
     wait_images(page, "#train-snapshot", 1)
     open_tab(page, "Shapes")
-    page.click("#shapes-model")
-    wait_for(lambda: page.get_by_role("option", name=re.compile("^trained: ")).count() > 0, timeout=30)
+    page.click("#shapes-model input")  # opens the list
+    wait_for(lambda: page.get_by_role("option", name=re.compile("trained: ")).count() > 0, timeout=30)
 
 
 def test_annotate_paint_save_reopen_round_trips(page, app):

@@ -87,6 +87,7 @@ def test_resume_continues_from_the_saved_step(tmp_path):
     assert resumed.steps == 16 and resumed.epochs == 4
     steps = [s["step"] for s in resumed.history["steps"]]
     assert steps[:8] == list(range(1, 9)) and steps[8:] == list(range(9, 17))
+    assert resumed.elapsed > first.elapsed  # the clock carries on from the first part
 
 
 def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path):
@@ -109,6 +110,25 @@ def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path):
     assert not trainer.stop()  # nothing to stop now
     curves = trainer.curves()
     assert len(curves["steps"]) >= 3 and len(curves["epochs"]) >= 1
+
+
+def test_exiting_python_mid_run_stops_it_cleanly_and_keeps_its_checkpoint(tmp_path):
+    """Ctrl-C on the app while a run goes: the process exits normally (no abort from a daemon
+    thread inside torch) and the run's checkpoint is saved."""
+    script = f"""
+import time
+from segdemo.engine import BackgroundTrainer, TrainConfig
+trainer = BackgroundTrainer({str(tmp_path)!r})
+trainer.start(TrainConfig(model="unet", model_options={{"base_channels": 4, "depth": 2}}, data="shapes",
+                          data_options={{"size": 32, "val_length": 8}}, epochs=1000, steps_per_epoch=50,
+                          batch_size=4, val_images=8))
+while (trainer.status()["step"] or 0) < 2:
+    time.sleep(0.05)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = tmp_path.iterdir()
+    assert checkpoints.load(run / "last.pt").meta["steps"] >= 2
 
 
 def test_background_run_reports_bad_settings_without_starting(tmp_path):

@@ -9,11 +9,13 @@ lock-guarded history, so any number of pages can watch without slowing the run.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
 import traceback
 import uuid
+import weakref
 from pathlib import Path
 
 import torch
@@ -30,6 +32,21 @@ IDLE, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED = (
 
 class TrainerBusy(RuntimeError):
     """A run is already going."""
+
+
+_LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_runs_at_exit(timeout: float = 60.0) -> None:
+    """Stop runs still going when the interpreter exits (Ctrl-C on the app): the run saves its
+    checkpoint, and no daemon thread is left inside torch while Python tears down (which can
+    abort the process)."""
+    trainers = list(_LIVE_TRAINERS)
+    for trainer in trainers:
+        trainer.stop()
+    for trainer in trainers:
+        trainer.wait(timeout)
 
 
 class BackgroundTrainer:
@@ -58,6 +75,7 @@ class BackgroundTrainer:
         self._message = "no run yet"
         self._started_at: float | None = None
         self._stop_requested_at: float | None = None
+        _LIVE_TRAINERS.add(self)
 
     # --- control -----------------------------------------------------------------------------------
     def start(self, config: TrainConfig) -> str:

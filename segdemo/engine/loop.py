@@ -179,12 +179,13 @@ class Trainer:
         self.listeners = list(listeners or [])
         self.stop_event = stop_event or threading.Event()
         self.start_time = time.perf_counter()
+        self.seconds_before_resume = 0.0
 
     # --- events ------------------------------------------------------------------------------------
     def emit(self, event: dict) -> None:
         if not self.context.is_main:
             return
-        event.setdefault("elapsed", time.perf_counter() - self.start_time)
+        event.setdefault("elapsed", self.elapsed())
         for listener in self.listeners:
             try:
                 listener(event)
@@ -192,7 +193,9 @@ class Trainer:
                 log.exception("a training listener failed")
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start_time
+        """Training time so far, including the time before a resume (time limits and the
+        checkpoint's ``train_seconds`` count the whole run)."""
+        return time.perf_counter() - self.start_time + self.seconds_before_resume
 
     # --- set-up ------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -298,6 +301,7 @@ class Trainer:
         self.best_score = float(state.get("best_score", -math.inf))
         self.history = payload["meta"].get("history") or self.history
         self.best_metrics = payload["meta"].get("best_metrics")
+        self.seconds_before_resume = float(payload["meta"].get("train_seconds") or 0.0)
 
     def _loader(self, dataset, *, shuffle: bool, batch_size: int, epoch: int, shard: bool = True):
         """A DataLoader over ``dataset``; under torchrun each rank gets its own shard (unless

@@ -15,7 +15,7 @@ from ..annotations import (PRESETS, AnnotationError, class_lines, clean_labels, 
 from ..catalog import safe_name
 from ..data import shapes
 from ..io import read_image
-from .common import AppContext, checked_upload, hex_color, legend_html, user_errors
+from .common import AppContext, checked_upload, hex_color, legend_html, live_dropdown, user_errors
 
 CUSTOM = "custom (edit the list)"
 MAX_ANNOTATE_SIDE = 2048
@@ -203,7 +203,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     image_state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            dataset = gr.Dropdown(datasets, value=first, label="dataset", elem_id="annotate-dataset")
+            dataset = live_dropdown(datasets, value=first, label="dataset", elem_id="annotate-dataset")
             with gr.Accordion("new dataset", open=not datasets):
                 new_name = gr.Textbox(label="name", placeholder="my-shapes", elem_id="annotate-new-name")
                 preset = gr.Dropdown([*PRESETS, CUSTOM], value="shapes", label="classes from")
@@ -232,7 +232,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                     eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
                                     label="paint the classes (eraser = background)", elem_id="annotate-editor")
             with gr.Row():
-                model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
+                model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                     scale=2, elem_id="annotate-model")
                 threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold", scale=1)
                 prefill_button = gr.Button("Pre-fill from model", scale=1, elem_id="annotate-prefill")
@@ -261,8 +261,10 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                   [editor, image_state, item, message], api_name="annotate_open_upload")
     shapes_button.click(wrap(lambda d, s, z: open_shapes(context, d, s, z)), [dataset, seed, size],
                         [editor, image_state, item, message], api_name="annotate_open_shapes")
-    gallery.select(wrap(lambda d, e: open_item(context, d, e)), [dataset], [editor, image_state, item, message],
-                   api_visibility="private")
+    def open_selected(dataset_name, event: gr.SelectData):  # gradio passes the click by this annotation
+        return open_item(context, dataset_name, event)
+
+    gallery.select(wrap(open_selected), [dataset], [editor, image_state, item, message], api_visibility="private")
     open_hidden = gr.Button(visible=False)
     open_hidden.click(wrap(lambda d, i: open_item_by_name(context, d, i)), [dataset, item],
                       [editor, image_state, item, message], api_name="annotate_open_item")

@@ -138,3 +138,11 @@ CSS = """
 .segdemo-progress div { height: 100%; background: #4f46e5; transition: width 0.4s; }
 .segdemo-explain { font-size: 0.92em; opacity: 0.85; }
 """
+
+
+def live_dropdown(choices, **options) -> gr.Dropdown:
+    """A picker whose choices grow while the app runs (trained models, new datasets). Gradio
+    checks a value against the choices the session was built with, which would refuse a model
+    trained after the page (or API client) connected; the handlers check names themselves, with
+    a clear message, so the server accepts any value here."""
+    return gr.Dropdown(choices, allow_custom_value=True, **options)

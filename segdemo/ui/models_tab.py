@@ -12,7 +12,8 @@ from ..data import shapes
 from ..io import read_image
 from ..metrics import image_metrics
 from ..tasks import MULTILABEL
-from .common import AppContext, checked_upload, downscale, format_dice, legend_html, side_by_side, user_errors
+from .common import (AppContext, checked_upload, downscale, format_dice, legend_html, live_dropdown, side_by_side,
+                     user_errors)
 
 EXPLAIN = """
 **The "U".** The table follows one image through the network. The encoder halves the size and
@@ -106,7 +107,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     gr.Markdown("Pick a model to see its card and its shape, upload your own segdemo checkpoint, or compare models.")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
+            model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                 elem_id="models-model")
             upload = gr.File(label="upload a segdemo checkpoint (.pt)", file_types=[".pt"], elem_id="models-upload")
             unavailable = [e for e in context.catalog.entries() if not e.available]
@@ -121,7 +122,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     gr.Markdown("### Compare models on the same image")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            chosen = gr.Dropdown(model_choices, value=model_choices[:2], multiselect=True, max_choices=MAX_COMPARE,
+            chosen = live_dropdown(model_choices, value=model_choices[:2], multiselect=True, max_choices=MAX_COMPARE,
                                  label=f"models (up to {MAX_COMPARE})", elem_id="compare-models")
             source = gr.Radio(["shapes image", "uploaded image"], value="shapes image", label="image")
             seed = gr.Number(value=1, precision=0, label="shapes seed")

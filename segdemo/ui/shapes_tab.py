@@ -11,7 +11,7 @@ from .. import viz
 from ..data import shapes
 from ..metrics import image_metrics
 from ..tasks import MULTILABEL
-from .common import AppContext, format_dice, legend_html, side_by_side, user_errors
+from .common import AppContext, format_dice, legend_html, live_dropdown, side_by_side, user_errors
 
 MAX_COUNT = 12
 SIZES = (32, 512)
@@ -103,7 +103,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             count = gr.Slider(1, MAX_COUNT, value=4, step=1, label="images")
             seed = gr.Number(value=0, precision=0, label="seed (same seed, same images)")
             size = gr.Slider(SIZES[0], SIZES[1], value=192, step=32, label="size (pixels)")
-            model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None,
+            model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None,
                                 label="model", elem_id="shapes-model")
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold")
             run = gr.Button("Generate and segment", variant="primary", elem_id="shapes-run")

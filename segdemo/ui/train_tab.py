@@ -19,8 +19,9 @@ from ..catalog import safe_name
 from ..data import open_source
 from ..data.archive import ArchiveError, FileTree
 from ..engine import TrainConfig, preset
+from ..engine.config import MAX_IMAGE_SIZE
 from ..models import names as model_names
-from .common import AppContext, checked_upload, user_errors
+from .common import AppContext, checked_upload, live_dropdown, user_errors
 
 SHAPES = "synthetic shapes"
 UPLOADED = "uploaded .zip (DRIVE, VOC or image/mask folder)"
@@ -70,8 +71,12 @@ def make_config(context: AppContext, model, width, data, data_zip, epochs, batch
     options = dict(base.model_options, base_channels=int(width)) if model == "unet" else {}
     changes = dict(model=model, model_options=options, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                    max_seconds=float(seconds) if seconds else None)
+    size = int(size) if size else None
+    if size is not None and not 8 <= size <= MAX_IMAGE_SIZE:
+        raise gr.Error(f"crop size must be between 8 and {MAX_IMAGE_SIZE} pixels (got {size})", print_exception=False)
     if data == SHAPES:
-        changes.update(data="shapes", crop_size=int(size) if size and int(size) < 192 else None)
+        # shapes pictures are 192×192: a crop as large (or none given) trains on whole pictures
+        changes.update(data="shapes", crop_size=size if size and size < 192 else None)
     elif data == UPLOADED:
         path = checked_upload(data_zip, "dataset zip", limit=MAX_ZIP_BYTES)
         if path is None:
@@ -81,14 +86,14 @@ def make_config(context: AppContext, model, width, data, data_zip, epochs, batch
         kept.write_bytes(Path(path).read_bytes())
         spec = detect_zip(str(kept))
         open_source(spec)  # a broken dataset is reported now, not from the thread
-        changes.update(data=spec, crop_size=int(size), val_images=16)
+        changes.update(data=spec, crop_size=size, val_images=16)
     elif data and data.startswith(ANNOTATIONS_PREFIX):
         if context.store is None:
             raise gr.Error("annotations are not available in this app", print_exception=False)
         folder = context.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])
         spec = f"folder:{folder}"
         open_source(spec)
-        changes.update(data=spec, crop_size=int(size), val_images=16)
+        changes.update(data=spec, crop_size=size, val_images=16)
     else:
         raise gr.Error("pick the training data", print_exception=False)
     title = f"{model}{'-' + str(int(width)) if model == 'unet' else ''} on {changes['data'].split(':')[0]}"
@@ -225,9 +230,9 @@ def build(context: AppContext) -> dict:
             model = gr.Dropdown(model_names(trainable=True), value=base.model, label="model", elem_id="train-model")
             width = gr.Slider(4, 64, value=base.model_options["base_channels"], step=4,
                               label="U-Net width (channels of the first stage)")
-            data = gr.Dropdown(data_choices(context), value=SHAPES, label="data", elem_id="train-data")
+            data = live_dropdown(data_choices(context), value=SHAPES, label="data", elem_id="train-data")
             data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"])
-            init_from = gr.Dropdown(init_choices(context), value=NEW_MODEL, label="fine-tune from",
+            init_from = live_dropdown(init_choices(context), value=NEW_MODEL, label="fine-tune from",
                                     elem_id="train-init")
             with gr.Row():
                 epochs = gr.Number(value=base.epochs, precision=0, label="epochs")

@@ -18,7 +18,7 @@ from ..io import ImageError, check_same_size, read_image, read_label_map, save_p
 from ..labels import labels_to_target, probabilities_to_labels
 from ..metrics import image_metrics
 from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
-from .common import AppContext, checked_upload, downscale, format_dice, hex_color, user_errors
+from .common import AppContext, checked_upload, downscale, format_dice, hex_color, live_dropdown, user_errors
 
 EXPLAIN = """
 **Reading the results.** The overlay colors each pixel by the class the model gives it; the label
@@ -160,7 +160,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             image_file = gr.File(label="image", file_types=["image", ".tif", ".tiff", ".gif"], elem_id="upload-image")
             mask_file = gr.File(label="ground-truth mask (optional: DRIVE .gif, VOC palette .png, index PNG)",
                                 file_types=["image", ".gif", ".png", ".tif"], elem_id="upload-mask")
-            model = gr.Dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
+            model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                 elem_id="upload-model")
             run = gr.Button("Segment", variant="primary", elem_id="upload-run")
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold (multi-label and binary)")
