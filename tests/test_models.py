@@ -116,3 +116,24 @@ def test_pretrained_voc_model_loads_a_local_state_dict(tmp_path):
         assert torch.equal(loaded(x), made(x))
     with pytest.raises(ValueError, match="num_classes=21"):
         models.create(name, num_classes=6, pretrained=False)
+
+
+def test_fcn_trunk_is_resnet18_at_any_width_and_takes_imagenet_weights_at_64(monkeypatch):
+    import torchvision
+
+    from segdemo.models import fcn
+
+    torchvision_trunk = torch.nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2])
+    ours = fcn.resnet18_trunk(3, 64)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+           {k: v.shape for k, v in torchvision_trunk.state_dict().items()}
+    half = models.create("fcn_resnet18", 3, 6, pretrained_backbone=False, width=32)
+    assert 2.5e6 < sum(p.numel() for p in half.parameters()) < 3.5e6
+    assert half(torch.zeros(1, 3, 33, 34)).shape == (1, 6, 33, 34)
+    with pytest.raises(ValueError, match="width 64 only"):
+        models.create("fcn_resnet18", 3, 6, pretrained_backbone=True, width=32)
+    imagenet = torchvision.models.resnet18(weights=None).state_dict()
+    monkeypatch.setattr(fcn, "load_weights", lambda url, what: imagenet)
+    gray = models.create("fcn_resnet18", 1, 2, pretrained_backbone=True)
+    assert torch.allclose(gray.backbone[0].weight, imagenet["conv1.weight"].mean(1, keepdim=True))
+    assert torch.equal(gray.backbone[7][1].conv2.weight, imagenet["layer4.1.conv2.weight"])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 from .common import crop_to, pad_to_multiple
 from .registry import register_model
@@ -35,18 +36,55 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
     return weight
 
 
-def _imagenet_trunk(pretrained: bool | str) -> nn.Module:
-    trunk = torchvision.models.resnet18(weights=None)
-    if pretrained:
-        url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-        try:
-            trunk.load_state_dict(load_weights(url, what="ImageNet ResNet-18 weights"))
-        except WeightsUnavailable as error:
-            if pretrained == "auto":
-                log.warning("%s; the FCN's trunk starts from random weights", error)
-            else:
-                raise
+RESNET18_BLOCKS = (2, 2, 2, 2)  # basic blocks per stage; each stage doubles the width and halves the size
+
+
+def resnet18_trunk(in_channels: int = 3, width: int = 64) -> nn.Sequential:
+    """ResNet-18 without its pooling and classifier: ``(N, in_channels, H, W) → (N, 8·width, H/32, W/32)``.
+
+    ``width`` is the first stage's channels (64 in the paper; the stages have width, 2·, 4·, 8·).
+    The layers and their state-dict keys are torchvision's, so ImageNet weights load when width is 64.
+    """
+    stem = [nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1)]
+    stages, channels = [], width
+    for index, blocks in enumerate(RESNET18_BLOCKS):
+        planes, stride = width * 2 ** index, 1 if index == 0 else 2
+        downsample = None
+        if stride != 1 or channels != planes:
+            downsample = nn.Sequential(nn.Conv2d(channels, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+        layers = [BasicBlock(channels, planes, stride, downsample)]
+        layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
+        stages.append(nn.Sequential(*layers))
+        channels = planes
+    trunk = nn.Sequential(*stem, *stages)
+    for module in trunk.modules():  # torchvision's initialisation
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
     return trunk
+
+
+def load_imagenet_weights(trunk: nn.Sequential, in_channels: int, pretrained: bool | str) -> None:
+    """Put ImageNet ResNet-18 weights into ``trunk`` (offline: as :func:`load_weights` allows).
+    For other than 3 input channels the first filters are the RGB ones averaged over colors."""
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    try:
+        state = load_weights(url, what="ImageNet ResNet-18 weights")
+    except WeightsUnavailable as error:
+        if pretrained != "auto":
+            raise
+        log.warning("%s; the FCN's trunk starts from random weights", error)
+        return
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    renamed = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head in names:
+            renamed[f"{names.index(head)}.{rest}"] = value
+    first = renamed["0.weight"]
+    if in_channels != 3:
+        renamed["0.weight"] = first.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
+    trunk.load_state_dict(renamed)
 
 
 @register_model("fcn_resnet18", description="FCN-32s on ResNet-18: no decoder, no skips (1/32 resolution)",
@@ -60,21 +98,23 @@ class FCNResNet18(nn.Module):
         pretrained_backbone: ``"auto"`` uses ImageNet weights when cached or downloadable and
             otherwise starts random with a logged warning; ``True`` requires them; ``False``
             never looks.
+        width: channels of the trunk's first stage (64: the paper's ResNet-18, which ImageNet
+            weights fit; 32 is a quarter of the parameters, for a small checkpoint trained here).
 
     Shapes: ``(N, in_channels, H, W) → (N, num_classes, H, W)`` for any H, W.
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 1, pretrained_backbone: bool | str = "auto"):
+    def __init__(self, in_channels: int = 3, num_classes: int = 1, pretrained_backbone: bool | str = "auto",
+                 width: int = 64):
         super().__init__()
-        trunk = _imagenet_trunk(pretrained_backbone)
-        if in_channels != 3:
-            old = trunk.conv1
-            trunk.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-            with torch.no_grad():  # keep what the RGB filters learned, averaged over colors
-                trunk.conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1))
-        # Everything up to layer4: the trunk without its global pooling and classifier.
-        self.backbone = nn.Sequential(*list(trunk.children())[:-2])
-        self.classifier = nn.Conv2d(512, num_classes, 1)
+        if width < 4:
+            raise ValueError(f"width must be at least 4 (got {width})")
+        if pretrained_backbone is True and width != 64:
+            raise ValueError(f"ImageNet weights exist for width 64 only (got width {width})")
+        self.backbone = resnet18_trunk(in_channels, width)
+        if pretrained_backbone and width == 64:
+            load_imagenet_weights(self.backbone, in_channels, pretrained_backbone)
+        self.classifier = nn.Conv2d(8 * width, num_classes, 1)
         self.upsample = nn.ConvTranspose2d(num_classes, num_classes, 2 * STRIDE, stride=STRIDE,
                                            padding=STRIDE // 2, bias=False)
         with torch.no_grad():
