@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "models", "training", "live", "app", "load"]
+ORDER = ["data", "models", "training", "threads", "live", "app", "load"]
 
 
 def main(argv):

@@ -1,5 +1,6 @@
 """The project's promises about itself: set-up commands, Spaces metadata, shipped checkpoints."""
 
+import json
 import re
 from pathlib import Path
 
@@ -37,9 +38,11 @@ def test_shipped_checkpoints_describe_themselves_and_are_in_the_readme(name):
     assert "train_state" not in payload
     assert meta["recipe"] and meta["data"]["spec"] == "shapes" and meta["metrics"]["mean_dice"] > 0
     assert meta.get("evaluation"), "evaluated on fresh data by train/build_checkpoints.sh"
-    assert path.stat().st_size < 25 * 2**20
+    assert path.stat().st_size < 8 * 2**20, "a few MB at most: a git repository holds it"
     assert f"`{name}`" in README
-    assert (ROOT / "train" / f"{name}.json").exists()
+    recipe = json.loads((ROOT / "train" / f"{name}.json").read_text())
+    for key in ("model", "model_options", "epochs", "steps_per_epoch", "batch_size", "lr", "crop_size", "seed"):
+        assert meta["recipe"][key] == recipe.get(key, meta["recipe"][key]), f"{name} was not made by its recipe: {key}"
 
 
 def test_default_checkpoint_reaches_its_target():

@@ -54,8 +54,10 @@ class BackgroundTrainer:
 
     Args:
         runs_dir: where each run's folder (checkpoints, log) is created.
-        threads: torch CPU threads for the training thread (None: all). Training on every core
-            leaves web requests waiting; one core fewer keeps the page responsive.
+        threads: torch CPU threads for the training thread (None: torch's default, one per core,
+            which bounds it). Measured on 2 cores (``bench/bench_threads.py``): with the run held
+            to one thread, predictions made meanwhile were slower at the 95th percentile (129 vs
+            33 ms at 192×192) and so was the run; the OS shares the cores better than a fixed split.
         on_finish: called with ``(run_id, TrainResult)`` when a run ends (e.g. to add its
             checkpoint to the app's model list).
     """
