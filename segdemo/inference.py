@@ -170,12 +170,18 @@ class Segmenter:
 
     # --- prediction -------------------------------------------------------------------------------
     def _to_input(self, image: np.ndarray) -> torch.Tensor:
+        """The image as a ``(1, 3, H, W)`` uint8 tensor: it is normalized to float tile by tile in
+        :meth:`_forward`, so a 4000×4000 photo never exists as a whole float copy."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"predict needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        return (x / 255.0 - self._mean) / self._std
+        image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # gradio hands over read-only arrays; torch wants to own writable memory
+            image = image.copy()
+        return torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
 
     def _forward(self, model: nn.Module, path: InferencePath, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(1, C, h, w)`` of a uint8 ``(1, 3, h, w)`` image or tile."""
+        x = x.float().div_(255.0).sub_(self._mean).div_(self._std)
         if path.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if path.autocast_dtype is not None:

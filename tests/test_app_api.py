@@ -129,3 +129,15 @@ def test_train_start_status_stop_and_use_the_new_model(app, client, shapes_png):
     names = wait_for(lambda: [n for n in client.predict(api_name="/models") if n.startswith("trained: ")])
     _, _, info = client.predict(handle_file(str(shapes_png[0])), names[0], api_name="/segment")
     assert info["model"] == names[0]
+
+
+def test_long_curves_are_thinned_but_keep_their_ends():
+    from segdemo.ui.train_tab import CURVE_POINTS, curve_frames, thinned
+
+    events = [{"step": step, "loss": 1.0 / step, "dice": 0.5} for step in range(1, 1001)]
+    kept = thinned(events)
+    assert len(kept) <= CURVE_POINTS + 1 and kept[0]["step"] == 1 and kept[-1]["step"] == 1000
+    assert thinned(events[:10]) == events[:10]
+    loss, dice = curve_frames({"steps": events, "epochs": [{"step": 1000, "train_loss": 0.1, "val": {"mean_dice": 0.9}}]})
+    assert set(loss["series"]) == {"train loss (batch)", "train loss (epoch mean)"}
+    assert dice["value"].iloc[-1] == 0.9

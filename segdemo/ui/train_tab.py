@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -124,10 +125,24 @@ def stop(context: AppContext):
     return "No run is going."
 
 
+CURVE_POINTS = 200        # per-step series are thinned to about this many points (plus the latest)
+CURVE_REDRAW_SECONDS = 1.0  # plots redraw at most this often: each redraw costs every watching browser
+
+
+def thinned(events: list[dict], limit: int = CURVE_POINTS) -> list[dict]:
+    """Every k-th event so that at most ``limit`` (and always the latest) are drawn: a long run's
+    curve keeps its shape while each redraw stays small."""
+    stride = max(1, -(-len(events) // limit))
+    kept = events[::stride]
+    if events and kept[-1] is not events[-1]:
+        kept.append(events[-1])
+    return kept
+
+
 def curve_frames(curves: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Long-format frames for the loss and Dice plots (x = step, one series per curve)."""
     loss_rows, dice_rows = [], []
-    for event in curves["steps"]:
+    for event in thinned(curves["steps"]):
         loss_rows.append((event["step"], event["loss"], "train loss (batch)"))
         if event.get("dice") is not None:
             dice_rows.append((event["step"], event["dice"], "train Dice (batch)"))
@@ -193,8 +208,9 @@ def poll(context: AppContext, seen: dict | None, dropdown_count: int):
     status = context.trainer.status()
     outputs = [progress_html(status)]
     curves_version = context.trainer.curves_version()
-    if curves_version != seen["curves"]:
-        seen["curves"] = curves_version
+    now = time.monotonic()
+    if curves_version != seen["curves"] and now - seen.get("drawn", 0.0) >= CURVE_REDRAW_SECONDS:
+        seen["curves"], seen["drawn"] = curves_version, now
         loss, dice = curve_frames(context.trainer.curves())
         outputs += [loss, dice]
     else:
