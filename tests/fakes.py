@@ -104,3 +104,11 @@ def zip_tree(folder: Path, zip_path: Path, *, top: str | None = None) -> Path:
                 name = path.relative_to(folder).as_posix()
                 archive.write(path, f"{top}/{name}" if top else name)
     return zip_path
+
+
+def zip_with(path: Path, entries) -> Path:
+    """A zip of ``(name, data)`` entries written as given (hostile names included)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return path

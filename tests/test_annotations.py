@@ -1,11 +1,10 @@
 """The annotation store and the painting ↔ label conversions (library level)."""
 
-import zipfile
 
 import numpy as np
 import pytest
 
-from fakes import zip_tree
+from fakes import zip_tree, zip_with
 from segdemo.annotations import (PRESETS, AnnotationError, DatasetStore, check_name, clean_labels,
                                  labels_from_layers, layer_from_labels, parse_class_lines)
 from segdemo.data import open_source
@@ -76,16 +75,11 @@ def test_export_and_reimport_give_identical_files(store, tmp_path):
 
 
 def test_import_refuses_bad_zips_and_writes_nothing(store, tmp_path):
-    hostile = tmp_path / "hostile.zip"
-    with zipfile.ZipFile(hostile, "w") as archive:
-        archive.writestr("classes.json", '{"classes": ["background", "a"]}')
-        archive.writestr("../../escape.png", b"x")
+    classes = ("classes.json", '{"classes": ["background", "a"]}')
+    hostile = zip_with(tmp_path / "hostile.zip", [classes, ("../../escape.png", b"x")])
     with pytest.raises(ArchiveError, match="unsafe"):
         store.import_zip(hostile, "bad")
-    missing = tmp_path / "missing.zip"
-    with zipfile.ZipFile(missing, "w") as archive:
-        archive.writestr("classes.json", '{"classes": ["background", "a"]}')
-        archive.writestr("images/a.png", b"x")
+    missing = zip_with(tmp_path / "missing.zip", [classes, ("images/a.png", b"x")])
     with pytest.raises(ArchiveError, match="no image in images/ with a mask"):
         store.import_zip(missing, "bad")
     assert store.datasets() == []

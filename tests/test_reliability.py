@@ -14,7 +14,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from gradio_client import handle_file
 from PIL import Image
 
 from apphelpers import wait_for
-from fakes import write_folder, zip_tree
+from fakes import write_folder, zip_tree, zip_with
 from segdemo import checkpoints, models
 from segdemo.data import shapes
 
@@ -160,13 +159,6 @@ def test_bad_checkpoints_are_refused_and_run_nothing(client, tmp_path):
             client.predict(handle_file(str(path)), api_name="/upload_checkpoint")
     assert not marker.exists()
     assert not any(name.startswith("uploaded: ") for name in client.predict(api_name="/models"))
-
-
-def zip_with(path: Path, entries) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return path
 
 
 def test_hostile_and_broken_dataset_zips(client, tmp_path):
