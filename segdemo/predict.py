@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         labels = segmenter.labels(probabilities, args.threshold)
         save_png(out / f"{path.stem}_mask.png", labels, palette=segmenter.label_colors)
         overlay = viz.overlay(image, probabilities, segmenter.task, segmenter.colors,
-                              threshold=args.threshold, opacity=args.opacity)
+                              threshold=args.threshold, opacity=args.opacity, labels=labels)
         save_png(out / f"{path.stem}_overlay.png", overlay)
         print(f"{path} -> {out / (path.stem + '_mask.png')}")
     return 1 if failures else 0

@@ -143,7 +143,7 @@ def segment_api(context: AppContext, image_file, model_name):
     segmenter = context.catalog.get(model_name or None)
     probabilities = segmenter.predict(image)
     labels = segmenter.labels(probabilities)
-    overlay = downscale(viz.overlay(image, probabilities, segmenter.task, segmenter.colors))
+    overlay = downscale(viz.overlay(image, probabilities, segmenter.task, segmenter.colors, labels=labels))
     counts = np.bincount(labels.ravel(), minlength=len(segmenter.label_names))
     fractions = {name: round(float(count) / labels.size, 6) for name, count in zip(segmenter.label_names, counts)}
     folder = Path(tempfile.mkdtemp(prefix="segdemo-"))
