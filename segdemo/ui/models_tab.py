@@ -14,6 +14,7 @@ from ..metrics import image_metrics
 from ..tasks import MULTILABEL
 from .common import (AppContext, checked_upload, downscale, format_dice, legend_html, live_dropdown, side_by_side,
                      user_errors)
+from .shapes_tab import predicts_shapes, truth_overlay
 
 EXPLAIN = """
 **The "U".** The table follows one image through the network. The encoder halves the size and
@@ -91,13 +92,13 @@ def compare(context: AppContext, names, source, seed, upload, threshold):
         probabilities, seconds = segmenter.timed_predict(image)
         overlay = viz.overlay(image, probabilities, segmenter.task, segmenter.colors, threshold=threshold, opacity=0.7)
         dice = None
-        if truth is not None and segmenter.task == MULTILABEL and tuple(segmenter.classes) == shapes.CLASSES:
+        if truth is not None and predicts_shapes(segmenter):
             dice = image_metrics(probabilities, truth, MULTILABEL, threshold)["mean_dice"]
         caption = f"{name}: {1000 * seconds:.0f} ms" + (f", mean Dice {dice:.3f}" if dice is not None else "")
         gallery.append((downscale(overlay), caption))
         rows.append([name, f"{segmenter.parameter_count:,}", f"{1000 * seconds:.1f}", format_dice(dice)])
     if truth is not None:
-        gallery.insert(0, (side_by_side(image, viz.overlay(image, truth, MULTILABEL, shapes.COLORS, opacity=0.7)),
+        gallery.insert(0, (side_by_side(image, truth_overlay(image, truth)),
                            "input | ground truth"))
     table = {"headers": ["model", "parameters", "inference (ms)", "mean Dice"], "data": rows}
     return gallery, table

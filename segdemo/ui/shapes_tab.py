@@ -35,6 +35,16 @@ EXAMPLES = [
 ]
 
 
+def truth_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A shapes image with its ground-truth masks drawn over it."""
+    return viz.overlay(image, mask, MULTILABEL, shapes.COLORS, opacity=0.7)
+
+
+def predicts_shapes(segmenter) -> bool:
+    """Whether the model's outputs are the six shapes classes, so Dice against shapes masks means something."""
+    return segmenter.task == MULTILABEL and tuple(segmenter.classes) == shapes.CLASSES
+
+
 def generate(count, seed, size):
     """Generate shapes images with their ground truth (what ``/generate_shapes`` returns)."""
     count, seed, size = int(count), int(seed or 0), int(size)
@@ -45,7 +55,7 @@ def generate(count, seed, size):
     if not 0 <= seed < 2**32:
         raise gr.Error("seed must be between 0 and 4294967295", print_exception=False)
     images, masks = shapes.generate(count, size, seed=seed)
-    gallery = [(side_by_side(image, viz.overlay(image, mask, MULTILABEL, shapes.COLORS, opacity=0.7)),
+    gallery = [(side_by_side(image, truth_overlay(image, mask)),
                 f"image {index + 1}: input | ground truth")
                for index, (image, mask) in enumerate(zip(images, masks))]
     return gallery, {"images": images, "masks": masks}
@@ -56,13 +66,13 @@ def segment(context: AppContext, generated, model_name, threshold):
     if not generated:
         raise gr.Error("generate some images first", print_exception=False)
     segmenter = context.catalog.get(model_name)
-    comparable = segmenter.task == MULTILABEL and tuple(segmenter.classes) == shapes.CLASSES
+    comparable = predicts_shapes(segmenter)
     rows, gallery, stored, seconds = [], [], [], []
     for index, (image, mask) in enumerate(zip(generated["images"], generated["masks"])):
         probabilities, elapsed = segmenter.timed_predict(image)
         seconds.append(elapsed)
         stored.append((probabilities * 255 + 0.5).astype(np.uint8))
-        truth = viz.overlay(image, mask, MULTILABEL, shapes.COLORS, opacity=0.7)
+        truth = truth_overlay(image, mask)
         prediction = viz.overlay(image, probabilities, segmenter.task, segmenter.colors, threshold=threshold,
                                  opacity=0.7)
         caption = f"image {index + 1}: input | ground truth | prediction"
