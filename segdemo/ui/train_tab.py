@@ -86,17 +86,15 @@ def make_config(context: AppContext, model, width, data, data_zip, epochs, batch
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_bytes(Path(path).read_bytes())
         spec = detect_zip(str(kept))
-        open_source(spec)  # a broken dataset is reported now, not from the thread
-        changes.update(data=spec, crop_size=size, val_images=16)
     elif data and data.startswith(ANNOTATIONS_PREFIX):
         if context.store is None:
             raise gr.Error("annotations are not available in this app", print_exception=False)
-        folder = context.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])
-        spec = f"folder:{folder}"
-        open_source(spec)
-        changes.update(data=spec, crop_size=size, val_images=16)
+        spec = f"folder:{context.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}"
     else:
         raise gr.Error("pick the training data", print_exception=False)
+    if data != SHAPES:
+        open_source(spec)  # a broken dataset is reported now, not from the thread
+        changes.update(data=spec, crop_size=size, val_images=16)
     title = f"{model}{'-' + str(int(width)) if model == 'unet' else ''} on {changes['data'].split(':')[0]}"
     if init_from and init_from != NEW_MODEL:
         entry = context.catalog.entry(init_from)
@@ -249,7 +247,7 @@ def build(context: AppContext) -> dict:
             data = live_dropdown(data_choices(context), value=SHAPES, label="data", elem_id="train-data")
             data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"])
             init_from = live_dropdown(init_choices(context), value=NEW_MODEL, label="fine-tune from",
-                                    elem_id="train-init")
+                                      elem_id="train-init")
             with gr.Row():
                 epochs = gr.Number(value=base.epochs, precision=0, label="epochs")
                 batch_size = gr.Number(value=base.batch_size, precision=0, label="batch size")
