@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import zipfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .checkpoints import atomic_write
+from .checkpoints import atomic_write, staged_write
 from .data.archive import ArchiveError, FileTree, check_member_name
 from .data.base import DatasetInfo
 from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
@@ -207,7 +206,7 @@ class DatasetStore:
             staged = {}
             try:
                 for kind in targets:
-                    staged[kind] = self._stage(targets[kind], contents[kind])
+                    staged[kind] = staged_write(targets[kind], lambda file, data=contents[kind]: file.write(data))
                 kept = self._keep_in_history(path, item, "replaced", link=True)
                 journal = path / f".pending-{item}.json"
                 record = json.dumps({"item": item, "kept": {k: str(v) if v else None for k, v in kept.items()}})
@@ -219,17 +218,6 @@ class DatasetStore:
                 for temporary in staged.values():
                     Path(temporary).unlink(missing_ok=True)
         return {"item": item, "replaced": str(kept["mask"]) if kept.get("mask") else None}
-
-    @staticmethod
-    def _stage(target: Path, data: bytes) -> Path:
-        """Write ``data`` to a hidden temporary file beside ``target`` (fsynced)."""
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        return Path(temporary)
 
     def _keep_in_history(self, path: Path, item: str, why: str, *, link: bool) -> dict:
         """Put the item's current files into history/: hard-linked (they stay in place) or moved."""

@@ -98,9 +98,9 @@ def _check_meta(meta: dict) -> None:
         raise CheckpointError("the checkpoint names a different number of classes and colors")
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename it over
-    ``path``: readers see the old file or the new one, never a partial one."""
+def staged_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file_object)`` on a hidden temporary file beside ``path`` and fsync it; returns
+    the temporary file, for the caller to rename into place (it is removed if writing fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -110,12 +110,21 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Path(temporary)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename it over
+    ``path``: readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    temporary = staged_write(path, write)
+    try:
         os.replace(temporary, path)
     except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
+        temporary.unlink(missing_ok=True)
         raise
     try:  # make the rename itself durable
         directory = os.open(path.parent, os.O_RDONLY)
