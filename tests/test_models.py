@@ -137,3 +137,31 @@ def test_fcn_trunk_is_resnet18_at_any_width_and_takes_imagenet_weights_at_64(mon
     gray = models.create("fcn_resnet18", 1, 2, pretrained_backbone=True)
     assert torch.allclose(gray.backbone[0].weight, imagenet["conv1.weight"].mean(1, keepdim=True))
     assert torch.equal(gray.backbone[7][1].conv2.weight, imagenet["layer4.1.conv2.weight"])
+
+
+def test_weight_urls_are_torchvisions_own():
+    """The URLs are written out so that listing the models needs no torchvision import."""
+    import torchvision
+    from torchvision.models import segmentation
+
+    from segdemo.models import fcn
+    from segdemo.models.pretrained import PRETRAINED
+
+    assert fcn.RESNET18_IMAGENET_URL == torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    enums = {"lraspp_mobilenet_v3_large": segmentation.LRASPP_MobileNet_V3_Large_Weights,
+             "deeplabv3_mobilenet_v3_large": segmentation.DeepLabV3_MobileNet_V3_Large_Weights,
+             "fcn_resnet50": segmentation.FCN_ResNet50_Weights}
+    assert set(PRETRAINED) == set(enums)
+    for name, spec in PRETRAINED.items():
+        assert spec.weights_url == enums[name].COCO_WITH_VOC_LABELS_V1.url
+
+
+def test_the_app_imports_no_torchvision_before_serving():
+    """torchvision costs about 2 s to import (it pulls in torch._dynamo): only building a
+    torchvision model or an augmentation may import it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, segdemo.ui; assert 'torchvision' not in sys.modules, 'torchvision imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})

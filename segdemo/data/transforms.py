@@ -3,20 +3,29 @@
 Targets are wrapped as ``tv_tensors.Mask`` so every geometric transform resizes them with nearest
 neighbour (never bilinear: a class index must stay a class index), and padding fills targets
 with :data:`~segdemo.tasks.IGNORE_INDEX` so padded pixels count for nothing.
+
+torchvision is imported when a transform is made, not with this module: it takes about 2 s, and
+the app imports the data sources before it serves its first page.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from ..tasks import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
 
 
 def to_pair(image: np.ndarray, target: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """Wrap an ``(H, W, 3)`` uint8 image and a uint8 target (``(H, W)`` or ``(C, H, W)``)."""
+    from torchvision import tv_tensors
+
     image_tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     return tv_tensors.Image(image_tensor), tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(target)))
 
@@ -30,6 +39,9 @@ def train_transform(crop_size: int | tuple[int, int] | None, *, flip: bool = Tru
         crop_size: output size; smaller images are padded (image with 0, target ignored).
         scale: ``(low, high)`` factors of ``base_size`` for the shorter side, e.g. VOC's (0.5, 2.0).
     """
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform] = []
     if scale is not None:
         if base_size is None:

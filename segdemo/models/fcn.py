@@ -12,9 +12,7 @@ import logging
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from .common import crop_to, pad_to_multiple
 from .registry import register_model
@@ -22,6 +20,8 @@ from .weights import WeightsUnavailable, load_weights
 
 log = logging.getLogger(__name__)
 STRIDE = 32
+# torchvision's ImageNet ResNet-18 weights (a test checks the URL against torchvision's own).
+RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
@@ -45,6 +45,8 @@ def resnet18_trunk(in_channels: int = 3, width: int = 64) -> nn.Sequential:
     ``width`` is the first stage's channels (64 in the paper; the stages have width, 2·, 4·, 8·).
     The layers and their state-dict keys are torchvision's, so ImageNet weights load when width is 64.
     """
+    from torchvision.models.resnet import BasicBlock  # imported here: torchvision takes 2 s to import
+
     stem = [nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width),
             nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1)]
     stages, channels = [], width
@@ -67,9 +69,8 @@ def resnet18_trunk(in_channels: int = 3, width: int = 64) -> nn.Sequential:
 def load_imagenet_weights(trunk: nn.Sequential, in_channels: int, pretrained: bool | str) -> None:
     """Put ImageNet ResNet-18 weights into ``trunk`` (offline: as :func:`load_weights` allows).
     For other than 3 input channels the first filters are the RGB ones averaged over colors."""
-    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
     try:
-        state = load_weights(url, what="ImageNet ResNet-18 weights")
+        state = load_weights(RESNET18_IMAGENET_URL, what="ImageNet ResNet-18 weights")
     except WeightsUnavailable as error:
         if pretrained != "auto":
             raise

@@ -3,22 +3,24 @@ uploaded photo of a person, a bicycle or a cat gets a meaningful mask.
 
 Their weights come from a user-given file, the local torch cache, or a download where the
 network allows (as on a hosted Space); offline they are reported unavailable with a message.
+
+torchvision is imported only when one of them is built: importing it costs about 2 s (it pulls in
+``torch._dynamo``), which the app must not pay before it serves its first page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import segmentation as tv
 
 from .registry import register_model
 from .weights import WeightsUnavailable, load_weights
 
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 VOC_CLASSES = 21
+TORCHVISION_WEIGHTS = "https://download.pytorch.org/models"
 
 
 class TorchvisionSegmentation(nn.Module):
@@ -34,20 +36,22 @@ class TorchvisionSegmentation(nn.Module):
 
 @dataclass(frozen=True)
 class PretrainedVOC:
-    """One torchvision VOC-label model: its builder, weights, and whether the weights hold an
-    auxiliary head (it must exist for the state dict to load)."""
+    """One torchvision VOC-label model: its builder's name in ``torchvision.models.segmentation``,
+    the URL of its COCO-with-VOC-labels weights (torchvision's; a test checks they agree), and
+    whether the weights hold an auxiliary head (it must exist for the state dict to load)."""
 
     name: str
-    builder: Callable[..., nn.Module]
-    weights: object
+    weights_url: str
     aux_loss: bool
     description: str
 
     def build(self, weights_path: str | None = None, load: bool = True) -> TorchvisionSegmentation:
-        model = self.builder(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
-                             aux_loss=self.aux_loss)
+        from torchvision.models import segmentation
+
+        model = getattr(segmentation, self.name)(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
+                                                 aux_loss=self.aux_loss)
         if load:
-            model.load_state_dict(load_weights(self.weights.url, path=weights_path,
+            model.load_state_dict(load_weights(self.weights_url, path=weights_path,
                                                what=f"{self.name} weights"))
         return TorchvisionSegmentation(model)
 
@@ -55,24 +59,23 @@ class PretrainedVOC:
         """``(True, "")`` when the weights can be had without building the model."""
         from .weights import cached_path, downloads_allowed
 
-        if weights_path or cached_path(self.weights.url).is_file():
+        if weights_path or cached_path(self.weights_url).is_file():
             return True, ""
         if downloads_allowed():
             return True, "weights will be downloaded on first use"
         return False, (f"{self.name} needs pretrained weights that are not in the torch cache "
-                       f"({cached_path(self.weights.url)}) and downloads are off")
+                       f"({cached_path(self.weights_url)}) and downloads are off")
 
 
 PRETRAINED = {
     spec.name: spec for spec in (
-        PretrainedVOC("lraspp_mobilenet_v3_large", tv.lraspp_mobilenet_v3_large,
-                      tv.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1, False,
-                      "LR-ASPP MobileNetV3-Large, COCO with VOC labels (fast, 3.2 M parameters)"),
-        PretrainedVOC("deeplabv3_mobilenet_v3_large", tv.deeplabv3_mobilenet_v3_large,
-                      tv.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1, True,
+        PretrainedVOC("lraspp_mobilenet_v3_large", f"{TORCHVISION_WEIGHTS}/lraspp_mobilenet_v3_large-d234d4ea.pth",
+                      False, "LR-ASPP MobileNetV3-Large, COCO with VOC labels (fast, 3.2 M parameters)"),
+        PretrainedVOC("deeplabv3_mobilenet_v3_large",
+                      f"{TORCHVISION_WEIGHTS}/deeplabv3_mobilenet_v3_large-fc3c493d.pth", True,
                       "DeepLabV3 MobileNetV3-Large, COCO with VOC labels (11 M parameters)"),
-        PretrainedVOC("fcn_resnet50", tv.fcn_resnet50, tv.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-                      True, "FCN ResNet-50, COCO with VOC labels (35 M parameters)"),
+        PretrainedVOC("fcn_resnet50", f"{TORCHVISION_WEIGHTS}/fcn_resnet50_coco-1167a1af.pth", True,
+                      "FCN ResNet-50, COCO with VOC labels (35 M parameters)"),
     )
 }
 
