@@ -141,3 +141,13 @@ def test_long_curves_are_thinned_but_keep_their_ends():
     loss, dice = curve_frames({"steps": events, "epochs": [{"step": 1000, "train_loss": 0.1, "val": {"mean_dice": 0.9}}]})
     assert set(loss["series"]) == {"train loss (batch)", "train loss (epoch mean)"}
     assert dice["value"].iloc[-1] == 0.9
+
+
+def test_the_idle_queue_polls_gently(app):
+    """calm_queue sets two attributes of gradio's Queue: if gradio renames them, this fails
+    instead of the app silently going back to waking every millisecond."""
+    from segdemo.ui.app import PROGRESS_POLL_SECONDS, QUEUE_IDLE_POLL_SECONDS
+
+    queue = app.demo._queue
+    assert queue.sleep_when_free == QUEUE_IDLE_POLL_SECONDS
+    assert queue.progress_update_sleep_when_free == PROGRESS_POLL_SECONDS
