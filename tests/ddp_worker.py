@@ -1,9 +1,8 @@
 """Run the training CLI under torchrun and record this rank's final weights (for the test)."""
 import hashlib
+import os
 import sys
 from pathlib import Path
-
-import torch.distributed as dist
 
 from segdemo.train import main
 
@@ -15,5 +14,5 @@ if __name__ == "__main__":
     for key in sorted(state):
         digest.update(key.encode())
         digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    rank = int(__import__("os").environ["RANK"])
+    rank = int(os.environ["RANK"])
     (record / f"rank{rank}.txt").write_text(f"{digest.hexdigest()} {result.steps}")

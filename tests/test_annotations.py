@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from fakes import zip_tree, zip_with
+from fakes import zip_with
 from segdemo.annotations import (PRESETS, AnnotationError, DatasetStore, check_name, clean_labels,
                                  labels_from_layers, layer_from_labels, parse_class_lines)
 from segdemo.data import open_source

@@ -1,7 +1,5 @@
 """The real app, started on a free port and driven through gradio_client."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ from apphelpers import save_image, wait_for
 from fakes import write_drive
 from segdemo import checkpoints, models
 from segdemo.data import shapes
-from segdemo.data.voc import voc_colormap
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +148,19 @@ def test_the_idle_queue_polls_gently(app):
     queue = app.demo._queue
     assert queue.sleep_when_free == QUEUE_IDLE_POLL_SECONDS
     assert queue.progress_update_sleep_when_free == PROGRESS_POLL_SECONDS
+
+
+def test_scratch_folders_are_pruned(monkeypatch):
+    """Files handed to gradio are copied into its cache; our copies must not pile up in /tmp."""
+    import os
+    import time
+
+    from segdemo.ui import common
+
+    old = common.scratch_folder("test-")
+    (old / "picture.png").write_bytes(b"x")
+    stale = time.time() - common.SCRATCH_KEEP_SECONDS - 5
+    os.utime(old, (stale, stale))
+    monkeypatch.setattr(common, "_scratch_pruned", 0.0)
+    fresh = common.scratch_folder("test-")
+    assert fresh.is_dir() and not old.exists()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from apphelpers import save_image, wait_for
 from segdemo.data import shapes

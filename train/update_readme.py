@@ -20,7 +20,6 @@ def row(path: Path) -> str:
     payload = checkpoints.read(path)
     meta = payload["meta"]
     model = checkpoints.build_model(meta, payload["state_dict"])
-    recipe = meta.get("recipe") or {}
     metrics = meta.get("metrics") or {}
     fresh = meta.get("evaluation") or {}
     fresh_text = "<br>".join(f"{name.replace('fresh shapes ', '')}: {values['mean_dice']:.4f}"

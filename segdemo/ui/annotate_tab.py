@@ -3,7 +3,6 @@ train on it."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +14,7 @@ from ..annotations import (PRESETS, AnnotationError, class_lines, clean_labels, 
 from ..catalog import safe_name
 from ..data import shapes
 from ..io import read_image
-from .common import AppContext, checked_upload, hex_color, legend_html, live_dropdown, user_errors
+from .common import AppContext, checked_upload, hex_color, legend_html, live_dropdown, scratch_folder, user_errors
 
 CUSTOM = "custom (edit the list)"
 MAX_ANNOTATE_SIDE = 2048
@@ -179,7 +178,7 @@ def delete(context: AppContext, dataset, item):
 
 def export(context: AppContext, dataset, layout):
     dataset = _dataset(dataset)
-    folder = Path(tempfile.mkdtemp(prefix="segdemo-export-"))
+    folder = scratch_folder("export-")
     if layout == "voc":
         return str(context.store.export_voc(dataset, folder / f"{dataset}-voc.zip"))
     return str(context.store.export_zip(dataset, folder / f"{dataset}.zip"))

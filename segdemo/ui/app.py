@@ -55,7 +55,9 @@ def build_demo(context: AppContext | None = None) -> gr.Blocks:
     """The whole app; nothing heavy happens here (models load on first use)."""
     context = context or create_context()
     choices = context.catalog.names()
-    with gr.Blocks(title="segdemo") as demo:
+    # Gradio keeps every uploaded and served file in its cache; without delete_cache a long-running
+    # Space would fill its disk. Files older than an hour go, checked every half hour.
+    with gr.Blocks(title="segdemo", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Shapes", id="shapes"):

@@ -9,6 +9,11 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +35,40 @@ DISPLAY_SIDE = 1600
 # Upload limit for files the app reads (images, masks, checkpoints, dataset zips).
 MAX_UPLOAD_BYTES = 200 * 2**20
 
+# Files handed to gradio (exports, downloads, API results) are copied into its cache when the
+# event ends; our copies are removed after this long.
+SCRATCH_KEEP_SECONDS = 600
+
 USER_ERRORS = (ImageError, CheckpointError, ArchiveError, WeightsUnavailable, TrainerBusy, ValueError, KeyError)
+
+
+_scratch_lock = threading.Lock()
+_scratch_pruned = 0.0
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new, empty folder for files a handler gives gradio to serve.
+
+    Gradio copies such files into its cache (atomically, by content) when the event ends, so
+    ours are only needed for a moment; folders older than ``SCRATCH_KEEP_SECONDS`` are removed
+    here, at most once a minute, so that a long-running app does not fill the disk one request
+    at a time. The folders live in the temporary directory, which gradio may serve from; the
+    data directory never is.
+    """
+    global _scratch_pruned
+    root = Path(tempfile.gettempdir()) / f"segdemo-scratch-{os.getpid()}"
+    root.mkdir(exist_ok=True)
+    now = time.time()
+    with _scratch_lock:
+        if now - _scratch_pruned > 60:
+            _scratch_pruned = now
+            for old in root.iterdir():
+                try:
+                    if now - old.stat().st_mtime > SCRATCH_KEEP_SECONDS:
+                        shutil.rmtree(old, ignore_errors=True)
+                except OSError:
+                    pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
 @dataclass

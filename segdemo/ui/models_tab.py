@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import gradio as gr
-import numpy as np
 
 from .. import viz
 from ..data import shapes

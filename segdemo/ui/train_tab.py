@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -21,7 +20,7 @@ from ..data.archive import ArchiveError, FileTree
 from ..engine import TrainConfig, preset
 from ..engine.config import MAX_IMAGE_SIZE
 from ..models import names as model_names
-from .common import AppContext, checked_upload, live_dropdown, user_errors
+from .common import AppContext, checked_upload, live_dropdown, scratch_folder, user_errors
 
 SHAPES = "synthetic shapes"
 UPLOADED = "uploaded .zip (DRIVE, VOC or image/mask folder)"
@@ -189,11 +188,10 @@ _DOWNLOADS: dict[str, str] = {}
 
 
 def downloadable(path: str, run_id: str | None) -> str:
-    """A copy of a run's checkpoint in a temporary folder, which gradio may serve (the data
+    """A copy of a run's checkpoint in a scratch folder, which gradio may serve (the data
     directory itself is never exposed to gradio's file routes)."""
-    if path not in _DOWNLOADS:
-        folder = Path(tempfile.mkdtemp(prefix="segdemo-download-"))
-        target = folder / f"{safe_name(run_id or 'run')}.pt"
+    if path not in _DOWNLOADS or not Path(_DOWNLOADS[path]).is_file():
+        target = scratch_folder("download-") / f"{safe_name(run_id or 'run')}.pt"
         shutil.copyfile(path, target)
         _DOWNLOADS[path] = str(target)
     return _DOWNLOADS[path]
