@@ -191,8 +191,11 @@ def main():
         process.wait()
     write_section("app", "The app on 2 cores", rows, notes=(
         "Latencies through `gradio_client` (HTTP + queue + PNG encoding), sequential requests after a "
-        "warm-up; the `/segment` handler itself takes about 55 ms of its round trip (prediction 12 ms, "
-        "overlay, PNG), the rest is gradio's queue and file transfers (compare `/models`). The live run is "
+        "warm-up; the `/segment` handler itself takes about 30 ms of its round trip (prediction 12–19 ms, "
+        "overlay, PNG), the rest is gradio's queue and file transfers (compare `/models`). Start: importing "
+        "gradio takes about 4.4 s and torch 2.4 s of it; torchvision (2.4 s more) is imported only when a "
+        "torchvision model or augmentation is built; start times on this machine vary by ±1 s between runs. "
+        "The live run is "
         "the Train tab's default, 45 s, run alone and watched alternately twice (medians). Watching pages are "
         "headless Chromium on the Train tab. On the same two cores their drawing is counted against the run; "
         "on a Space the browsers run on the visitors' machines, which the pinned rows reproduce: the app on "
