@@ -24,7 +24,7 @@ from ..catalog import ModelCatalog
 from ..checkpoints import CheckpointError
 from ..data.archive import ArchiveError
 from ..engine import BackgroundTrainer, TrainerBusy
-from ..io import ImageError
+from ..io import ImageError, save_png
 from ..models import WeightsUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,19 @@ def scratch_folder(prefix: str) -> Path:
                 except OSError:
                     pass
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def png_file(array: np.ndarray, name: str, palette=None) -> str:
+    """``array`` written as ``name`` (a PNG) in a new scratch folder, for an output to show.
+
+    Pictures that several visitors may get at the same moment (a run's snapshot, a segmentation
+    of the same example) go out as files: gradio copies a file into its cache atomically, but it
+    writes an array's PNG over the same content-named cache file in place, so one visitor could
+    read a picture another's request is rewriting, half-written.
+    """
+    path = scratch_folder("png-") / name
+    save_png(path, array, palette=palette)
+    return str(path)
 
 
 @dataclass

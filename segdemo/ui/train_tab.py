@@ -20,7 +20,7 @@ from ..data.archive import ArchiveError, FileTree
 from ..engine import TrainConfig, preset
 from ..engine.config import MAX_IMAGE_SIZE
 from ..models import names as model_names
-from .common import AppContext, checked_upload, live_dropdown, scratch_folder, user_errors
+from .common import AppContext, checked_upload, live_dropdown, png_file, scratch_folder, user_errors
 
 SHAPES = "synthetic shapes"
 UPLOADED = "uploaded .zip (DRIVE, VOC or image/mask folder)"
@@ -214,17 +214,19 @@ def poll(context: AppContext, seen: dict | None):
     else:
         loss, dice = gr.skip(), gr.skip()
     snapshot = context.trainer.snapshot()
+    snapshot_key = f"{status.get('run_id')}:{snapshot['step']}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
-    return (progress_html(status), loss, dice, seen, (snapshot or {}).get("step"), checkpoint,
-            context.catalog.version)
+    return progress_html(status), loss, dice, seen, snapshot_key, checkpoint, context.catalog.version
 
 
 def show_snapshot(context: AppContext):
-    """The run's latest validation prediction, labelled with its step."""
+    """The run's latest validation prediction, labelled with its step (as a file: every watching
+    page asks for the same picture at the same moment)."""
     snapshot = context.trainer.snapshot()
     if snapshot is None:
         return gr.skip()
-    return gr.Image(value=snapshot["image"], label=f"validation prediction after step {snapshot['step']}")
+    return gr.Image(value=png_file(snapshot["image"], "snapshot.png"),
+                    label=f"validation prediction after step {snapshot['step']}")
 
 
 def offer_checkpoint(context: AppContext, checkpoint: str | None):
@@ -285,14 +287,14 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list) -> None:
     """Poll the trainer every REFRESH_SECONDS; redraw the snapshot, the download and every model picker
     only when what they show has changed."""
     seen = gr.State(None)
-    snapshot_step, checkpoint, catalog_version = gr.State(None), gr.State(None), gr.State(context.catalog.version)
+    snapshot_key, checkpoint, catalog_version = gr.State(None), gr.State(None), gr.State(context.catalog.version)
     timer = gr.Timer(REFRESH_SECONDS)
     timer.tick(lambda s: poll(context, s), [seen],
-               [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_step, checkpoint, catalog_version],
+               [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version],
                api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll",
                trigger_mode="always_last")
     private = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll")
-    snapshot_step.change(lambda _: show_snapshot(context), [snapshot_step], [parts["snapshot"]], **private)
+    snapshot_key.change(lambda _: show_snapshot(context), [snapshot_key], [parts["snapshot"]], **private)
     checkpoint.change(lambda path: offer_checkpoint(context, path), [checkpoint], [parts["download"]], **private)
     catalog_version.change(lambda _: [gr.Dropdown(choices=context.catalog.names()) for _ in dropdowns],
                            [catalog_version], dropdowns, **private)

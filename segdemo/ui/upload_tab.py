@@ -12,12 +12,11 @@ import gradio as gr
 import numpy as np
 
 from .. import viz
-from ..io import ImageError, check_same_size, read_image, read_label_map, save_png
+from ..io import ImageError, check_same_size, read_image, read_label_map
 from ..labels import labels_to_target, probabilities_to_labels
 from ..metrics import image_metrics
 from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
-from .common import (AppContext, checked_upload, downscale, format_dice, hex_color, live_dropdown, scratch_folder,
-                     user_errors)
+from .common import AppContext, checked_upload, downscale, format_dice, hex_color, live_dropdown, png_file, user_errors
 
 EXPLAIN = """
 **Reading the results.** The overlay colors each pixel by the class the model gives it; the label
@@ -145,14 +144,8 @@ def segment_api(context: AppContext, image_file, model_name):
     overlay = downscale(viz.overlay(image, probabilities, segmenter.task, segmenter.colors, labels=labels))
     counts = np.bincount(labels.ravel(), minlength=len(segmenter.label_names))
     fractions = {name: round(float(count) / labels.size, 6) for name, count in zip(segmenter.label_names, counts)}
-    # Both pictures go out as files: gradio copies a file into its cache atomically, but writes
-    # an array's PNG over the same content-named file in place, so two visitors getting the same
-    # picture at once could read it half-written.
-    folder = scratch_folder("segment-")
-    overlay_path, label_path = folder / "overlay.png", folder / "labels.png"
-    save_png(overlay_path, overlay)
-    save_png(label_path, labels, palette=segmenter.label_colors)
-    return str(overlay_path), str(label_path), {"model": segmenter.name, "fractions": fractions}
+    return (png_file(overlay, "overlay.png"), png_file(labels, "labels.png", palette=segmenter.label_colors),
+            {"model": segmenter.name, "fractions": fractions})
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
