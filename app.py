@@ -7,7 +7,11 @@ Options: ``--data-dir PATH`` (or SEGDEMO_DATA_DIR) for saved models and annotati
 import argparse
 import os
 
-from segdemo.ui import build_demo, create_context, launch_options
+# No usage analytics unless asked for: the app must work offline, and gradio's version check
+# and telemetry cost about 0.3 s of start.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from segdemo.ui import build_demo, create_context, launch_options  # noqa: E402  (after the setting above)
 
 
 def parse_args(argv=None):
