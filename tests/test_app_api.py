@@ -140,6 +140,29 @@ def test_long_curves_are_thinned_but_keep_their_ends():
     assert dice["value"].iloc[-1] == 0.9
 
 
+def test_curve_frames_suit_gradios_line_plot():
+    """The plots keep the axis types and legend of the first frame they draw: no frame before
+    the first step (an empty one made both axes categories, with no line, for the whole run),
+    numeric axes, and every series present from the start (validation Dice comes later)."""
+    import math
+
+    import gradio as gr
+
+    from segdemo.ui.train_tab import TRAIN_DICE, VAL_DICE, curve_frames
+
+    assert curve_frames({"steps": [], "epochs": []}) == (None, None)
+    plot = gr.LinePlot(x="step", y="value", color="series", render=False)
+    loss, dice = curve_frames({"steps": [{"step": 1, "loss": 0.9, "dice": 0.1}], "epochs": []})
+    for frame in (loss, dice):
+        datatypes = plot.postprocess(frame).model_dump()["datatypes"]
+        assert datatypes["step"] == datatypes["value"] == "quantitative"
+    assert set(dice["series"]) == {TRAIN_DICE, VAL_DICE}
+    assert math.isnan(dice[dice["series"] == VAL_DICE]["value"].iloc[0])
+    later = curve_frames({"steps": [{"step": 1, "loss": 0.9, "dice": 0.1}, {"step": 2, "loss": 0.8, "dice": 0.2}],
+                          "epochs": [{"step": 2, "train_loss": 0.85, "val": {"mean_dice": 0.3}}]})[1]
+    assert later["value"].notna().all() and set(later["series"]) == {TRAIN_DICE, VAL_DICE}
+
+
 def test_the_idle_queue_polls_gently(app):
     """calm_queue sets two attributes of gradio's Queue: if gradio renames them, this fails
     instead of the app silently going back to waking every millisecond."""

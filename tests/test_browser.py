@@ -105,25 +105,44 @@ def test_models_tab_shows_the_card_and_compares(page):
     assert "ms" in page.inner_text("#compare-times")
 
 
-def test_train_tab_curves_grow_and_the_model_appears_in_the_picker(page):
+def test_train_tab_curves_grow_and_the_model_appears_in_the_picker(page, app):
+    # A second visitor watches the same run from their own page.
+    watcher = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    watcher.set_default_timeout(60_000)
+    watcher.goto(app.url)
+    open_tab(watcher, "Train")
     open_tab(page, "Train")
     page.get_by_label("time limit (seconds; 0 = none)").fill("40")
     page.click("#train-start")
     wait_for(lambda: "Started run" in page.inner_text("#train-message"))
     wait_for(lambda: page.locator("#train-progress").get_attribute("data-state") == "running", timeout=60)
 
-    def plotted_points():
-        return page.evaluate("""() => document.querySelectorAll('#train-loss svg path, #train-loss canvas').length""")
+    def drawn(plot):
+        """The series named in ``plot``'s legend and the length of its longest line path."""
+        return page.evaluate("""(plot) => [
+            [...document.querySelectorAll(plot + ' .role-legend-label text')].map(t => t.textContent),
+            Math.max(0, ...[...document.querySelectorAll(plot + ' g.mark-line path')]
+                              .map(path => (path.getAttribute('d') || '').length))]""", plot)
 
-    wait_for(lambda: plotted_points() > 0, timeout=60)
+    # Real lines with every series in the legend, not just axes: gradio's plot keeps the axis types
+    # and legend of the first frame it draws (an empty first frame left it with categories, no lines).
+    for plot, series in (("#train-loss", {"train loss (batch)", "train loss (epoch mean)"}),
+                         ("#train-dice", {"train Dice (batch)", "validation Dice (epoch)"})):
+        wait_for(lambda: series <= set(drawn(plot)[0]) and drawn(plot)[1] > 50, timeout=60)
     first = page.inner_text("#train-status-line")
     wait_for(lambda: page.inner_text("#train-status-line") != first, timeout=30)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "train-running.png"), full_page=True)
     page.click("#train-stop")
-    wait_for(lambda: page.locator("#train-progress").get_attribute("data-state") in ("stopped", "finished"),
-             timeout=120)
-    wait_images(page, "#train-snapshot", 1)
+    for viewer in (page, watcher):
+        wait_for(lambda: viewer.locator("#train-progress").get_attribute("data-state") in ("stopped", "finished"),
+                 timeout=120)
+        wait_images(viewer, "#train-snapshot", 1)
+        wait_for(lambda: viewer.locator("#train-download a, #train-download [download]").count() > 0, timeout=30)
+    # Both pages end on the same run: the same final status line.
+    wait_for(lambda: page.inner_text("#train-status-line") == watcher.inner_text("#train-status-line"), timeout=10)
+    watcher.screenshot(path=str(ARTIFACTS / "train-second-watcher.png"), full_page=True)
+    watcher.context.close()
     open_tab(page, "Shapes")
     page.click("#shapes-model input")  # opens the list
     wait_for(lambda: page.get_by_role("option", name=re.compile("trained: ")).count() > 0, timeout=30)

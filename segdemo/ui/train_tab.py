@@ -135,21 +135,42 @@ def thinned(events: list[dict], limit: int = CURVE_POINTS) -> list[dict]:
     return kept
 
 
-def curve_frames(curves: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long-format frames for the loss and Dice plots (x = step, one series per curve)."""
+TRAIN_LOSS, EPOCH_LOSS = "train loss (batch)", "train loss (epoch mean)"
+TRAIN_DICE, VAL_DICE = "train Dice (batch)", "validation Dice (epoch)"
+CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "str"}
+
+
+def curve_frames(curves: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Long-format frames for the loss and Dice plots (x = step, one series per curve); None for
+    a plot with nothing to draw yet."""
     loss_rows, dice_rows = [], []
     for event in thinned(curves["steps"]):
-        loss_rows.append((event["step"], event["loss"], "train loss (batch)"))
+        loss_rows.append((event["step"], event["loss"], TRAIN_LOSS))
         if event.get("dice") is not None:
-            dice_rows.append((event["step"], event["dice"], "train Dice (batch)"))
+            dice_rows.append((event["step"], event["dice"], TRAIN_DICE))
     for event in curves["epochs"]:
         if event.get("train_loss") is not None:
-            loss_rows.append((event["step"], event["train_loss"], "train loss (epoch mean)"))
+            loss_rows.append((event["step"], event["train_loss"], EPOCH_LOSS))
         value = (event.get("val") or {}).get("mean_dice")
         if value is not None:
-            dice_rows.append((event["step"], value, "validation Dice (epoch)"))
-    columns = ["step", "value", "series"]
-    return pd.DataFrame(loss_rows, columns=columns), pd.DataFrame(dice_rows, columns=columns)
+            dice_rows.append((event["step"], value, VAL_DICE))
+    return _curve_frame(loss_rows, (TRAIN_LOSS, EPOCH_LOSS)), _curve_frame(dice_rows, (TRAIN_DICE, VAL_DICE))
+
+
+def _curve_frame(rows: list[tuple], series: tuple[str, ...]) -> pd.DataFrame | None:
+    """One plot's frame, shaped for gradio's LinePlot, which fixes its axis types and its legend
+    from the first frame it draws and never updates them.
+
+    So no frame is sent before there is data (an empty frame's columns are ``object``: both axes
+    would be categories and no line drawn, for the whole run), the columns are numeric, and every
+    series is in every frame, a series with no point yet as one NaN placeholder (otherwise the
+    epoch curves, which start later, would never be drawn).
+    """
+    if not rows:
+        return None
+    present = {name for _, _, name in rows}
+    rows = rows + [(rows[0][0], float("nan"), name) for name in series if name not in present]
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).astype(CURVE_COLUMNS)
 
 
 def progress_html(status: dict) -> str:
@@ -208,11 +229,12 @@ def poll(context: AppContext, seen: dict | None):
     seen = dict(seen or {"curves": -1})
     status = context.trainer.status()
     curves_version = context.trainer.curves_version()
+    loss = dice = None
     if curves_version != seen["curves"]:
         seen["curves"] = curves_version
         loss, dice = curve_frames(context.trainer.curves())
-    else:
-        loss, dice = gr.skip(), gr.skip()
+    loss = gr.skip() if loss is None else loss
+    dice = gr.skip() if dice is None else dice
     snapshot = context.trainer.snapshot()
     snapshot_key = f"{status.get('run_id')}:{snapshot['step']}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
