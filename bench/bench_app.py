@@ -6,6 +6,7 @@ run is going), the cost of a page watching a run, and memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -72,10 +73,13 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values), q))
 
 
-def wait_until_idle(client) -> dict:
-    """Poll ``/train_status`` until no run is going; the final status."""
+def wait_until_idle(client, interval: float = 1.0, watch=None) -> dict:
+    """Poll ``/train_status`` every ``interval`` seconds (calling ``watch`` with each status)
+    until no run is going; the final status."""
     while (status := client.predict(api_name="/train_status"))["state"] in ("starting", "running", "stopping"):
-        time.sleep(1)
+        if watch:
+            watch(status)
+        time.sleep(interval)
     return status
 
 
@@ -90,29 +94,46 @@ def segment_latencies(client, image_path, count):
     return times
 
 
+def start_live_run(client, seconds: float) -> None:
+    """Start the Train tab's default run (the live preset on shapes) for ``seconds``."""
+    client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, seconds, api_name="/train_start")
+
+
+@contextlib.contextmanager
+def train_tab_pages(url: str, count: int, browser_cpus: str | None = None):
+    """``count`` headless Chromium pages open on the app's Train tab (Chromium pinned to
+    ``browser_cpus`` with taskset if given); closed on exit."""
+    if not count:
+        yield []
+        return
+    from playwright.sync_api import sync_playwright
+
+    executable = CHROMIUM
+    if browser_cpus:
+        wrapper = Path(tempfile.mkdtemp()) / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec taskset -c {browser_cpus} {CHROMIUM} "$@"\n')
+        wrapper.chmod(0o755)
+        executable = str(wrapper)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=FLAGS)
+        pages = []
+        for _ in range(count):
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Train").click()
+            pages.append(page)
+        try:
+            yield pages
+        finally:
+            browser.close()
+
+
 def training_speed(client, seconds: float, pages: int, browser_cpus: str | None = None) -> float:
     """Median images/s of a live run of ``seconds`` with ``pages`` browser pages (headless
     Chromium, pinned to ``browser_cpus`` if given) watching it on the Train tab."""
-    if pages:
-        from playwright.sync_api import sync_playwright
-
-        playwright = sync_playwright().start()
-        executable = CHROMIUM
-        if browser_cpus:
-            wrapper = Path(tempfile.mkdtemp()) / "chromium"
-            wrapper.write_text(f'#!/bin/sh\nexec taskset -c {browser_cpus} {CHROMIUM} "$@"\n')
-            wrapper.chmod(0o755)
-            executable = str(wrapper)
-        browser = playwright.chromium.launch(executable_path=executable, args=FLAGS)
-        for _ in range(pages):
-            page = browser.new_page()
-            page.goto(client.src)
-            page.get_by_role("tab", name="Train").click()
-    client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, seconds, api_name="/train_start")
-    status = wait_until_idle(client)
-    if pages:
-        browser.close()
-        playwright.stop()
+    with train_tab_pages(client.src, pages, browser_cpus):
+        start_live_run(client, seconds)
+        status = wait_until_idle(client)
     speeds = [s["images_per_second"] for s in status["steps"][5:] if s["images_per_second"]]
     return statistics.median(speeds)
 
@@ -131,21 +152,12 @@ STEP_WATCHER = """() => {
 def step_display_latency(client, seconds: float = 30) -> list[float]:
     """Seconds from a step being recorded by the server (as ``/train_status`` first reports it,
     polled back to back) to the page showing it on the Train tab (a MutationObserver in the page)."""
-    from playwright.sync_api import sync_playwright
-
-    playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-    page = browser.new_page()
-    page.goto(client.src)
-    page.get_by_role("tab", name="Train").click()
-    page.evaluate(STEP_WATCHER)
-    first_seen: dict[int, float] = {}
-    client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, seconds, api_name="/train_start")
-    while (status := client.predict(api_name="/train_status"))["state"] in ("starting", "running", "stopping"):
-        first_seen.setdefault(status["step"], time.time())
-    shown = page.evaluate("() => window.segdemoSteps")
-    browser.close()
-    playwright.stop()
+    with train_tab_pages(client.src, 1) as (page,):
+        page.evaluate(STEP_WATCHER)
+        first_seen: dict[int, float] = {}
+        start_live_run(client, seconds)
+        wait_until_idle(client, 0, lambda status: first_seen.setdefault(status["step"], time.time()))
+        shown = page.evaluate("() => window.segdemoSteps")
     return [when - first_seen[int(step)] for step, when in shown.items() if int(step) in first_seen]
 
 
@@ -197,7 +209,7 @@ def main():
             floor.append(time.perf_counter() - start)
         rows.append({"what": "`/models` round trip (returns a short list: gradio_client's own floor)", "value":
                      f"median {1e3 * statistics.median(floor):.0f} ms", "target": "–"})
-        client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, 90, api_name="/train_start")
+        start_live_run(client, 90)
         time.sleep(8)
         busy = segment_latencies(client, image, 60)
         client.predict(api_name="/train_stop")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from bench_app import local_client, start_app, wait_until_idle  # noqa: E402
+from bench_app import local_client, start_app, start_live_run, wait_until_idle  # noqa: E402
 from common import write_section  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def main():
         main_client = local_client(url)
         main_client.predict(handle_file(str(images[0])), "", api_name="/segment")
 
-        main_client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, 600, api_name="/train_start")
+        start_live_run(main_client, 600)
         time.sleep(6)
         steps_before = main_client.predict(api_name="/train_status")["step"]
         latencies, failures = [], []
