@@ -229,12 +229,11 @@ def poll(context: AppContext, seen: dict | None):
     seen = dict(seen or {"curves": -1})
     status = context.trainer.status()
     curves_version = context.trainer.curves_version()
-    loss = dice = None
+    frames = (None, None)
     if curves_version != seen["curves"]:
         seen["curves"] = curves_version
-        loss, dice = curve_frames(context.trainer.curves())
-    loss = gr.skip() if loss is None else loss
-    dice = gr.skip() if dice is None else dice
+        frames = curve_frames(context.trainer.curves())
+    loss, dice = (gr.skip() if frame is None else frame for frame in frames)
     snapshot = context.trainer.snapshot()
     snapshot_key = f"{status.get('run_id')}:{snapshot['step']}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
@@ -310,12 +309,11 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list) -> None:
     only when what they show has changed."""
     seen = gr.State(None)
     snapshot_key, checkpoint, catalog_version = gr.State(None), gr.State(None), gr.State(context.catalog.version)
+    private = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll")
     timer = gr.Timer(REFRESH_SECONDS)
     timer.tick(lambda s: poll(context, s), [seen],
                [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version],
-               api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll",
-               trigger_mode="always_last")
-    private = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll")
+               trigger_mode="always_last", **private)
     snapshot_key.change(lambda _: show_snapshot(context), [snapshot_key], [parts["snapshot"]], **private)
     checkpoint.change(lambda path: offer_checkpoint(context, path), [checkpoint], [parts["download"]], **private)
     catalog_version.change(lambda _: [gr.Dropdown(choices=context.catalog.names()) for _ in dropdowns],
