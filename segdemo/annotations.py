@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .checkpoints import atomic_write, staged_write
+from .files import atomic_write, staged_write
 from .data.archive import ArchiveError, FileTree, check_member_name
 from .data.base import DatasetInfo
 from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes

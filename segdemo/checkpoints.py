@@ -21,7 +21,6 @@ import datetime as _dt
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ import torch
 from torch import nn
 
 from . import __version__
+from .errors import CheckpointError
+from .files import atomic_write
 from .models import create, entry
 from .tasks import check_task
 
@@ -37,10 +38,6 @@ FORMAT = "segdemo-checkpoint"
 FORMAT_VERSION = 1
 DEFAULT_NORMALIZATION = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 MAX_CHECKPOINT_BYTES = 1024 * 2**20
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable segdemo checkpoint; the message says why."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -96,44 +93,6 @@ def _check_meta(meta: dict) -> None:
     check_task(meta["task"])
     if len(meta["classes"]) != len(meta["colors"]):
         raise CheckpointError("the checkpoint names a different number of classes and colors")
-
-
-def staged_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file_object)`` on a hidden temporary file beside ``path`` and fsync it; returns
-    the temporary file, for the caller to rename into place (it is removed if writing fails)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp's 0600 would make shipped and exported files private
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return Path(temporary)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename it over
-    ``path``: readers see the old file or the new one, never a partial one."""
-    path = Path(path)
-    temporary = staged_write(path, write)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError:
-        pass
 
 
 def save(path: str | os.PathLike, model: nn.Module, meta: dict, *, train_state: dict | None = None,

@@ -20,7 +20,8 @@ import torch
 from . import checkpoints
 from .data import open_source, shapes
 from .inference import Segmenter
-from .metrics import SegmentationMetrics, json_safe
+from .files import json_safe
+from .metrics import SegmentationMetrics
 
 
 def evaluate_arrays(segmenter: Segmenter, images, targets) -> dict:

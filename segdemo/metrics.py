@@ -12,7 +12,6 @@ left out of the means.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -155,17 +154,6 @@ class SegmentationMetrics:
         below = torch.cumsum(negatives, 0) - negatives  # negatives in lower bins
         wins = (positives * (below + 0.5 * negatives)).sum()
         return float(wins / (total_negative * total_positive))
-
-
-def json_safe(value):
-    """Replace NaN/inf by None, recursively, so metrics can be written as JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def image_metrics(probabilities: np.ndarray, target: np.ndarray, task: str, threshold: float = 0.5) -> dict:

@@ -6,7 +6,8 @@ import torch
 
 from segdemo.losses import (BCEDiceLoss, BoundaryLoss, CrossEntropyDiceLoss, DeepSupervision, build_loss,
                             signed_distance, soft_dice_loss)
-from segdemo.metrics import SegmentationMetrics, json_safe
+from segdemo.files import json_safe
+from segdemo.metrics import SegmentationMetrics
 
 BIG = 30.0  # a logit that means "certain"
 

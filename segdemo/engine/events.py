@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from ..metrics import json_safe
+from ..files import json_safe
 
 Listener = Callable[[dict], None]
 

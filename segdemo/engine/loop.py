@@ -30,9 +30,10 @@ from torch.utils.data.distributed import DistributedSampler
 from .. import checkpoints, viz
 from ..data import open_source
 from ..data.adapt import AdaptedTargets, target_adapter
+from ..files import json_safe
 from ..inference import cpu_has_native_bf16
 from ..losses import build_loss
-from ..metrics import SegmentationMetrics, json_safe
+from ..metrics import SegmentationMetrics
 from ..models import count_parameters, create
 from ..tasks import MULTICLASS
 from .config import TrainConfig

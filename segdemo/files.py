@@ -1,0 +1,61 @@
+"""Files that survive a crash: staged and atomic writes, and JSON that never holds NaN.
+
+Checkpoints, annotation datasets and run logs are all written through these, so a kill or a full
+disk leaves the old file or the new one, never half of one. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+
+def staged_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file_object)`` on a hidden temporary file beside ``path`` and fsync it; returns
+    the temporary file, for the caller to rename into place (it is removed if writing fails)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(handle, 0o644)  # mkstemp's 0600 would make shipped and exported files private
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Path(temporary)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename it over
+    ``path``: readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    temporary = staged_write(path, write)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError:
+        pass
+
+
+def json_safe(value):
+    """Replace NaN/inf by None, recursively, so metrics can be written as JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
