@@ -156,12 +156,39 @@ def test_weight_urls_are_torchvisions_own():
         assert spec.weights_url == enums[name].COCO_WITH_VOC_LABELS_V1.url
 
 
-def test_the_app_imports_no_torchvision_before_serving():
-    """torchvision costs about 2 s to import (it pulls in torch._dynamo): only building a
-    torchvision model or an augmentation may import it."""
+def run_fresh(code: str, env: dict | None = None) -> None:
+    """Run ``code`` in a new interpreter (nothing imported yet); its assertions fail the test."""
     import os
     import subprocess
     import sys
 
-    code = "import sys, segdemo.ui; assert 'torchvision' not in sys.modules, 'torchvision imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("env", [{}, {"XDG_CACHE_HOME": "/tmp/xdg-cache"}, {"TORCH_HOME": "~/torch-home"},
+                                 {"TORCH_HOME": "/tmp/torch-home", "XDG_CACHE_HOME": "/tmp/ignored"}])
+def test_hub_dir_without_torch_is_torchs_own(env):
+    """The app finds cached pretrained weights before it imports torch; the folder must be torch's."""
+    run_fresh("""
+import os, sys
+for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+    if name not in %r:
+        os.environ.pop(name, None)
+from segdemo.models.weights import hub_dir
+assert "torch" not in sys.modules
+without = hub_dir()
+import torch
+assert str(without) == torch.hub.get_dir(), (without, torch.hub.get_dir())
+assert hub_dir() == without
+""" % (sorted(env),), env)
+
+
+def test_models_are_listed_in_one_order_whichever_module_came_first():
+    run_fresh("""
+import segdemo.models.u2net
+from segdemo import models
+assert models.names(trainable=True) == ["unet", "fcn_resnet18", "u2net", "u2netp"], models.names()
+assert models.names()[4:] == [f"{name}_voc" for name in models.pretrained.PRETRAINED], models.names()
+""")

@@ -2,11 +2,11 @@
 
 Every model returns logits of exactly the input's H×W (sigmoid/softmax live in the losses and
 in inference). ``names()`` lists them; the app, the CLI and the tests are generated from it.
+Importing this package does not import torch: the registry imports the model modules on first use.
 """
 
 from .registry import ModelEntry, create, entry, names, register_model
 from .weights import WeightsUnavailable
-from . import unet, fcn, u2net, pretrained  # noqa: F401  (registers the models)
 
 
 def count_parameters(model) -> int:

@@ -4,34 +4,26 @@ uploaded photo of a person, a bicycle or a cat gets a meaningful mask.
 Their weights come from a user-given file, the local torch cache, or a download where the
 network allows (as on a hosted Space); offline they are reported unavailable with a message.
 
-torchvision is imported only when one of them is built: importing it costs about 2 s (it pulls in
-``torch._dynamo``), which the app must not pay before it serves its first page.
+torch and torchvision are imported only when one of them is built (importing torchvision costs
+about 2 s: it pulls in ``torch._dynamo``): the app lists these models before it loads torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .registry import register_model
 from .weights import WeightsUnavailable, load_weights
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .common import TorchvisionSegmentation
+
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 VOC_CLASSES = 21
 TORCHVISION_WEIGHTS = "https://download.pytorch.org/models"
-
-
-class TorchvisionSegmentation(nn.Module):
-    """Wraps a torchvision segmentation model so that it returns the main logits tensor."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +39,8 @@ class PretrainedVOC:
 
     def build(self, weights_path: str | None = None, load: bool = True) -> TorchvisionSegmentation:
         from torchvision.models import segmentation
+
+        from .common import TorchvisionSegmentation
 
         model = getattr(segmentation, self.name)(weights=None, weights_backbone=None, num_classes=VOC_CLASSES,
                                                  aux_loss=self.aux_loss)
@@ -94,4 +88,4 @@ def _register(spec: PretrainedVOC) -> None:
 for _spec in PRETRAINED.values():
     _register(_spec)
 
-__all__ = ["PRETRAINED", "IMAGENET_NORMALIZATION", "WeightsUnavailable", "TorchvisionSegmentation"]
+__all__ = ["PRETRAINED", "IMAGENET_NORMALIZATION", "WeightsUnavailable"]

@@ -2,15 +2,24 @@
 
 The app's model pickers, the CLI's ``--model`` choices and the tests are all generated from this
 one table, so a newly registered model is listed, trainable and tested without further code.
+
+The built-in models register themselves when their modules are imported, and those import
+torch; :func:`names`, :func:`entry` and :func:`create` import them on first use, so that
+``import segdemo.models`` stays cheap (the app serves its page before torch is loaded).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+# The modules of segdemo.models that register the built-in models, in the order they are listed.
+BUILTIN_MODULES = ("unet", "fcn", "u2net", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -61,17 +70,34 @@ def register_model(name: str, *, description: str, restore_options: dict | None 
     return decorate
 
 
+def _registered() -> dict[str, ModelEntry]:
+    """The table, once every built-in model module has registered its models (importing a module
+    twice does nothing; concurrent callers wait for the import in progress)."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    return _MODELS
+
+
+def _listing_order(name: str) -> int:
+    """Built-in models in :data:`BUILTIN_MODULES` order, whichever module was imported first;
+    others after them."""
+    module = _MODELS[name].builder.__module__.rpartition(".")[2]
+    return BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+
+
 def names(*, trainable: bool | None = None) -> list[str]:
-    """Registered model names (optionally only the trainable ones), in registration order."""
-    return [n for n, e in _MODELS.items() if trainable is None or e.trainable == trainable]
+    """Registered model names (optionally only the trainable ones): the built-in ones in
+    :data:`BUILTIN_MODULES` order, each module's in registration order."""
+    listed = [n for n, e in _registered().items() if trainable is None or e.trainable == trainable]
+    return sorted(listed, key=_listing_order)
 
 
 def entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; an unknown name raises a ``ValueError`` listing the valid ones."""
     try:
-        return _MODELS[name]
+        return _registered()[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(_MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}") from None
 
 
 def create(name: str, in_channels: int = 3, num_classes: int | None = None, **options) -> nn.Module:

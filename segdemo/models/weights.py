@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
-
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +24,21 @@ def downloads_allowed() -> bool:
     return True
 
 
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()``, without importing torch for it (the app lists the pretrained
+    models before torch is loaded). Until torch (with its ``hub``) is imported nobody can have
+    called ``torch.hub.set_dir``, so torch's documented default holds: ``$TORCH_HOME/hub``, where
+    ``$TORCH_HOME`` defaults to ``$XDG_CACHE_HOME/torch`` and that to ``~/.cache/torch``."""
+    hub = getattr(sys.modules.get("torch"), "hub", None)  # None too while another thread imports torch
+    if hub is not None:
+        return Path(hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
+
+
 def cached_path(url: str) -> Path:
     """Where ``torch.hub`` keeps the file downloaded from ``url``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return hub_dir() / "checkpoints" / Path(url).name
 
 
 def load_weights(url: str, *, path: str | os.PathLike | None = None, what: str = "weights") -> dict:
@@ -36,6 +47,8 @@ def load_weights(url: str, *, path: str | os.PathLike | None = None, what: str =
     Raises:
         WeightsUnavailable: with a message saying where the file was looked for.
     """
+    import torch
+
     candidates = [Path(path)] if path else []
     candidates.append(cached_path(url))
     for candidate in candidates:
