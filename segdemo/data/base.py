@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from torch.utils.data import Dataset
-
 from ..tasks import check_task
 
 
@@ -64,10 +62,10 @@ class DataSource:
     def __init__(self, info: DatasetInfo):
         self.info = info
 
-    def train_dataset(self, crop_size=None, seed: int | None = None) -> Dataset:
+    def train_dataset(self, crop_size=None, seed: int | None = None):
         raise NotImplementedError
 
-    def val_dataset(self) -> Dataset:
+    def val_dataset(self):
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -134,8 +132,12 @@ def open_source(spec: str, **options) -> DataSource:
     return source
 
 
-class PairsDataset(Dataset):
+class PairsDataset:
     """A map-style dataset over a list of items that ``load(item)`` turns into numpy arrays.
+
+    Like every dataset here it is a plain class with ``__len__`` and ``__getitem__`` (all that
+    ``DataLoader`` needs), not a subclass of torch's ``Dataset``: listing and describing data
+    sources must not import torch, which the app loads after serving its first page.
 
     Args:
         items: anything that identifies a pair (e.g. file names).

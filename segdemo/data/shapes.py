@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from ..tasks import MULTILABEL
 from .base import DatasetInfo, DataSource, register_source
@@ -164,7 +162,7 @@ def generate(count: int, size: Sequence[int] | int = DEFAULT_SIZE, seed=None) ->
     return np.stack([gray, gray, gray], axis=-1), masks
 
 
-class ShapesDataset(Dataset):
+class ShapesDataset:
     """Map-style dataset of shapes images, generated on demand in seeded blocks.
 
     Items are generated ``block`` at a time (vectorized) from ``(seed, epoch, block index)``.
@@ -223,6 +221,8 @@ class ShapesDataset(Dataset):
         return image, mask
 
     def __getitem__(self, index: int):
+        import torch  # only datasets in use need it (see PairsDataset)
+
         image, mask = self._arrays(index)
         return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
                 torch.from_numpy(np.ascontiguousarray(mask)))
@@ -258,9 +258,9 @@ class ShapesSource(DataSource):
         self.seed = seed
         self.val_seed = val_seed
 
-    def train_dataset(self, crop_size=None, seed: int | None = None) -> Dataset:
+    def train_dataset(self, crop_size=None, seed: int | None = None) -> ShapesDataset:
         return ShapesDataset(self.train_length, self.size, seed=self.seed if seed is None else seed,
                              fresh=True, crop=crop_size)
 
-    def val_dataset(self) -> Dataset:
+    def val_dataset(self) -> ShapesDataset:
         return ShapesDataset(self.val_length, self.size, seed=self.val_seed, fresh=False)

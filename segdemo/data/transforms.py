@@ -4,8 +4,8 @@ Targets are wrapped as ``tv_tensors.Mask`` so every geometric transform resizes 
 neighbour (never bilinear: a class index must stay a class index), and padding fills targets
 with :data:`~segdemo.tasks.IGNORE_INDEX` so padded pixels count for nothing.
 
-torchvision is imported when a transform is made, not with this module: it takes about 2 s, and
-the app imports the data sources before it serves its first page.
+torch and torchvision are imported when a transform is made or used, not with this module
+(torchvision alone takes about 2 s): the app imports the data sources before it loads torch.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..tasks import IGNORE_INDEX
 
 if TYPE_CHECKING:
+    import torch
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
 
 def to_pair(image: np.ndarray, target: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """Wrap an ``(H, W, 3)`` uint8 image and a uint8 target (``(H, W)`` or ``(C, H, W)``)."""
+    import torch
     from torchvision import tv_tensors
 
     image_tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -59,5 +60,7 @@ def train_transform(crop_size: int | tuple[int, int] | None, *, flip: bool = Tru
 
 def plain(pair: tuple[tv_tensors.Image, tv_tensors.Mask]) -> tuple[torch.Tensor, torch.Tensor]:
     """Unwrap tv_tensors into plain tensors (collating and pickling stay cheap)."""
+    import torch
+
     image, target = pair
     return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor)
