@@ -5,6 +5,9 @@ thread. A second ``start`` while one runs is **refused** with :class:`TrainerBus
 message for the page), not queued: a teaching run is short and the person who started it is
 watching it. The UI polls :meth:`status` and :meth:`curves`, which only copy from a bounded,
 lock-guarded history, so any number of pages can watch without slowing the run.
+
+The training loop, and torch with it, is imported by the run's thread: the app creates its
+trainer before it serves its first page, and loads torch only after that.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import traceback
 import uuid
 import weakref
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .config import TrainConfig
 from .events import EventHistory
-from .loop import Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from .loop import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,10 @@ class BackgroundTrainer:
 
     # --- the thread ---------------------------------------------------------------------------------
     def _run(self, run_id: str, config: TrainConfig, stop: threading.Event, history: EventHistory) -> None:
+        import torch
+
+        from .loop import Trainer
+
         if self.threads:
             torch.set_num_threads(self.threads)  # OpenMP: applies to this thread's parallel regions
 
