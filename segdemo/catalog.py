@@ -4,6 +4,9 @@ torchvision's pretrained VOC models where their weights are at hand.
 :class:`ModelCatalog` lists them by display name and loads each lazily, keeping a few loaded
 :class:`~segdemo.inference.Segmenter` objects in a small LRU cache. It is thread-safe: the app's
 request handlers and the background trainer's ``on_finish`` call it concurrently.
+
+Listing reads file names only and imports no torch; the first model loaded imports it. The app
+builds its page from the listing, so it serves that page before torch is loaded.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import checkpoints
-from .checkpoints import CheckpointError
-from .inference import Segmenter, pretrained_segmenter
+from .errors import CheckpointError
+from .files import atomic_write
 from .models.pretrained import PRETRAINED
+
+if TYPE_CHECKING:
+    from .inference import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class ModelCatalog:
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
         self._loaded: OrderedDict[str, Segmenter] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
         self.version = 0
         self.refresh()
 
@@ -111,27 +118,49 @@ class ModelCatalog:
             return self._entries[name]
 
     # --- loading ----------------------------------------------------------------------------------
+    def loaded(self) -> list[str]:
+        """Names of the models held in memory, the most recently used last."""
+        with self._lock:
+            return list(self._loaded)
+
+    def _recall(self, name: str) -> Segmenter | None:
+        """The loaded model ``name``, marked most recently used; None if it is not loaded.
+        Call with the lock held."""
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        return None
+
     def get(self, name: str | None = None) -> Segmenter:
         """The loaded model ``name`` (default: the default model). Raises ``KeyError`` for an
         unknown name, ``CheckpointError``/``WeightsUnavailable`` when it cannot be loaded."""
         name = name or self.default
         entry = self.entry(name)
         with self._lock:
-            if name in self._loaded:
-                self._loaded.move_to_end(name)
-                return self._loaded[name]
+            if (segmenter := self._recall(name)) is not None:
+                return segmenter
+            loading = self._loading.setdefault(name, threading.Lock())
         if not entry.available:
             raise CheckpointError(entry.message)
-        if entry.kind == PRETRAINED_KIND:
-            segmenter = pretrained_segmenter(entry.pretrained)
-        else:
-            segmenter = checkpoints.load(entry.path)
-            segmenter.name = name
-        with self._lock:
-            self._loaded[name] = segmenter
-            self._loaded.move_to_end(name)
-            while len(self._loaded) > MAX_LOADED:
-                self._loaded.popitem(last=False)
+        # One load per model: a request that comes while the app's warm-up (or another visitor)
+        # is loading the same model waits for that load instead of doing it again.
+        with loading:
+            with self._lock:
+                if (segmenter := self._recall(name)) is not None:
+                    return segmenter
+            from . import checkpoints
+            from .inference import pretrained_segmenter
+
+            if entry.kind == PRETRAINED_KIND:
+                segmenter = pretrained_segmenter(entry.pretrained)
+            else:
+                segmenter = checkpoints.load(entry.path)
+                segmenter.name = name
+            with self._lock:
+                self._loaded[name] = segmenter
+                self._loaded.move_to_end(name)
+                while len(self._loaded) > MAX_LOADED:
+                    self._loaded.popitem(last=False)
         return segmenter
 
     # --- adding -----------------------------------------------------------------------------------
@@ -145,13 +174,15 @@ class ModelCatalog:
     def add_checkpoint(self, source: str | Path, *, title: str | None = None, kind: str = UPLOADED) -> str:
         """Validate ``source`` as a segdemo checkpoint, copy it into the catalog and return its
         display name. A bad file raises :class:`CheckpointError` and adds nothing."""
+        from . import checkpoints
+
         source = Path(source)
         segmenter = checkpoints.load(source, precision="fp32")  # refuses anything unsafe or broken
         stem = safe_name(title or segmenter.meta.get("title") or source.stem)
         with self._lock:
             stem = self._unique(kind, stem)
             target = self.models_dir / kind / f"{stem}.pt"
-            checkpoints.atomic_write(target, lambda file: file.write(source.read_bytes()))
+            atomic_write(target, lambda file: file.write(source.read_bytes()))
         self.refresh()
         return f"{kind}: {stem}"
 

@@ -169,3 +169,25 @@ def test_feature_shapes_follow_the_u():
     shapes_by_stage = {row["stage"]: row["output shape"] for row in rows}
     assert shapes_by_stage["encoder 3 (down)"] == (1, 64, 24, 24)
     assert shapes_by_stage["head (1×1 conv)"] == (1, 6, 192, 192)
+
+
+def test_the_catalog_loads_a_model_once_for_concurrent_visitors(tmp_path, monkeypatch):
+    """The app's warm-up and a first visitor ask for the default model at the same moment."""
+    import threading
+    import time
+
+    from segdemo.catalog import ModelCatalog
+
+    model = small_unet()
+    checkpoints.save(tmp_path / "shipped" / "tiny.pt", model, shapes_meta(model))
+    catalog = ModelCatalog(tmp_path / "shipped", tmp_path / "models", default="tiny", include_pretrained=False)
+    loads, real_load = [], checkpoints.load
+    monkeypatch.setattr(checkpoints, "load", lambda *a, **k: loads.append(a) or time.sleep(0.2) or real_load(*a, **k))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(catalog.get())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+    assert catalog.loaded() == ["tiny"]
