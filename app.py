@@ -11,7 +11,7 @@ import os
 # and telemetry cost about 0.3 s of start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from segdemo.ui import build_demo, create_context, launch_options  # noqa: E402  (after the setting above)
+from segdemo.ui import build_demo, create_context, launch_options, warm_up  # noqa: E402  (after the setting above)
 
 
 def parse_args(argv=None):
@@ -28,4 +28,8 @@ _args = parse_args()
 demo = build_demo(create_context(_args.data_dir))
 
 if __name__ == "__main__":
-    demo.launch(server_name=_args.host, server_port=_args.port, **launch_options())
+    # Serve the page first (nothing so far has imported torch), then load torch and the default
+    # model in the background while the first visitor reads it.
+    demo.launch(server_name=_args.host, server_port=_args.port, prevent_thread_lock=True, **launch_options())
+    warm_up(demo.segdemo_context)
+    demo.block_thread()

@@ -1,5 +1,8 @@
 """The real app, started on a free port and driven through gradio_client."""
 
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -161,6 +164,25 @@ def test_curve_frames_suit_gradios_line_plot():
     later = curve_frames({"steps": [{"step": 1, "loss": 0.9, "dice": 0.1}, {"step": 2, "loss": 0.8, "dice": 0.2}],
                           "epochs": [{"step": 2, "train_loss": 0.85, "val": {"mean_dice": 0.3}}]})[1]
     assert later["value"].notna().all() and set(later["series"]) == {TRAIN_DICE, VAL_DICE}
+
+
+def test_the_page_is_built_without_torch_and_warmed_up_after():
+    """Importing torch takes about 2.4 s of the 8 s the app may take to serve its page on 2 cores:
+    building the page must not import it (nor torchvision); warm_up loads it and the default model."""
+    code = """
+import sys, tempfile
+from segdemo.ui import build_demo, create_context, warm_up
+context = create_context(tempfile.mkdtemp())
+demo = build_demo(context)
+heavy = [name for name in ("torch", "torchvision") if name in sys.modules]
+assert not heavy, f"building the app imported {heavy}"
+warm_up(context).join(120)
+assert "torch" in sys.modules and context.catalog.loaded() == ["unet_shapes"], context.catalog.loaded()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warming up" not in result.stderr, result.stderr[-3000:]
 
 
 def test_the_idle_queue_polls_gently(app):

@@ -105,6 +105,20 @@ def test_models_tab_shows_the_card_and_compares(page):
     assert "ms" in page.inner_text("#compare-times")
 
 
+def test_train_tab_lists_every_trainable_model(page):
+    """The picker is filled when the page loads (listing the models imports torch, which the app
+    loads only after serving the page)."""
+    from segdemo.models import names
+
+    open_tab(page, "Train")
+    page.click("#train-model input")  # opens the list
+    # an option's text is its name, after a check mark on the selected one
+    listed = lambda: [option.inner_text().split("\n")[-1].strip() for option in page.get_by_role("option").all()]  # noqa: E731
+    wait_for(lambda: listed() == names(trainable=True), timeout=30)
+    page.keyboard.press("Escape")
+    assert page.input_value("#train-model input") == "unet"
+
+
 def test_train_tab_curves_grow_and_the_model_appears_in_the_picker(page, app):
     # A second visitor watches the same run from their own page.
     watcher = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()

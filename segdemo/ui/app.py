@@ -1,16 +1,24 @@
-"""Building the Gradio app: shared objects, the tabs, the queue, launch options."""
+"""Building the Gradio app: shared objects, the tabs, the queue, launch options.
+
+Building imports no torch (a test checks it): gradio alone takes about 4 s of the 8 s the app
+may take to serve its page on 2 cores, and torch 2.4 s more. :func:`warm_up` loads torch and the
+default model in the background once the page is served.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import gradio as gr
 
-from ..catalog import ModelCatalog
-from ..engine import BackgroundTrainer
 from ..annotations import DatasetStore
+from ..catalog import ModelCatalog
+from ..data import shapes
+from ..engine import BackgroundTrainer
+from ..models import names as model_names
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab
 from .common import CSS, AppContext
 
@@ -80,6 +88,7 @@ def build_demo(context: AppContext | None = None) -> gr.Blocks:
         gr.api(list_models, api_name="models")
         demo.load(models_parts["show"], [models_parts["model"]],
                   [models_parts["details"], models_parts["stages"], models_parts["legend"]], api_visibility="private")
+        demo.load(train_tab.model_choices, None, [train_parts["model"]], api_visibility="private", queue=False)
     demo.queue(default_concurrency_limit=2, max_size=128)
     calm_queue(demo)
     demo.segdemo_context = context
@@ -101,6 +110,24 @@ def calm_queue(demo: gr.Blocks) -> None:
     queue = demo._queue
     queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_IDLE_POLL_SECONDS)
     queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, PROGRESS_POLL_SECONDS)
+
+
+def warm_up(context: AppContext) -> threading.Thread:
+    """Import torch and the model modules and run the default model once, in a background thread,
+    so that the first visitor's first segmentation does not wait about 3 s for them. Start it
+    after the page is served: it holds the interpreter's lock for most of that time."""
+
+    def load() -> None:
+        try:
+            model_names()
+            image = shapes.generate(1, 192, seed=0)[0][0]
+            context.catalog.get().predict(image)
+        except Exception:  # noqa: BLE001  (the same error reaches the first visitor who asks, as a message)
+            log.exception("warming up the default model failed")
+
+    thread = threading.Thread(target=load, name="segdemo-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def launch_options() -> dict:

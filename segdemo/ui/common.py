@@ -21,7 +21,7 @@ import gradio as gr
 import numpy as np
 
 from ..catalog import ModelCatalog
-from ..checkpoints import CheckpointError
+from ..errors import CheckpointError
 from ..data.archive import ArchiveError
 from ..engine import BackgroundTrainer, TrainerBusy
 from ..io import ImageError, save_png

@@ -9,7 +9,6 @@ import gradio as gr
 from .. import viz
 from ..data import shapes
 from ..io import read_image
-from ..metrics import image_metrics
 from ..tasks import MULTILABEL
 from .common import (AppContext, checked_upload, downscale, format_dice, legend_html, live_dropdown, side_by_side,
                      user_errors)
@@ -70,6 +69,8 @@ def upload_checkpoint(context: AppContext, upload):
 
 def compare(context: AppContext, names, source, seed, upload, threshold):
     """Segment one image with 2–3 models, side by side, with their inference times."""
+    from ..metrics import image_metrics  # imports torch: not before the app has served its page
+
     names = [n for n in (names or []) if n]
     if not names:
         raise gr.Error("pick at least one model to compare", print_exception=False)

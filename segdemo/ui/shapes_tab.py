@@ -7,7 +7,6 @@ import numpy as np
 
 from .. import viz
 from ..data import shapes
-from ..metrics import image_metrics
 from ..tasks import MULTILABEL
 from .common import AppContext, format_dice, legend_html, live_dropdown, side_by_side, user_errors
 
@@ -61,6 +60,8 @@ def generate(count, seed, size):
 
 def segment(context: AppContext, generated, model_name, threshold):
     """Predict every generated image; pictures, per-class Dice and channel maps."""
+    from ..metrics import image_metrics  # imports torch: not before the app has served its page
+
     if not generated:
         raise gr.Error("generate some images first", print_exception=False)
     segmenter = context.catalog.get(model_name)

@@ -61,6 +61,12 @@ def init_choices(context: AppContext) -> list[str]:
     return [NEW_MODEL, *[e.name for e in context.catalog.entries() if e.path and e.available]]
 
 
+def model_choices() -> gr.Dropdown:
+    """The trainable models, filled in when a page loads: listing them imports the model modules,
+    and torch with them, which the app does only after it has served its page."""
+    return gr.Dropdown(choices=model_names(trainable=True))
+
+
 def make_config(context: AppContext, model, width, data, data_zip, epochs, batch_size, lr, size, seconds,
                 init_from=None) -> TrainConfig:
     """A training configuration from the tab's widgets, on top of the ``live`` preset."""
@@ -263,7 +269,7 @@ def build(context: AppContext) -> dict:
                 "the shapes in three minutes on two CPU cores.")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            model = gr.Dropdown(model_names(trainable=True), value=base.model, label="model", elem_id="train-model")
+            model = live_dropdown([base.model], value=base.model, label="model", elem_id="train-model")
             width = gr.Slider(4, 64, value=base.model_options["base_channels"], step=4,
                               label="U-Net width (channels of the first stage)")
             data = live_dropdown(data_choices(context), value=SHAPES, label="data", elem_id="train-data")
@@ -300,7 +306,7 @@ def build(context: AppContext) -> dict:
     status_button = gr.Button(visible=False)
     status_json = gr.JSON(visible=False)
     status_button.click(lambda: status_api(context), None, [status_json], api_name="train_status", queue=False)
-    return {"widgets": widgets, "progress": progress, "loss": loss_plot, "dice": dice_plot, "snapshot": snapshot,
+    return {"model": model, "widgets": widgets, "progress": progress, "loss": loss_plot, "dice": dice_plot, "snapshot": snapshot,
             "download": download, "data": data}
 
 

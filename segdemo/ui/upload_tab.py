@@ -13,7 +13,6 @@ import numpy as np
 from .. import viz
 from ..io import ImageError, check_same_size, read_image, read_label_map
 from ..labels import labels_to_target, probabilities_to_labels
-from ..metrics import image_metrics
 from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
 from .common import AppContext, checked_upload, downscale, format_dice, hex_color, live_dropdown, png_file, user_errors
 
@@ -92,6 +91,8 @@ def segment(context: AppContext, image_file, mask_file, model_name, threshold, o
 def render(state, threshold, opacity):
     """Pictures and metrics from a stored prediction (no network): annotated overlay, label map,
     channel maps, metrics table, error map, info."""
+    from ..metrics import image_metrics  # imports torch: not before the app has served its page
+
     if not state:
         raise gr.Error("segment an image first", print_exception=False)
     image, task = state["image"], state["task"]
