@@ -180,19 +180,27 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        starts = []
+        image = folder / "shapes.png"
+        Image.fromarray(shapes.generate(1, 192, seed=1)[0][0]).save(image)
+        pages, first_results = [], []
         for attempt in range(5):
             process, url, seconds = start_app(folder / f"start{attempt}")
-            starts.append(seconds)
+            pages.append(seconds)
+            # What a visitor who arrives at once waits for: the app imports torch and loads the
+            # default model only after serving the page.
+            served = time.perf_counter()
+            segment_latencies(local_client(url), image, 1)
+            first_results.append(seconds + time.perf_counter() - served)
             process.terminate()
             process.wait()
-        rows.append({"what": "`python app.py` to first page served", "value": f"{statistics.median(starts):.1f} s "
-                     f"(median of 5: {', '.join(f'{s:.1f}' for s in starts)})", "target": "≤ 8 s"})
+        for what, times, target in (("`python app.py` to first page served", pages, "≤ 8 s"),
+                                    ("`python app.py` to the first `/segment` answered (a client connecting as "
+                                     "soon as the page is served)", first_results, "–")):
+            rows.append({"what": what, "value": f"{statistics.median(times):.1f} s "
+                         f"(median of 5: {', '.join(f'{s:.1f}' for s in times)})", "target": target})
 
         process, url, _ = start_app(folder / "main")
         client = local_client(url)
-        image = folder / "shapes.png"
-        Image.fromarray(shapes.generate(1, 192, seed=1)[0][0]).save(image)
         segment_latencies(client, image, 5)  # warm: model loaded, fast path checked
         idle = segment_latencies(client, image, 60)
         rows.append({"what": "`/segment` 192×192 round trip, idle", "value":
@@ -241,8 +249,10 @@ def main():
         "Latencies through `gradio_client` (HTTP + queue + PNG encoding), sequential requests after a "
         "warm-up; the `/segment` handler itself takes about 30 ms of its round trip (prediction 12–19 ms, "
         "overlay, PNG), the rest is gradio's queue and file transfers (compare `/models`). Start: importing "
-        "gradio takes about 4.4 s and torch 2.4 s of it; torchvision (2.4 s more) is imported only when a "
-        "torchvision model or augmentation is built; start times on this machine vary by ±1 s between runs. "
+        "gradio takes about 4.4 s of it; the page is built without importing torch (2.4 s), which a "
+        "background thread imports, with the default model, once the page is served; torchvision (2.4 s "
+        "more) is imported only when a torchvision model or augmentation is built; start times on this "
+        "machine vary by ±1 s between runs. "
         "The live run is "
         "the Train tab's default, 45 s, run alone and watched alternately twice (medians). Watching pages are "
         "headless Chromium on the Train tab. On the same two cores their drawing is counted against the run; "
