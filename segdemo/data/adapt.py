@@ -9,16 +9,15 @@ that model directly.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
 
 from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS, MULTILABEL
 from .base import DatasetInfo
 
 
-class AdaptedTargets(Dataset):
-    """A dataset whose targets pass through ``convert`` (images unchanged)."""
+class AdaptedTargets:
+    """A map-style dataset whose targets pass through ``convert`` (images unchanged)."""
 
-    def __init__(self, dataset: Dataset, convert):
+    def __init__(self, dataset, convert):
         self.dataset = dataset
         self.convert = convert
 
