@@ -28,8 +28,8 @@ _args = parse_args()
 demo = build_demo(create_context(_args.data_dir))
 
 if __name__ == "__main__":
-    # Serve the page first (nothing so far has imported torch), then load torch and the default
-    # model in the background while the first visitor reads it.
+    # Serve the page first (nothing so far has imported torch; the server runs in its own
+    # threads), then load torch and the default model while the first visitor reads it.
     demo.launch(server_name=_args.host, server_port=_args.port, prevent_thread_lock=True, **launch_options())
     warm_up(demo.segdemo_context)
     demo.block_thread()

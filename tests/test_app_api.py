@@ -176,7 +176,7 @@ context = create_context(tempfile.mkdtemp())
 demo = build_demo(context)
 heavy = [name for name in ("torch", "torchvision") if name in sys.modules]
 assert not heavy, f"building the app imported {heavy}"
-warm_up(context).join(120)
+warm_up(context)
 assert "torch" in sys.modules and context.catalog.loaded() == ["unet_shapes"], context.catalog.loaded()
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
