@@ -114,10 +114,8 @@ def calm_queue(demo: gr.Blocks) -> None:
 def warm_up(context: AppContext) -> None:
     """Import torch and the model modules and run the default model once, so that the first
     visitor's first segmentation does not wait about 3 s for them. ``app.py`` calls it in the
-    main thread once the page is served (the server runs in threads of its own): torch's own
-    long-lived allocations then stay in the main thread's heap, not in a heap that the next
-    training run's thread reuses. Done in a thread of its own, the app held up to 300 MB more
-    after two training runs (1.14–1.55 GB against 1.22–1.36 GB, four starts each)."""
+    main thread once the page is served: the server runs in threads of its own, and torch's
+    long-lived allocations stay in the main thread's heap rather than one a training thread reuses."""
     try:
         model_names()
         image = shapes.generate(1, 192, seed=0)[0][0]
