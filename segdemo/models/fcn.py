@@ -16,12 +16,12 @@ from torch import nn
 
 from .common import crop_to, pad_to_multiple
 from .registry import register_model
-from .weights import WeightsUnavailable, load_weights
+from .weights import TORCHVISION_WEIGHTS, WeightsUnavailable, load_weights
 
 log = logging.getLogger(__name__)
 STRIDE = 32
 # torchvision's ImageNet ResNet-18 weights (a test checks the URL against torchvision's own).
-RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+RESNET18_IMAGENET_URL = f"{TORCHVISION_WEIGHTS}/resnet18-f37072fd.pth"
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .registry import register_model
-from .weights import WeightsUnavailable, load_weights
+from .weights import TORCHVISION_WEIGHTS, WeightsUnavailable, cached_path, downloads_allowed, load_weights
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 VOC_CLASSES = 21
-TORCHVISION_WEIGHTS = "https://download.pytorch.org/models"
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,6 @@ class PretrainedVOC:
 
     def availability(self, weights_path: str | None = None) -> tuple[bool, str]:
         """``(True, "")`` when the weights can be had without building the model."""
-        from .weights import cached_path, downloads_allowed
-
         if weights_path or cached_path(self.weights_url).is_file():
             return True, ""
         if downloads_allowed():
