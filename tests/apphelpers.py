@@ -1,14 +1,26 @@
-"""Starting the real app on a free port for API and browser tests."""
+"""Starting the real app on a free port for API and browser tests, and running code in a fresh
+interpreter (to see what an import or a build loads)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def run_fresh(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter (nothing imported yet); its assertions fail the test."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def free_port() -> int:

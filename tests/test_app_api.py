@@ -1,15 +1,11 @@
 """The real app, started on a free port and driven through gradio_client."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from apphelpers import save_image, wait_for
+from apphelpers import run_fresh, save_image, wait_for
 from fakes import write_drive
 from segdemo import checkpoints, models
 from segdemo.data import shapes
@@ -169,7 +165,7 @@ def test_curve_frames_suit_gradios_line_plot():
 def test_the_page_is_built_without_torch_and_warmed_up_after():
     """Importing torch takes about 2.4 s of the 8 s the app may take to serve its page on 2 cores:
     building the page must not import it (nor torchvision); warm_up loads it and the default model."""
-    code = """
+    result = run_fresh("""
 import sys, tempfile
 from segdemo.ui import build_demo, create_context, warm_up
 context = create_context(tempfile.mkdtemp())
@@ -178,10 +174,7 @@ heavy = [name for name in ("torch", "torchvision") if name in sys.modules]
 assert not heavy, f"building the app imported {heavy}"
 warm_up(context)
 assert "torch" in sys.modules and context.catalog.loaded() == ["unet_shapes"], context.catalog.loaded()
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    assert result.returncode == 0, result.stderr[-3000:]
+""")
     assert "warming up" not in result.stderr, result.stderr[-3000:]
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from apphelpers import run_fresh
 from segdemo import models
 from segdemo.models.fcn import STRIDE, bilinear_kernel
 
@@ -154,17 +155,6 @@ def test_weight_urls_are_torchvisions_own():
     assert set(PRETRAINED) == set(enums)
     for name, spec in PRETRAINED.items():
         assert spec.weights_url == enums[name].COCO_WITH_VOC_LABELS_V1.url
-
-
-def run_fresh(code: str, env: dict | None = None) -> None:
-    """Run ``code`` in a new interpreter (nothing imported yet); its assertions fail the test."""
-    import os
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("env", [{}, {"XDG_CACHE_HOME": "/tmp/xdg-cache"}, {"TORCH_HOME": "~/torch-home"},
