@@ -249,17 +249,16 @@ def main():
         "Latencies through `gradio_client` (HTTP + queue + PNG encoding), sequential requests after a "
         "warm-up; the `/segment` handler itself takes about 30 ms of its round trip (prediction 12–19 ms, "
         "overlay, PNG), the rest is gradio's queue and file transfers (compare `/models`). Start: importing "
-        "gradio takes about 4.4 s of it; the page is built without importing torch (2.4 s), which the "
-        "app imports, with the default model, once the page is served; torchvision (2.4 s "
-        "more) is imported only when a torchvision model or augmentation is built; start times on this "
-        "machine vary by ±1 s between runs. "
-        "The live run is "
-        "the Train tab's default, 45 s, run alone and watched alternately twice (medians). Watching pages are "
-        "headless Chromium on the Train tab. On the same two cores their drawing is counted against the run; "
-        "on a Space the browsers run on the visitors' machines, which the pinned rows reproduce: the app on "
-        "one core, the browsers on the other, so the difference is the server's own polling work. These "
-        "speed comparisons vary by up to 10 points between identical runs, and the resident memory after "
-        "many training runs by a few hundred MB between starts of the same code."))
+        "gradio takes about 4.4 s of it; the page is built without importing torch (2.4 s), which the app "
+        "imports, with the default model, once the page is served; torchvision (2.4 s more) is imported "
+        "only when a torchvision model or augmentation is built; start times on this machine vary by ±1 s "
+        "between runs. The live run is the Train tab's default, 45 s, run alone and watched alternately "
+        "twice (medians). Watching pages are headless Chromium on the Train tab. On the same two cores "
+        "their drawing is counted against the run; on a Space the browsers run on the visitors' machines, "
+        "which the pinned rows reproduce: the app on one core, the browsers on the other, so the difference "
+        "is the server's own polling work. These speed comparisons vary by up to 10 points between "
+        "identical runs, and the resident memory after many training runs by a few hundred MB between "
+        "starts of the same code."))
 
 
 if __name__ == "__main__":
