@@ -17,7 +17,6 @@ from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
 from ..data import shapes
 from ..engine import BackgroundTrainer
-from ..models import names as model_names
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab
 from .common import CSS, AppContext
 
@@ -112,12 +111,12 @@ def calm_queue(demo: gr.Blocks) -> None:
 
 
 def warm_up(context: AppContext) -> None:
-    """Import torch and the model modules and run the default model once, so that the first
-    visitor's first segmentation does not wait about 3 s for them. ``app.py`` calls it in the
-    main thread once the page is served: the server runs in threads of its own, and torch's
-    long-lived allocations stay in the main thread's heap rather than one a training thread reuses."""
+    """Load the default model (which imports torch and every model module) and run it once, so
+    that the first visitor's first segmentation does not wait about 3 s for them. ``app.py`` calls
+    it in the main thread once the page is served: the server runs in threads of its own, and
+    torch's long-lived allocations stay in the main thread's heap rather than one a training
+    thread reuses."""
     try:
-        model_names()
         image = shapes.generate(1, 192, seed=0)[0][0]
         context.catalog.get().predict(image)
     except Exception:  # noqa: BLE001  (the same error reaches the first visitor who asks, as a message)
