@@ -6,6 +6,7 @@ Options: ``--data-dir PATH`` (or SEGDEMO_DATA_DIR) for saved models and annotati
 
 import argparse
 import os
+from pathlib import Path
 
 # No usage analytics unless asked for: the app must work offline, and gradio's version check
 # and telemetry cost about 0.3 s of start.
@@ -25,7 +26,7 @@ def parse_args(argv=None):
 
 
 _args = parse_args()
-demo = build_demo(create_context(_args.data_dir))
+demo = build_demo(create_context(_args.data_dir, shipped_dir=Path(__file__).resolve().parent / "checkpoints"))
 
 if __name__ == "__main__":
     # Serve the page first (nothing so far has imported torch; the server runs in its own

@@ -89,14 +89,15 @@ def segment_latencies(client, image_path, count):
     times = []
     for _ in range(count):
         start = time.perf_counter()
-        client.predict(handle_file(str(image_path)), "", api_name="/segment")
+        client.predict(image=handle_file(str(image_path)), model="", api_name="/segment")
         times.append(time.perf_counter() - start)
     return times
 
 
 def start_live_run(client, seconds: float) -> None:
     """Start the Train tab's default run (the live preset on shapes) for ``seconds``."""
-    client.predict("unet", 8, "synthetic shapes", None, 100, 16, 0.003, 96, seconds, api_name="/train_start")
+    client.predict(model="unet", unet_width=8, data="synthetic shapes", dataset_zip=None, epochs=100, batch_size=16,
+                   learning_rate=0.003, crop_size=96, time_limit_seconds=seconds, api_name="/train_start")
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 
 from common import ROOT, write_section  # noqa: E402
-from segdemo import checkpoints  # noqa: E402
+from segdemo.inference import load_segmenter  # noqa: E402
 from segdemo.evaluate import evaluate_shapes  # noqa: E402
 
 THRESHOLDS = (0.80, 0.90, 0.95)
@@ -41,7 +41,7 @@ def run(seed: int, seconds: float, out: Path) -> dict:
         hit = next((e for e in epochs if (e["val"]["mean_dice"] or 0) >= threshold), None)
         reached[threshold] = f"{hit['elapsed']:.0f} s" if hit else "–"
     at_30 = max((e["val"]["mean_dice"] for e in epochs if e["elapsed"] <= 32), default=None)
-    fresh = evaluate_shapes(checkpoints.load(out / "last.pt"), count=200, size=192, seed=4242)
+    fresh = evaluate_shapes(load_segmenter(out / "last.pt"), count=200, size=192, seed=4242)
     return {"seed": seed, "steps": epochs[-1]["step"], "val Dice ≤ 30 s": f"{at_30:.2f}" if at_30 else "–",
             **{f"to {t:.2f}": reached[t] for t in THRESHOLDS},
             "final val Dice (48 images)": f"{epochs[-1]['val']['mean_dice']:.3f}",

@@ -26,6 +26,7 @@ from segdemo import checkpoints, models, viz  # noqa: E402
 from segdemo.data import shapes  # noqa: E402
 from segdemo.inference import Segmenter  # noqa: E402
 from segdemo.labels import probabilities_to_labels  # noqa: E402
+from segdemo.prediction import Prediction  # noqa: E402
 
 SIZES = [(192, 192), (584, 565)]
 
@@ -79,8 +80,7 @@ def latency_rows(quick: bool):
             repeats = 3 if quick or "classic" in label or "full" in label else 15
             exact_time = median_time(lambda: exact.predict(image), repeats=repeats, warmup=1)
             fast_time = median_time(lambda: fast.predict(image), repeats=repeats, warmup=1)
-            agreement = (probabilities_to_labels(fast.predict(image), fast.task) ==
-                         probabilities_to_labels(exact.predict(image), exact.task)).mean()
+            agreement = (fast.predict(image).labels() == exact.predict(image).labels()).mean()
             key = f"{size[0]}×{size[1]}"
             row[f"{key} fp32 eager"] = f"{exact_time * 1e3:.1f} ms"
             row[f"{key} fast path"] = f"{fast_time * 1e3:.1f} ms ({exact_time / fast_time:.2f}×, {100 * agreement:.2f} % same labels)"
@@ -97,20 +97,24 @@ def picture_rows():
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=0)
     colors = [tuple(int(v) for v in c) for c in rng.integers(0, 255, (21, 3))]
 
-    def all_pictures():
-        labels = probabilities_to_labels(probabilities, "multiclass")
-        viz.overlay(image, probabilities, "multiclass", colors, labels=labels)
-        viz.colorize_labels(labels, colors)
-        viz.channel_maps(probabilities)
+    def prediction() -> Prediction:  # a fresh one: nothing computed yet
+        return Prediction(probabilities, "multiclass", tuple(f"class {i}" for i in range(21)), colors)
 
-    labels = probabilities_to_labels(probabilities, "multiclass")
+    def all_pictures():
+        answer = prediction()
+        viz.overlay(image, answer)
+        viz.colorize_labels(answer.labels(), colors)
+        viz.channel_maps(answer)
+
+    answered = prediction()
+    labels = answered.labels()
     return [
         {"what": "label map from probabilities (21×584×565, argmax)",
          "median": f"{median_time(lambda: probabilities_to_labels(probabilities, 'multiclass')) * 1e3:.1f} ms"},
         {"what": "overlay (given the label map)", "median":
-            f"{median_time(lambda: viz.overlay(image, probabilities, 'multiclass', colors, labels=labels)) * 1e3:.1f} ms"},
+            f"{median_time(lambda: viz.overlay(image, answered)) * 1e3:.1f} ms"},
         {"what": "colorized label map", "median": f"{median_time(lambda: viz.colorize_labels(labels, colors)) * 1e3:.1f} ms"},
-        {"what": "21 channel heat maps", "median": f"{median_time(lambda: viz.channel_maps(probabilities)) * 1e3:.1f} ms"},
+        {"what": "21 channel heat maps", "median": f"{median_time(lambda: viz.channel_maps(answered)) * 1e3:.1f} ms"},
         {"what": "all of the above (label map once)", "median": f"{median_time(all_pictures) * 1e3:.1f} ms"},
     ]
 
@@ -119,18 +123,18 @@ def picture_rows():
 # keeps it across fork and exec).
 TILED_SCRIPT = """
 import sys, threading, time, numpy as np, psutil
-from segdemo import checkpoints
+from segdemo.inference import load_segmenter
 process, peak = psutil.Process(), [0]
 def sample():
     while True:
         peak[0] = max(peak[0], process.memory_info().rss)
         time.sleep(0.005)
 threading.Thread(target=sample, daemon=True).start()
-segmenter = checkpoints.load(sys.argv[1])
+segmenter = load_segmenter(sys.argv[1])
 image = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
 segmenter.predict(image[:256, :256])
 start = time.perf_counter()
-probabilities = segmenter.predict(image)
+probabilities = segmenter.predict(image).probabilities
 elapsed = time.perf_counter() - start
 time.sleep(0.05)
 print(elapsed, peak[0] / 2**20, probabilities.shape)

@@ -27,11 +27,11 @@ def measure(train_threads: int | None) -> dict:
 
     import numpy as np
 
-    from segdemo import checkpoints
     from segdemo.data import shapes
     from segdemo.engine import BackgroundTrainer, preset
+    from segdemo.inference import load_segmenter
 
-    segmenter = checkpoints.load(ROOT / "checkpoints" / "unet_shapes.pt")
+    segmenter = load_segmenter(ROOT / "checkpoints" / "unet_shapes.pt")
     image = shapes.generate(1, 192, seed=1)[0][0]
 
     def latencies(count):

@@ -21,7 +21,7 @@ os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 from common import median_time, write_section  # noqa: E402
 from segdemo import models  # noqa: E402
 from segdemo.data import open_source  # noqa: E402
-from segdemo.engine import preset  # noqa: E402
+from segdemo.engine import StepDone, preset  # noqa: E402
 from segdemo.engine.loop import Trainer  # noqa: E402
 from segdemo.losses import build_loss  # noqa: E402
 
@@ -81,7 +81,7 @@ def loop_overhead(rounds: int = 3, steps: int = 30) -> tuple[float, float, float
         bare_times.append((time.perf_counter() - start) / steps)
         stamps = []
         Trainer(config.replace(epochs=2, steps_per_epoch=steps),
-                [lambda e: stamps.append(e["elapsed"]) if e["type"] == "step" else None]).run()
+                [lambda e: stamps.append(e.elapsed) if isinstance(e, StepDone) else None]).run()
         loop_times.append((stamps[-1] - stamps[steps - 1]) / steps)  # the second epoch: warm
     bare, loop = statistics.median(bare_times), statistics.median(loop_times)
     return bare * 1e3, loop * 1e3, 100 * (loop / bare - 1)

@@ -1,8 +1,39 @@
 """segdemo: learn, try and annotate U-Net-family image segmentation.
 
-The package is layered so that imports only point down:
-``ui -> engine, inference -> models, data, losses, metrics, checkpoints``.
-Only :mod:`segdemo.ui` imports gradio.
+The package is layered: a module imports only from layers below its own (and from inside its own
+package), so there is no import circle and each layer can be read knowing only those below it.
+Only :mod:`segdemo.ui` imports gradio. ``tests/test_layers.py`` checks both from the real imports.
+
+==============  ===========================================================================
+layer           modules (top to bottom)
+==============  ===========================================================================
+app             ``ui``: the Gradio app, one module per tab, thin over everything below
+commands        ``train``, ``predict``, ``evaluate``, ``export``: the command lines
+services        ``catalog`` (pickable models), ``engine`` (training), ``annotations`` (the
+                dataset store), ``datafolder`` (where the app keeps its files)
+inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` objects
+formats         ``checkpoints`` (the file format), ``data`` (the data sources)
+building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``
+prediction      ``prediction``: one model's answer for one image, what viz and metrics take
+labels          ``labels``: probabilities, targets and label maps turned into each other
+foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
+                ``files``, ``filenames``
+errors          ``errors``: the errors a user should read
+==============  ===========================================================================
 """
 
 __version__ = "0.1.0"
+
+# The layering above, as data (top first): read by tests/test_layers.py.
+LAYERS = (
+    ("ui",),
+    ("train", "predict", "evaluate", "export"),
+    ("catalog", "engine", "annotations", "datafolder"),
+    ("inference",),
+    ("checkpoints", "data"),
+    ("models", "losses", "metrics", "viz", "painting"),
+    ("prediction",),
+    ("labels",),
+    ("tasks", "runtime", "image_files", "files", "filenames"),
+    ("errors",),
+)

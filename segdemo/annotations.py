@@ -28,40 +28,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import AnnotationError, ArchiveError
+from .filenames import check_name, follows_rule
 from .files import atomic_write, staged_write
-from .data.archive import ArchiveError, FileTree, check_member_name
+from .data.archive import FileTree, check_member_name
 from .data.base import DatasetInfo
 from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
 from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
 from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
-from .io import check_same_size, png_bytes, read_image, read_label_map
+from .image_files import check_same_size, png_bytes, read_image, read_label_map
 from .tasks import IGNORE_INDEX, MULTICLASS
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
 MAX_ITEMS = 5000
 MAX_SIDE = 4096
 
-PRESETS: dict[str, DatasetInfo] = {
+# Class lists a new dataset can start from (the first class is the background).
+CLASS_PRESETS: dict[str, DatasetInfo] = {
     "shapes": DatasetInfo("shapes", MULTICLASS, ("background", *SHAPES_CLASSES), ((0, 0, 0), *SHAPES_COLORS)),
     "DRIVE vessels": DatasetInfo("drive", MULTICLASS, ("background", "vessel"), ((0, 0, 0), (230, 40, 40))),
     "Pascal VOC": DatasetInfo("voc", MULTICLASS, VOC_CLASSES, VOC_COLORS),
 }
-
-
-class AnnotationError(ValueError):
-    """A refused annotation operation (bad name, missing item, wrong size...), with a message."""
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """Return ``name`` if it is a safe dataset/item name, else raise :class:`AnnotationError`.
-
-    Safe: 1–64 characters of letters, digits, space, ``.``, ``_`` and ``-``, starting with a
-    letter or digit (so no hidden files, no ``..``, no separators, no absolute paths)."""
-    name = (name or "").strip()
-    if not NAME_PATTERN.match(name) or ".." in name:
-        raise AnnotationError(f"{what} {name!r} is not allowed: use 1–64 letters, digits, spaces, '.', '_' or '-', "
-                              "starting with a letter or digit")
-    return name
 
 
 def parse_class_lines(text: str) -> DatasetInfo:
@@ -126,7 +112,7 @@ class DatasetStore:
 
     # --- datasets ---------------------------------------------------------------------------------
     def datasets(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / CLASSES_FILE).is_file() and NAME_PATTERN.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if (p / CLASSES_FILE).is_file() and follows_rule(p.name))
 
     def create(self, dataset: str, info: DatasetInfo) -> str:
         dataset = check_name(dataset, "dataset name")
@@ -352,67 +338,3 @@ class DatasetStore:
             shutil.rmtree(self.root / dataset, ignore_errors=True)  # nothing half-imported stays
             raise
         return {"dataset": dataset, "items": len(loaded)}
-
-
-# --- turning an editor's painting into labels, and labels into a painting ---------------------------
-def layer_from_labels(labels: np.ndarray, colors) -> np.ndarray:
-    """An RGBA layer ``(H, W, 4)``: class colors, opaque where the label is not background."""
-    table = np.zeros((256, 4), dtype=np.uint8)
-    for index, color in enumerate(colors):
-        if index > 0:
-            table[index, :3] = color
-            table[index, 3] = 255
-    return table[np.asarray(labels, dtype=np.uint8)]
-
-
-def labels_from_layers(layers, colors, shape) -> np.ndarray:
-    """Class indices from painted RGBA layers: later layers paint over earlier ones; a pixel is
-    painted where alpha ≥ 128 (anti-aliased edges decide by majority), and takes the class of the
-    nearest class color, so no in-between color leaks into the label map; unpainted (or erased)
-    pixels are background (0)."""
-    from .io import nearest_palette_index
-
-    labels = np.zeros(shape[:2], dtype=np.uint8)
-    palette = np.asarray(colors, dtype=np.int32)[1:]  # painting never selects the background color
-    for layer in layers or []:
-        layer = np.asarray(layer)
-        if layer is None or layer.ndim != 3:
-            continue
-        if layer.shape[:2] != tuple(shape[:2]):
-            raise AnnotationError(f"a painted layer is {layer.shape[1]}×{layer.shape[0]} but the image is "
-                                  f"{shape[1]}×{shape[0]}")
-        alpha = layer[:, :, 3] if layer.shape[2] == 4 else np.full(layer.shape[:2], 255, np.uint8)
-        painted = alpha >= 128
-        if painted.any():
-            indices = nearest_palette_index(layer[:, :, :3][painted][None], palette)[0] + 1
-            labels[painted] = indices
-    return labels
-
-
-def clean_labels(labels: np.ndarray, *, min_area: int = 20) -> np.ndarray:
-    """Remove specks and fill holes: connected pieces of a class smaller than ``min_area`` pixels
-    are removed (become background), and background holes smaller than ``min_area`` inside a
-    class are filled with that class."""
-    labels = np.asarray(labels, dtype=np.uint8).copy()
-    for value in np.unique(labels):
-        if value in (0, IGNORE_INDEX):
-            continue
-        mask = (labels == value).astype(np.uint8)
-        count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1
-        if len(small):
-            labels[np.isin(components, small)] = 0
-    background = (labels == 0).astype(np.uint8)
-    count, components, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
-    height, width = labels.shape
-    for index in range(1, count):
-        x, y, w, h, area = stats[index]
-        touches_edge = x == 0 or y == 0 or x + w == width or y + h == height
-        if area < min_area and not touches_edge:
-            hole = components == index
-            ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~hole
-            neighbours = labels[ring]
-            neighbours = neighbours[neighbours != 0]
-            if len(neighbours):
-                labels[hole] = np.bincount(neighbours).argmax()
-    return labels

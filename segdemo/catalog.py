@@ -12,15 +12,15 @@ builds its page from the listing, so it serves that page before torch is loaded.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointError
-from .files import atomic_write
+from .errors import CheckpointError, SettingsError
+from .filenames import safe_name
+from .files import atomic_write, link_or_copy
 from .models.pretrained import PRETRAINED
 
 if TYPE_CHECKING:
@@ -40,13 +40,6 @@ class CatalogEntry:
     pretrained: str | None = None
     available: bool = True
     message: str = ""         # why it is unavailable, or a note
-
-
-def safe_name(text: str, fallback: str = "model") -> str:
-    """A file-name-safe version of ``text``: letters, digits, ``-``, ``_`` and ``.`` only, no
-    leading dot (no hidden files), no path separators, at most 80 characters."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._-")
-    return cleaned[:80] or fallback
 
 
 class ModelCatalog:
@@ -114,7 +107,7 @@ class ModelCatalog:
     def entry(self, name: str) -> CatalogEntry:
         with self._lock:
             if name not in self._entries:
-                raise KeyError(f"no model named {name!r}; pick one of: {', '.join(self.names())}")
+                raise SettingsError(f"no model named {name!r}; pick one of: {', '.join(self.names())}")
             return self._entries[name]
 
     # --- loading ----------------------------------------------------------------------------------
@@ -132,8 +125,8 @@ class ModelCatalog:
         return None
 
     def get(self, name: str | None = None) -> Segmenter:
-        """The loaded model ``name`` (default: the default model). Raises ``KeyError`` for an
-        unknown name, ``CheckpointError``/``WeightsUnavailable`` when it cannot be loaded."""
+        """The loaded model ``name`` (default: the default model). Raises a
+        :class:`~segdemo.errors.UserError` for an unknown name or one that cannot be loaded."""
         name = name or self.default
         entry = self.entry(name)
         with self._lock:
@@ -148,13 +141,12 @@ class ModelCatalog:
             with self._lock:
                 if (segmenter := self._recall(name)) is not None:
                     return segmenter
-            from . import checkpoints
-            from .inference import pretrained_segmenter
+            from .inference import load_segmenter, pretrained_segmenter
 
             if entry.kind == PRETRAINED_KIND:
                 segmenter = pretrained_segmenter(entry.pretrained)
             else:
-                segmenter = checkpoints.load(entry.path)
+                segmenter = load_segmenter(entry.path)
                 segmenter.name = name
             with self._lock:
                 self._loaded[name] = segmenter
@@ -164,36 +156,40 @@ class ModelCatalog:
         return segmenter
 
     # --- adding -----------------------------------------------------------------------------------
-    def _unique(self, kind: str, stem: str) -> str:
-        folder = self.models_dir / kind
-        candidate, index = stem, 2
-        while (folder / f"{candidate}.pt").exists():
-            candidate, index = f"{stem}-{index}", index + 1
-        return candidate
-
-    def add_checkpoint(self, source: str | Path, *, title: str | None = None, kind: str = UPLOADED) -> str:
-        """Validate ``source`` as a segdemo checkpoint, copy it into the catalog and return its
-        display name. A bad file raises :class:`CheckpointError` and adds nothing."""
+    def add_checkpoint(self, source: str | Path, *, title: str | None = None) -> str:
+        """Check an uploaded file as a segdemo checkpoint (readable without running code, and its
+        weights fit the model it names), copy it into the catalog and return its display name.
+        A bad file raises :class:`~segdemo.errors.CheckpointError` and adds nothing."""
         from . import checkpoints
 
         source = Path(source)
-        segmenter = checkpoints.load(source, precision="fp32")  # refuses anything unsafe or broken
-        stem = safe_name(title or segmenter.meta.get("title") or source.stem)
-        with self._lock:
-            stem = self._unique(kind, stem)
-            target = self.models_dir / kind / f"{stem}.pt"
-            atomic_write(target, lambda file: file.write(source.read_bytes()))
-        self.refresh()
-        return f"{kind}: {stem}"
+        payload = checkpoints.read(source)
+        checkpoints.build_model(payload["meta"], payload["state_dict"], source.name)
+        return self._add(UPLOADED, title or payload["meta"].get("title") or source.stem,
+                         lambda target: atomic_write(target, lambda file: file.write(source.read_bytes())))
 
     def add_trained(self, path: str | Path, title: str) -> str:
-        """Register a checkpoint written by a training run in the app."""
-        return self.add_checkpoint(path, title=title, kind=TRAINED)
+        """List a checkpoint that a training run of the app has just written: it is linked into
+        the catalog (no copy where the file system allows), not read again."""
+        return self._add(TRAINED, title, lambda target: link_or_copy(path, target))
+
+    def _add(self, kind: str, title: str, place) -> str:
+        """Call ``place(target)`` with a free ``models/<kind>/<name>.pt`` for ``title``; returns
+        the new display name."""
+        folder = self.models_dir / kind
+        stem = safe_name(title, "model")
+        with self._lock:
+            candidate, index = stem, 2
+            while (folder / f"{candidate}.pt").exists():
+                candidate, index = f"{stem}-{index}", index + 1
+            place(folder / f"{candidate}.pt")
+        self.refresh()
+        return f"{kind}: {candidate}"
 
     def remove(self, name: str) -> None:
         entry = self.entry(name)
         if entry.kind not in (TRAINED, UPLOADED):
-            raise ValueError(f"{name} is a {entry.kind} model and cannot be removed")
+            raise SettingsError(f"{name} is a {entry.kind} model and cannot be removed")
         Path(entry.path).unlink(missing_ok=True)
         self.refresh()
 

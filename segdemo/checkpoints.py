@@ -1,4 +1,5 @@
-"""Checkpoints that describe themselves, written atomically, read without running any code.
+"""The checkpoint file format: files that describe themselves, written atomically, read without
+running any code. (Loading one as a ready-to-predict model is :func:`segdemo.inference.load_segmenter`.)
 
 A checkpoint is a ``torch.save`` of a plain dict::
 
@@ -10,9 +11,10 @@ A checkpoint is a ``torch.save`` of a plain dict::
 
 :func:`save` writes to a temporary file in the same folder and renames it over the target
 (``os.replace``), so a crash or a kill leaves either the old file or the new one, never half of
-one. :func:`load` reads with ``torch.load(weights_only=True)`` only: a pickle that would execute
-code is refused, and every other problem (not a checkpoint, truncated, another architecture)
-raises :class:`CheckpointError` with a message fit for a user.
+one. :func:`read` uses ``torch.load(weights_only=True)`` only: a pickle that would execute code is
+refused, and every other problem (not a checkpoint, truncated, another architecture) raises
+:class:`~segdemo.errors.CheckpointError` with a message fit for a user; :func:`build_model` rebuilds
+the network a checkpoint describes.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from . import __version__
 from .errors import CheckpointError
 from .files import atomic_write
 from .models import create, entry
+from .runtime import IDENTITY
 from .tasks import check_task
 
 FORMAT = "segdemo-checkpoint"
 FORMAT_VERSION = 1
-DEFAULT_NORMALIZATION = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 MAX_CHECKPOINT_BYTES = 1024 * 2**20
 
 
@@ -78,7 +80,7 @@ def build_meta(model: nn.Module, *, task: str, classes, colors, normalization=No
         "task": task,
         "classes": list(classes),
         "colors": [list(c) for c in colors],
-        "normalization": normalization or DEFAULT_NORMALIZATION,
+        "normalization": normalization or IDENTITY,
         "version": __version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -185,12 +187,3 @@ def build_model(meta: dict, state_dict: dict | None = None, name: str = "checkpo
                                   f"{spec.get('options', {})} (another architecture?): "
                                   f"{' '.join(lines[1:3])[:300]}") from error
     return model
-
-
-def load(path: str | os.PathLike, *, device: str | torch.device | None = None, precision: str = "auto"):
-    """Load a checkpoint as a ready-to-use :class:`segdemo.inference.Segmenter`."""
-    from .inference import Segmenter
-
-    payload = read(path)
-    model = build_model(payload["meta"], payload["state_dict"], Path(path).name)
-    return Segmenter(model, payload["meta"], device=device, precision=precision, source=str(path))

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on data it was not tuned on; optionally record the results in it.
 
-    python -m segdemo.evaluate checkpoints/unet_shapes.pt --size 192 --size 256 --seed 2024 --record
+    python -m segdemo.evaluate checkpoints/unet_shapes.pt --image-size 192 --image-size 256 --seed 2024 --record
     python -m segdemo.evaluate runs/drive/best.pt --data drive:DRIVE.zip
 
 Shapes are generated fresh (``--count`` images per size and seed, seeds never used in training);
@@ -19,8 +19,8 @@ import torch
 
 from . import checkpoints
 from .data import open_source, shapes
-from .inference import Segmenter
 from .files import json_safe
+from .inference import Segmenter, load_segmenter
 from .metrics import SegmentationMetrics
 
 
@@ -28,7 +28,7 @@ def evaluate_arrays(segmenter: Segmenter, images, targets) -> dict:
     """Metrics of ``segmenter`` over images ``(H, W, 3)`` and their targets."""
     metrics = SegmentationMetrics(segmenter.task, len(segmenter.classes))
     for image, target in zip(images, targets):
-        metrics.update_numpy(segmenter.predict(np.asarray(image)), np.asarray(target))
+        metrics.update_numpy(segmenter.predict(np.asarray(image)).probabilities, np.asarray(target))
     return json_safe(metrics.compute())
 
 
@@ -60,17 +60,17 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="a data source spec (default: fresh shapes if the model "
                                                      "segments shapes)")
     parser.add_argument("--count", type=int, default=200, help="shapes images per size and seed")
-    parser.add_argument("--size", type=int, action="append", help="shapes image size (repeatable; default 192)")
+    parser.add_argument("--image-size", type=int, action="append", help="shapes image size (repeatable; default 192)")
     parser.add_argument("--seed", type=int, action="append", help="shapes seed (repeatable; default 2024)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many images of a file dataset")
     parser.add_argument("--record", action="store_true", help="write the results into the checkpoint's metadata")
     args = parser.parse_args(argv)
-    segmenter = checkpoints.load(args.checkpoint)
+    segmenter = load_segmenter(args.checkpoint)
     results = {}
     if args.data and args.data != "shapes":
         results[args.data] = evaluate_source(segmenter, args.data, args.limit)
     else:
-        for size in args.size or [192]:
+        for size in args.image_size or [192]:
             for seed in args.seed or [2024]:
                 key = f"fresh shapes {size}x{size}, seed {seed}, {args.count} images"
                 results[key] = evaluate_shapes(segmenter, count=args.count, size=size, seed=seed)

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from . import checkpoints
+from .errors import CheckpointError
 
 
 def export(source, target, *, title: str | None = None, half: bool = False) -> None:
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         export(args.source, args.target, title=args.title, half=args.half)
-    except checkpoints.CheckpointError as error:
+    except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.target}")

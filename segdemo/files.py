@@ -1,4 +1,4 @@
-"""Files that survive a crash: staged and atomic writes, and JSON that never holds NaN.
+"""Files that survive a crash: staged and atomic writes, whole-file links, and JSON that never holds NaN.
 
 Checkpoints, annotation datasets and run logs are all written through these, so a kill or a full
 disk leaves the old file or the new one, never half of one. Nothing here imports torch.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,28 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             os.close(directory)
     except OSError:
         pass
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put ``source``'s content at ``target``: a hard link where the file system allows (nothing is
+    copied), else an atomic copy. Either way ``target`` appears whole or not at all."""
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".link", dir=target.parent)
+    os.close(handle)
+    os.unlink(temporary)
+    try:
+        os.link(source, temporary)
+    except OSError:  # another file system, or none that links
+        with open(source, "rb") as original:
+            atomic_write(target, lambda file: shutil.copyfileobj(original, file))
+        return target
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def json_safe(value):

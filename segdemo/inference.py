@@ -1,34 +1,39 @@
-"""Turning an image into class probabilities with a trained model.
+"""Turning an image into a :class:`~segdemo.prediction.Prediction` with a trained model.
 
-:class:`Segmenter` wraps a model and its checkpoint metadata. :meth:`Segmenter.predict` takes an
-``(H, W, 3)`` uint8 image and returns ``(C, H, W)`` float32 probabilities (sigmoid for multi-label
-and binary tasks, softmax for multiclass), using the fastest path that is exact enough on this
-device, and overlapping tiles for large images so memory stays bounded.
+:class:`Segmenter` wraps a model and its checkpoint metadata; :func:`load_segmenter` makes one from a
+checkpoint file, :func:`pretrained_segmenter` from torchvision's VOC-label weights.
+:meth:`Segmenter.predict` takes an ``(H, W, 3)`` uint8 image and returns its prediction, using the
+fastest path that is exact enough on this device, and overlapping tiles for large images so memory
+stays bounded.
 
-The fast path is measured, not assumed: on CPUs without native bf16 (like the 2-core AVX2
-machines this project runs on) bf16 autocast is many times *slower* than fp32, so there the fast
-path is fp32 with batch norms folded into their convolutions and ``channels_last`` memory. The
-first prediction runs both the fast and the plain fp32 path and keeps the fast one only if ≥ 99.5 %
-of the label map agrees.
+The fast path is measured, not assumed: it autocasts where :func:`segdemo.runtime.autocast_dtype`
+says so (bf16 only where the CPU has it natively: emulated, it is many times *slower* than fp32),
+with batch norms folded into their convolutions and ``channels_last`` memory. The first prediction
+runs both the fast and the plain fp32 path and keeps the fast one only if ≥ 99.5 % of the label
+map agrees.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoints import DEFAULT_NORMALIZATION
+from . import checkpoints
 from .labels import probabilities_to_labels
 from .models import count_parameters
-from .tasks import MULTICLASS, check_task, label_space
+from .prediction import Prediction
+from .runtime import IMAGENET, autocast_dtype, normalize, resolve_device
+from .tasks import MULTICLASS, check_task, label_space, probabilities_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +41,6 @@ AGREEMENT_REQUIRED = 0.995
 TILE_SIZE = 768          # a multiple of every model's stride (32)
 TILE_MARGIN = 64         # context on each side of a tile that is predicted but not kept
 TILE_ABOVE_PIXELS = 1024 * 1024
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN has bf16 instructions (AVX512-BF16/AMX); elsewhere bf16 is emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
@@ -86,10 +79,8 @@ FP32_EAGER = InferencePath(None, False, False)
 
 
 def fast_path_for(device: torch.device) -> InferencePath:
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return InferencePath(dtype, True, True)
-    return InferencePath(torch.bfloat16 if cpu_has_native_bf16() else None, True, True)
+    """Autocast where it pays on ``device``, ``channels_last``, batch norms folded."""
+    return InferencePath(autocast_dtype(device, "auto"), True, True)
 
 
 class Segmenter:
@@ -114,10 +105,8 @@ class Segmenter:
         self.colors = tuple(tuple(int(v) for v in c) for c in meta["colors"])
         self.name = meta.get("title") or meta["model"]["name"]
         self.source = source
-        self.device = torch.device(device) if device is not None else default_device()
-        normalization = meta.get("normalization") or DEFAULT_NORMALIZATION
-        self._mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
-        self._std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        self.device = resolve_device("auto" if device is None else str(device))
+        self.normalization = meta.get("normalization")
         with torch.no_grad():
             self.reference = copy.deepcopy(model).eval().to(self.device)
         for parameter in self.reference.parameters():
@@ -180,7 +169,7 @@ class Segmenter:
 
     def _forward(self, model: nn.Module, path: InferencePath, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(1, C, h, w)`` of a uint8 ``(1, 3, h, w)`` image or tile."""
-        x = x.float().div_(255.0).sub_(self._mean).div_(self._std)
+        x = normalize(x, self.normalization)
         if path.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if path.autocast_dtype is not None:
@@ -190,8 +179,7 @@ class Segmenter:
             logits = model(x)
         if isinstance(logits, (list, tuple)):
             logits = logits[0]
-        logits = logits.float()
-        return logits.softmax(dim=1) if self.task == MULTICLASS else torch.sigmoid(logits)
+        return probabilities_from_logits(logits.float(), self.task)
 
     def _probabilities(self, model: nn.Module, path: InferencePath, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -218,9 +206,14 @@ class Segmenter:
         return out
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """Class probabilities of an ``(H, W, 3)`` uint8 image: ``(C, H, W)`` float32."""
-        x = self._to_input(image)
+    def predict(self, image: np.ndarray) -> Prediction:
+        """The model's prediction for an ``(H, W, 3)`` uint8 image, with its wall time."""
+        start = time.perf_counter()
+        probabilities = self._predict_probabilities(self._to_input(image))
+        return Prediction(probabilities, self.task, self.classes, self.colors, model=self.name,
+                          seconds=time.perf_counter() - start, path=self.path.describe())
+
+    def _predict_probabilities(self, x: torch.Tensor) -> np.ndarray:
         if self._fast_model is None:
             return self._probabilities(self.reference, FP32_EAGER, x).cpu().numpy()
         if not self._checked:
@@ -242,16 +235,6 @@ class Segmenter:
             self._fast_model, self.path = None, FP32_EAGER
             return exact
         return fast
-
-    def labels(self, probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """The ``(H, W)`` label map of a prediction (see :func:`segdemo.tasks.label_space`)."""
-        return probabilities_to_labels(probabilities, self.task, threshold)
-
-    def timed_predict(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """``predict`` and its wall time in seconds."""
-        start = time.perf_counter()
-        probabilities = self.predict(image)
-        return probabilities, time.perf_counter() - start
 
     # --- teaching -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -277,22 +260,26 @@ class Segmenter:
         return [{"stage": "input", "output shape": (1, x.shape[1], height, width), "parameters": 0}, *rows]
 
 
-def snapshot(model: nn.Module, meta: dict, **options) -> Segmenter:
-    """A :class:`Segmenter` over a copy of ``model``'s current weights (safe while it trains)."""
-    return Segmenter(model, meta, **options)
+def load_segmenter(path: str | os.PathLike, *, device: str | torch.device | None = None,
+                   precision: str = "auto") -> Segmenter:
+    """A ready-to-use :class:`Segmenter` from a segdemo checkpoint file (see :mod:`segdemo.checkpoints`
+    for what is refused, always with a :class:`~segdemo.errors.CheckpointError`)."""
+    payload = checkpoints.read(path)
+    model = checkpoints.build_model(payload["meta"], payload["state_dict"], Path(path).name)
+    return Segmenter(model, payload["meta"], device=device, precision=precision, source=str(path))
 
 
 def pretrained_segmenter(name: str, *, weights_path: str | None = None, device=None) -> Segmenter:
     """A Segmenter for one of torchvision's VOC-label models (``lraspp_mobilenet_v3_large`` …)."""
     from .data.voc import CLASSES, COLORS
     from .models import create
-    from .models.pretrained import IMAGENET_NORMALIZATION, PRETRAINED
+    from .models.pretrained import PRETRAINED
 
     spec = PRETRAINED[name]
     model = create(f"{name}_voc", weights_path=weights_path)
     meta = {"model": {"name": f"{name}_voc", "in_channels": 3, "num_classes": 21, "options": {}},
             "task": MULTICLASS, "classes": list(CLASSES), "colors": [list(c) for c in COLORS],
-            "normalization": IMAGENET_NORMALIZATION, "title": f"{name} (VOC, pretrained)",
+            "normalization": IMAGENET, "title": f"{name} (VOC, pretrained)",
             "data": {"name": "COCO with VOC labels", "source": "torchvision"},
             "description": spec.description}
     return Segmenter(model, meta, device=device)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .tasks import IGNORE_INDEX, MULTICLASS, check_task
+from .errors import ImageError
+from .tasks import BINARY, IGNORE_INDEX, MULTICLASS, check_task
 
 
 def argmax_channels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,3 +73,73 @@ def labels_to_target(labels: np.ndarray, task: str, num_classes: int) -> np.ndar
     target = (labels[None] == classes).astype(np.uint8)
     target[:, labels == IGNORE_INDEX] = IGNORE_INDEX
     return target
+
+
+def fit_ground_truth(labels: np.ndarray, task: str, label_names, *, model: str = "the model") -> np.ndarray:
+    """A ground-truth label map read from a file, checked against a model's label space.
+
+    A binary model's mask may be 0/1 or 0/255 (DRIVE's manual annotations: bright means vessel,
+    not "ignore"); any other model's values must name its labels (255 stays "ignored"). Raises
+    :class:`~segdemo.errors.ImageError` naming the values that do not fit.
+    """
+    values = set(np.unique(labels).tolist())
+    if task == BINARY:
+        if 1 not in values:
+            return np.where(labels > 127, 1, 0).astype(np.uint8)
+        if values - {0, 1, IGNORE_INDEX}:
+            raise ImageError(f"a binary mask holds 0 and 1 (or 0 and 255); this one holds {sorted(values)[:6]}")
+        return labels
+    known = len(label_names)
+    unknown = sorted(v for v in values - {IGNORE_INDEX} if v >= known)
+    if unknown:
+        raise ImageError(f"the mask holds class values {unknown[:6]} but {model} knows values 0–{known - 1} "
+                         f"({', '.join(label_names[:6])}{'…' if known > 6 else ''}) and 255 for ignore")
+    return labels
+
+
+def relabel_table(from_names, to_names, *, unmatched: int = 0) -> tuple[np.ndarray, list[str]]:
+    """A lookup table from one label space's values to another's, matching class names without
+    regard to case: ``table[value]`` is the value of the same-named class in ``to_names``, else
+    ``unmatched``; 255 (ignored) stays 255. Also returns the names of ``from_names`` left unmatched.
+
+    This is how a model's prediction pre-fills a dataset with other classes, and how a dataset
+    fine-tunes a model trained on other labels."""
+    to_index = {name.lower(): index for index, name in enumerate(to_names)}
+    table = np.full(256, unmatched, dtype=np.uint8)
+    table[IGNORE_INDEX] = IGNORE_INDEX
+    missing = []
+    for value, name in enumerate(from_names):
+        if name.lower() in to_index:
+            table[value] = to_index[name.lower()]
+        else:
+            missing.append(name)
+    return table, missing
+
+
+def clean_labels(labels: np.ndarray, *, min_area: int = 20) -> np.ndarray:
+    """Remove specks and fill holes: connected pieces of a class smaller than ``min_area`` pixels
+    are removed (become background), and background holes smaller than ``min_area`` inside a
+    class are filled with that class."""
+    labels = np.asarray(labels, dtype=np.uint8).copy()
+    for value in np.unique(labels):
+        if value in (0, IGNORE_INDEX):
+            continue
+        mask = (labels == value).astype(np.uint8)
+        count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1
+        if len(small):
+            labels[np.isin(components, small)] = 0
+    background = (labels == 0).astype(np.uint8)
+    count, components, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
+    height, width = labels.shape
+    for index in range(1, count):
+        x, y, w, h, area = stats[index]
+        touches_edge = x == 0 or y == 0 or x + w == width or y + h == height
+        if area < min_area and not touches_edge:
+            hole = components == index
+            ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~hole
+            neighbours = labels[ring]
+            neighbours = neighbours[neighbours != 0]
+            if len(neighbours):
+                labels[hole] = np.bincount(neighbours).argmax()
+    return labels

@@ -12,11 +12,12 @@ left out of the means.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from .tasks import BINARY, IGNORE_INDEX, MULTICLASS, check_task
+from .labels import labels_to_target
+from .prediction import Prediction
+from .tasks import BINARY, IGNORE_INDEX, MULTICLASS, check_task, probabilities_from_logits
 
 ROC_BINS = 1000
 
@@ -69,7 +70,7 @@ class SegmentationMetrics:
             counts = torch.bincount(index, minlength=self.num_classes ** 2)
             self.confusion += counts.reshape(self.num_classes, self.num_classes).cpu().double()
             return
-        probabilities = logits if from_probabilities else torch.sigmoid(logits)
+        probabilities = logits if from_probabilities else probabilities_from_logits(logits, self.task)
         valid = target != IGNORE_INDEX
         predicted = (probabilities > self.threshold) & valid
         actual = (target == 1) & valid
@@ -156,8 +157,15 @@ class SegmentationMetrics:
         return float(wins / (total_negative * total_positive))
 
 
-def image_metrics(probabilities: np.ndarray, target: np.ndarray, task: str, threshold: float = 0.5) -> dict:
-    """Metrics of one prediction ``(C, H, W)`` against its target (for the app)."""
-    metrics = SegmentationMetrics(task, probabilities.shape[0], threshold)
-    metrics.update_numpy(probabilities, target)
+def score(prediction: Prediction, truth: np.ndarray, threshold: float = 0.5) -> dict:
+    """Metrics of one prediction against its ground truth (see :meth:`SegmentationMetrics.compute`).
+
+    ``truth`` is an ``(H, W)`` label map in the prediction's label space (what a mask file holds,
+    255 = ignored), or a ``(C, H, W)`` multi-label target, whose classes may overlap (the shapes).
+    """
+    truth = np.asarray(truth)
+    if truth.ndim == 2:
+        truth = labels_to_target(truth, prediction.task, len(prediction.classes))
+    metrics = SegmentationMetrics(prediction.task, len(prediction.classes), threshold)
+    metrics.update_numpy(prediction.probabilities, truth)
     return metrics.compute()

@@ -12,9 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checkpoints, viz
+from . import viz
 from .data.folder import IMAGE_EXTENSIONS
-from .io import ImageError, read_image, save_png
+from .errors import CheckpointError, ImageError
+from .image_files import read_image, save_png
+from .inference import load_segmenter
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -43,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        segmenter = checkpoints.load(args.checkpoint, device=args.device)
-    except checkpoints.CheckpointError as error:
+        segmenter = load_segmenter(args.checkpoint, device=args.device)
+    except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -57,11 +59,9 @@ def main(argv=None) -> int:
             print(f"skipped {path}: {error}", file=sys.stderr)
             failures += 1
             continue
-        probabilities = segmenter.predict(image)
-        labels = segmenter.labels(probabilities, args.threshold)
-        save_png(out / f"{path.stem}_mask.png", labels, palette=segmenter.label_colors)
-        overlay = viz.overlay(image, probabilities, segmenter.task, segmenter.colors,
-                              threshold=args.threshold, opacity=args.opacity, labels=labels)
+        prediction = segmenter.predict(image)
+        save_png(out / f"{path.stem}_mask.png", prediction.labels(args.threshold), palette=prediction.label_colors)
+        overlay = viz.overlay(image, prediction, threshold=args.threshold, opacity=args.opacity)
         save_png(out / f"{path.stem}_overlay.png", overlay)
         print(f"{path} -> {out / (path.stem + '_mask.png')}")
     return 1 if failures else 0

@@ -45,3 +45,10 @@ def label_space(task: str, classes, colors):
         return classes, colors
     return (BACKGROUND_NAME, *classes), (BACKGROUND_COLOR, *colors)
 
+
+
+def probabilities_from_logits(logits, task: str):
+    """A model's logits ``(N, C, H, W)`` as probabilities: a softmax over the classes for
+    multiclass tasks, an independent sigmoid per class otherwise (tensor methods only, so this
+    module imports no torch)."""
+    return logits.softmax(dim=1) if check_task(task) == MULTICLASS else logits.sigmoid()

@@ -17,9 +17,12 @@ import logging
 import sys
 
 from .data import source_entries
-from .engine.config import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig, preset
+from .engine.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, configure, preset
+from .engine.events import CheckpointSaved, EpochDone, RunEnded, RunStarted, StepDone
+from .errors import UserError
 from .losses import LOSS_NAMES
-from .models import entry, names
+from .models import names
+from .runtime import PRECISIONS
 
 
 def _value(text: str):
@@ -77,14 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
     how.add_argument("--loss", choices=LOSS_NAMES, help="loss (auto: BCE+Dice or cross-entropy by task)")
     how.add_argument("--bce-weight", type=float, help="weight of BCE in BCE+Dice (the tutorials use 0.5)")
-    how.add_argument("--size", type=int, help="image size: generated shapes size, or the crop size for file datasets")
-    how.add_argument("--crop-size", type=int, help="train on random crops of this size (evaluate on whole images)")
+    how.add_argument("--crop-size", type=int, help="train on random crops of this size (evaluate on whole images; "
+                                                   "0: whole images)")
+    how.add_argument("--image-size", type=int, help="size of the generated shapes (shapes data only)")
     how.add_argument("--val-images", type=int, help="validate on this many images (default: all)")
     how.add_argument("--val-every", type=int, help="epochs between validations")
     machinery = parser.add_argument_group("machinery")
     machinery.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     machinery.add_argument("--precision", choices=PRECISIONS,
-                           help="auto: bf16/fp16 autocast on GPUs, fp32 on CPUs without native bf16")
+                           help="auto: bf16/fp16 autocast on GPUs, bf16 on CPUs with native bf16, fp32 elsewhere")
     machinery.add_argument("--channels-last", choices=["on", "off"], help="memory format (default: on)")
     machinery.add_argument("--threads", type=int, help="torch CPU threads")
     machinery.add_argument("--seed", type=int, help="random seed")
@@ -96,44 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run the command line asks for: a preset or a recipe file, with the flags applied by
+    :func:`segdemo.engine.config.configure` (as the Train tab's settings are)."""
     config = preset(args.preset) if args.preset else TrainConfig()
     if args.config:
         with open(args.config, encoding="utf-8") as file:
             recipe = json.load(file)
         recipe.pop("comment", None)
         config = TrainConfig.from_dict({**config.to_dict(), **recipe})  # unknown keys are refused
-    changes = {}
     direct = ["model", "data", "init_from", "title", "epochs", "steps_per_epoch", "max_seconds", "batch_size",
               "lr", "optimizer", "weight_decay", "momentum", "schedule", "loss", "bce_weight", "crop_size",
               "val_images", "val_every", "device", "precision", "threads", "seed", "out", "resume"]
-    for name in direct:
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
+    changes = {name: getattr(args, name) for name in direct if getattr(args, name) is not None}
     if args.grad_clip is not None:
         changes["grad_clip"] = args.grad_clip or None
     if args.channels_last is not None:
         changes["channels_last"] = args.channels_last == "on"
     if args.half:
         changes["half_checkpoint"] = True
-    model_options = {} if "model" in changes and changes["model"] != config.model else dict(config.model_options)
-    for name in ("base_channels", "depth", "upsample", "norm"):
-        if getattr(args, name) is not None:
-            model_options[name] = getattr(args, name)
+    model_options = {name: getattr(args, name) for name in ("base_channels", "depth", "upsample", "norm")
+                     if getattr(args, name) is not None}
     model_options.update(_pairs(args.model_option))
-    data_options = {} if "data" in changes and changes["data"] != config.data else dict(config.data_options)
-    data_options.update(_pairs(args.data_option))
-    if args.size is not None:
-        data = changes.get("data", config.data)
-        if data.split(":")[0] == "shapes":
-            data_options["size"] = args.size
-        else:
-            changes["crop_size"] = args.size
-    changes["model_options"] = model_options
-    changes["data_options"] = data_options
-    config = config.replace(**changes)
-    entry(config.model)  # an unknown model fails here, with the list of valid ones
-    return config.validate()
+    return configure(config, model_options=model_options, data_options=_pairs(args.data_option),
+                     image_size=args.image_size, **changes)
 
 
 class ProgressBar:
@@ -148,31 +137,32 @@ class ProgressBar:
     def _say(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)
 
-    def __call__(self, event: dict) -> None:
-        kind = event["type"]
-        if kind == "start":
-            self.bar = self.tqdm(total=event["total_steps"], initial=event["resumed_at_step"], unit="step",
+    def __call__(self, event) -> None:
+        if isinstance(event, RunStarted):
+            self.bar = self.tqdm(total=event.total_steps, initial=event.resumed_at_step, unit="step",
                                  dynamic_ncols=True, file=sys.stderr)
-            self._say(f"{event['model']} ({event['parameters']:,} parameters) on {event['data']['spec']}, "
-                           f"{event['device']}, {event['precision']}"
-                           f"{', channels_last' if event['channels_last'] else ''}")
-        elif kind == "step" and self.bar is not None:
-            self.bar.n = event["step"]
-            self.bar.set_postfix(loss=f"{event['loss']:.4f}", dice=f"{event['dice']:.3f}",
-                                 lr=f"{event['lr']:.2e}", img_s=f"{event['images_per_second']:.1f}",
-                                 refresh=False)
+            self._say(f"{event.model} ({event.parameters:,} parameters) on {event.data['spec']}, "
+                      f"{event.device}, {event.precision}{', channels_last' if event.channels_last else ''}")
+        elif self.bar is None:
+            return
+        elif isinstance(event, StepDone):
+            self.bar.n = event.step
+            self.bar.set_postfix(loss=f"{event.loss:.4f}", dice=_number(event.dice), lr=f"{event.lr:.2e}",
+                                 img_s=f"{event.images_per_second:.1f}", refresh=False)
             self.bar.refresh()
-        elif kind == "epoch" and self.bar is not None:
-            val = event["val"]
-            per_class = " ".join(f"{d:.3f}" if d is not None else "-" for d in val["dice"])
-            self._say(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, val mean Dice "
-                           f"{val['mean_dice']:.4f} (per class {per_class}), {event['elapsed']:.0f} s")
-        elif kind == "checkpoint" and self.bar is not None and event["kind"] == "best":
-            self._say(f"  saved {event['path']}")
-        elif kind in ("end", "error") and self.bar is not None:
-            self._say(event.get("message", ""))
-            if kind == "end":
-                self.bar.close()
+        elif isinstance(event, EpochDone):
+            per_class = " ".join(_number(d) for d in event.val["dice"])
+            self._say(f"epoch {event.epoch}: train loss {_number(event.train_loss, 4)}, val mean Dice "
+                      f"{_number(event.val['mean_dice'], 4)} (per class {per_class}), {event.elapsed:.0f} s")
+        elif isinstance(event, CheckpointSaved) and event.which == "best":
+            self._say(f"  saved {event.path}")
+        elif isinstance(event, RunEnded):
+            self._say(event.message)
+            self.bar.close()
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def main(argv=None):
@@ -184,10 +174,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except (ValueError, argparse.ArgumentTypeError) as error:
+    except (UserError, argparse.ArgumentTypeError) as error:
         parser.error(str(error))
     listeners = [] if args.quiet else [ProgressBar()]
-    result = Trainer(config, listeners).run()
+    try:
+        result = Trainer(config, listeners).run()
+    except UserError as error:  # data or a checkpoint that cannot train, found while setting up
+        parser.exit(2, f"error: {error}\n")
     if result.reason == "diverged":
         print(result.message, file=sys.stderr)
     return result

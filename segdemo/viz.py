@@ -1,7 +1,8 @@
-"""Pictures of masks and predictions, all vectorized numpy (no per-pixel Python loops).
+"""Pictures of predictions, masks and label maps, all vectorized numpy (no per-pixel Python loops).
 
 Every function returns ``(H, W, 3)`` uint8 RGB arrays (or lists of them), ready for an image
-widget or a PNG.
+widget or a PNG. Predictions are drawn from a :class:`~segdemo.prediction.Prediction`, so a model's
+answer looks the same in every tab, over the API, in the predict CLI and in training snapshots.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .labels import probabilities_to_labels
-from .tasks import IGNORE_INDEX, MULTICLASS, check_task
+from .prediction import Prediction
+from .tasks import IGNORE_INDEX, MULTICLASS
 
 IGNORE_COLOR = (224, 224, 192)  # VOC's color for "ignore" borders
 ERROR_COLORS = {
@@ -84,33 +85,25 @@ def _blend(image: np.ndarray, color: np.ndarray, covered: np.ndarray, opacity: f
     return cv2.addWeighted(np.ascontiguousarray(image), 1.0 - opacity, color, opacity, 0.0)
 
 
-def overlay(image: np.ndarray, probabilities: np.ndarray, task: str, colors, *,
-            threshold: float = 0.5, opacity: float = 0.5, labels: np.ndarray | None = None) -> np.ndarray:
-    """Draw a prediction over its image.
+def overlay(image: np.ndarray, prediction: Prediction, *, threshold: float = 0.5,
+            opacity: float = 0.5) -> np.ndarray:
+    """Draw a prediction over its ``(H, W, 3)`` uint8 image.
 
-    Args:
-        image: ``(H, W, 3)`` uint8.
-        probabilities: ``(C, H, W)`` from :meth:`segdemo.inference.Segmenter.predict`.
-        task: ``multilabel``, ``binary`` or ``multiclass``.
-        colors: one ``(r, g, b)`` per output channel.
-        threshold: for multi-label and binary tasks, the probability at which a class is drawn.
-        opacity: 0 (image only) to 1 (mask only).
-        labels: for multiclass tasks, the label map if already computed (saves the argmax).
-
-    Multiclass class 0 (background) is left untinted; multi-label overlaps blend their colors.
+    Multiclass: each pixel is tinted by its most probable class, class 0 (the background) left
+    untinted. Multi-label and binary: each class whose probability passes ``threshold`` is drawn,
+    overlapping classes blend their colors. ``opacity`` runs from 0 (image only) to 1 (mask only).
     """
-    check_task(task)
-    probabilities = np.asarray(probabilities)
-    if task == MULTICLASS:
-        if labels is None:
-            labels = probabilities_to_labels(probabilities, task)
-        color = _take_rgb(color_table(colors), labels)
-        covered = labels != 0
-    else:
-        active = (probabilities > threshold).astype(np.uint8)
-        color = colorize_multilabel(active, colors, background=(0, 0, 0))
-        covered = active.any(axis=0)
-    return _blend(image, color, covered, opacity)
+    if prediction.task == MULTICLASS:
+        return overlay_labels(image, prediction.labels(), prediction.colors, opacity=opacity)
+    return overlay_masks(image, prediction.probabilities > threshold, prediction.colors, opacity=opacity)
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, colors, *, opacity: float = 0.5) -> np.ndarray:
+    """Draw ``(C, H, W)`` multi-label masks (1 or True where a class is) over their image; where
+    classes overlap, their colors blend."""
+    active = np.asarray(masks).astype(np.uint8)
+    color = colorize_multilabel(active, colors, background=(0, 0, 0))
+    return _blend(image, color, active.any(axis=0), opacity)
 
 
 def overlay_labels(image: np.ndarray, labels: np.ndarray, colors, *, opacity: float = 0.5,
@@ -134,18 +127,23 @@ def _heat_table() -> np.ndarray:
     return _HEAT_TABLE
 
 
-def channel_maps(probabilities: np.ndarray, *, heat: bool = True) -> list[np.ndarray]:
+def channel_maps(prediction: Prediction, *, heat: bool = True) -> list[np.ndarray]:
     """One picture per output channel: 0 → dark, 1 → bright (viridis, or gray with ``heat=False``)."""
     pictures = []
     table = _heat_table() if heat else None
-    for channel in np.asarray(probabilities, dtype=np.float32):
+    for channel in prediction.probabilities:
         gray = cv2.convertScaleAbs(channel, alpha=255.0)  # saturating and rounded to 0..255
         pictures.append(_take_rgb(table, gray) if heat else cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB))
     return pictures
 
 
-def error_map(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
-    """Where a prediction is right and wrong, against a ground truth.
+def error_map(prediction: Prediction, truth: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Where a prediction is right and wrong against a ground-truth label map in its label space."""
+    return label_error_map(prediction.labels(threshold), truth)
+
+
+def label_error_map(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """Where a predicted label map is right and wrong, against a ground truth.
 
     Takes two boolean ``(H, W)`` masks (one class) or two ``(H, W)`` label maps (0 = background;
     255 in ``truth`` = ignored). Colors: :data:`ERROR_COLORS` (true positive green, false positive
@@ -171,3 +169,25 @@ def error_map(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | No
     table[1:6] = [ERROR_COLORS[k] for k in ("true positive", "false positive", "false negative",
                                             "wrong class", "ignored")]
     return _take_rgb(table, categories)
+
+
+def downscale(image: np.ndarray, side: int) -> np.ndarray:
+    """Shrink an ``(H, W[, C])`` picture (area-averaged) so that its longer side is at most ``side``."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def side_by_side(*pictures: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Pictures of equal height in one row, separated by white gaps."""
+    height = pictures[0].shape[0]
+    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+    parts = []
+    for index, picture in enumerate(pictures):
+        if index:
+            parts.append(spacer)
+        parts.append(picture)
+    return np.concatenate(parts, axis=1)

@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "checkpoints"
+
 
 def run_fresh(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a new interpreter (nothing imported yet); its assertions fail the test."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    """Run ``code`` in a new interpreter (nothing imported yet) in the repository's root; its
+    assertions fail the test."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -50,9 +54,10 @@ class RunningApp:
 
 
 def start_app(data_dir: Path, **context_options) -> RunningApp:
+    """The real app over ``data_dir`` and the shipped checkpoints, served on a free port."""
     from segdemo.ui import build_demo, create_context, launch_options
 
-    context = create_context(data_dir, **context_options)
+    context = create_context(data_dir, SHIPPED, **context_options)
     demo = build_demo(context)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())

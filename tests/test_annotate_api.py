@@ -11,7 +11,7 @@ from gradio_client import handle_file
 from PIL import Image
 
 from apphelpers import wait_for
-from segdemo.annotations import layer_from_labels
+from segdemo.painting import layer_from_labels
 from segdemo.data import shapes
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def test_prefill_from_the_model_then_edit(app, client, tmp_path):
     assert "Pre-filled" in message
     layer = np.asarray(Image.open(value["layers"][0]).convert("RGBA"))
     info = app.context.store.info("prefilled")
-    from segdemo.annotations import labels_from_layers
+    from segdemo.painting import labels_from_layers
 
     predicted = labels_from_layers([layer], info.colors, layer.shape)
     images, masks = shapes.generate(1, 192, seed=3)

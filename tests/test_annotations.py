@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from fakes import zip_with
-from segdemo.annotations import (PRESETS, AnnotationError, DatasetStore, check_name, clean_labels,
-                                 labels_from_layers, layer_from_labels, parse_class_lines)
+from segdemo.annotations import CLASS_PRESETS, DatasetStore, parse_class_lines
 from segdemo.data import open_source
-from segdemo.data.archive import ArchiveError
+from segdemo.errors import AnnotationError, ArchiveError, UserError
+from segdemo.filenames import check_name, safe_name
+from segdemo.labels import clean_labels
+from segdemo.painting import labels_from_layers, layer_from_labels
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def test_round_trip_is_exact(store):
 
 
 def test_resaving_keeps_the_previous_version(store):
-    store.create("d", PRESETS["shapes"])
+    store.create("d", CLASS_PRESETS["shapes"])
     image, labels = painted()
     store.save("d", "x", image, labels)
     changed = labels.copy()
@@ -51,15 +53,16 @@ def test_resaving_keeps_the_previous_version(store):
 
 @pytest.mark.parametrize("name", ["../evil", "/abs", ".hidden", "a/b", "", "x" * 80, "..", "a\\b", "C:evil"])
 def test_hostile_names_are_refused(store, name):
-    with pytest.raises(AnnotationError, match="not allowed"):
+    with pytest.raises(UserError, match="not allowed"):
         check_name(name)
-    with pytest.raises(AnnotationError):
-        store.create(name, PRESETS["shapes"])
+    with pytest.raises(UserError):
+        store.create(name, CLASS_PRESETS["shapes"])
     assert list(store.root.iterdir()) == []
+    assert check_name(safe_name(name, "fallback")) == safe_name(name, "fallback")  # one rule: made names pass it
 
 
 def test_export_and_reimport_give_identical_files(store, tmp_path):
-    store.create("src", PRESETS["DRIVE vessels"])
+    store.create("src", CLASS_PRESETS["DRIVE vessels"])
     for index in range(3):
         image, labels = painted()
         store.save("src", f"item-{index}", image, np.minimum(labels, 1))
@@ -86,7 +89,7 @@ def test_import_refuses_bad_zips_and_writes_nothing(store, tmp_path):
 
 
 def test_layers_map_back_to_exact_classes_even_with_antialiasing():
-    colors = PRESETS["shapes"].colors
+    colors = CLASS_PRESETS["shapes"].colors
     labels = np.zeros((20, 20), dtype=np.uint8)
     labels[2:8, 2:8] = 1
     labels[10:18, 10:18] = 3
@@ -121,7 +124,7 @@ def test_class_lists():
 
 
 def test_removing_a_used_class_is_refused(store):
-    store.create("d", PRESETS["shapes"])
+    store.create("d", CLASS_PRESETS["shapes"])
     image, labels = painted()
     store.save("d", "x", image, labels)
     with pytest.raises(AnnotationError, match="used"):

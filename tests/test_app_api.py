@@ -5,7 +5,7 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from apphelpers import run_fresh, save_image, wait_for
+from apphelpers import ROOT, run_fresh, save_image, wait_for
 from fakes import write_drive
 from segdemo import checkpoints, models
 from segdemo.data import shapes
@@ -100,9 +100,10 @@ def test_upload_a_checkpoint_then_use_it(client, tmp_path, shapes_png):
     path = checkpoints.save(tmp_path / "mine.pt", model, meta)
     client.predict(handle_file(str(path)), api_name="/upload_checkpoint")
     names = client.predict(api_name="/models")
-    assert "uploaded: my_tiny_unet" in names
-    _, _, info = client.predict(handle_file(str(shapes_png[0])), "uploaded: my_tiny_unet", api_name="/segment")
-    assert info["model"] == "uploaded: my_tiny_unet"
+    assert "uploaded: my tiny unet" in names
+    _, _, info = client.predict(image=handle_file(str(shapes_png[0])), model="uploaded: my tiny unet",
+                                api_name="/segment")
+    assert info["model"] == "uploaded: my tiny unet"
 
 
 def test_compare_models(client):
@@ -127,14 +128,28 @@ def test_train_start_status_stop_and_use_the_new_model(app, client, shapes_png):
     assert info["model"] == names[0]
 
 
+def step_done(step: int, loss: float, dice: float | None):
+    from segdemo.engine import StepDone
+
+    return StepDone(step=step, epoch=step / 10, loss=loss, dice=dice, lr=1e-3, images_per_second=10.0,
+                    total_steps=1000, elapsed=float(step))
+
+
+def epoch_done(step: int, train_loss: float, mean_dice: float):
+    from segdemo.engine import EpochDone
+
+    return EpochDone(epoch=step // 10, step=step, train_loss=train_loss, val={"mean_dice": mean_dice},
+                     partial_epoch=False, validation_seconds=0.1, elapsed=float(step))
+
+
 def test_long_curves_are_thinned_but_keep_their_ends():
     from segdemo.ui.train_tab import CURVE_POINTS, curve_frames, thinned
 
-    events = [{"step": step, "loss": 1.0 / step, "dice": 0.5} for step in range(1, 1001)]
+    events = [step_done(step, 1.0 / step, 0.5) for step in range(1, 1001)]
     kept = thinned(events)
-    assert len(kept) <= CURVE_POINTS + 1 and kept[0]["step"] == 1 and kept[-1]["step"] == 1000
+    assert len(kept) <= CURVE_POINTS + 1 and kept[0].step == 1 and kept[-1].step == 1000
     assert thinned(events[:10]) == events[:10]
-    loss, dice = curve_frames({"steps": events, "epochs": [{"step": 1000, "train_loss": 0.1, "val": {"mean_dice": 0.9}}]})
+    loss, dice = curve_frames(events, [epoch_done(1000, 0.1, 0.9)])
     assert set(loss["series"]) == {"train loss (batch)", "train loss (epoch mean)"}
     assert dice["value"].iloc[-1] == 0.9
 
@@ -149,16 +164,15 @@ def test_curve_frames_suit_gradios_line_plot():
 
     from segdemo.ui.train_tab import TRAIN_DICE, VAL_DICE, curve_frames
 
-    assert curve_frames({"steps": [], "epochs": []}) == (None, None)
+    assert curve_frames([], []) == (None, None)
     plot = gr.LinePlot(x="step", y="value", color="series", render=False)
-    loss, dice = curve_frames({"steps": [{"step": 1, "loss": 0.9, "dice": 0.1}], "epochs": []})
+    loss, dice = curve_frames([step_done(1, 0.9, 0.1)], [])
     for frame in (loss, dice):
         datatypes = plot.postprocess(frame).model_dump()["datatypes"]
         assert datatypes["step"] == datatypes["value"] == "quantitative"
     assert set(dice["series"]) == {TRAIN_DICE, VAL_DICE}
     assert math.isnan(dice[dice["series"] == VAL_DICE]["value"].iloc[0])
-    later = curve_frames({"steps": [{"step": 1, "loss": 0.9, "dice": 0.1}, {"step": 2, "loss": 0.8, "dice": 0.2}],
-                          "epochs": [{"step": 2, "train_loss": 0.85, "val": {"mean_dice": 0.3}}]})[1]
+    later = curve_frames([step_done(1, 0.9, 0.1), step_done(2, 0.8, 0.2)], [epoch_done(2, 0.85, 0.3)])[1]
     assert later["value"].notna().all() and set(later["series"]) == {TRAIN_DICE, VAL_DICE}
 
 
@@ -168,7 +182,7 @@ def test_the_page_is_built_without_torch_and_warmed_up_after():
     result = run_fresh("""
 import sys, tempfile
 from segdemo.ui import build_demo, create_context, warm_up
-context = create_context(tempfile.mkdtemp())
+context = create_context(tempfile.mkdtemp(), "checkpoints")
 demo = build_demo(context)
 heavy = [name for name in ("torch", "torchvision") if name in sys.modules]
 assert not heavy, f"building the app imported {heavy}"
@@ -193,12 +207,39 @@ def test_scratch_folders_are_pruned(monkeypatch):
     import os
     import time
 
-    from segdemo.ui import common
+    from segdemo.ui import files
 
-    old = common.scratch_folder("test-")
+    old = files.scratch_folder("test-")
     (old / "picture.png").write_bytes(b"x")
-    stale = time.time() - common.SCRATCH_KEEP_SECONDS - 5
+    stale = time.time() - files.SCRATCH_KEEP_SECONDS - 5
     os.utime(old, (stale, stale))
-    monkeypatch.setattr(common, "_scratch_pruned", 0.0)
-    fresh = common.scratch_folder("test-")
+    monkeypatch.setattr(files, "_scratch_pruned", 0.0)
+    fresh = files.scratch_folder("test-")
     assert fresh.is_dir() and not old.exists()
+
+
+def test_every_endpoint_names_what_it_takes_and_gives(client):
+    """An API client reads ``view_api`` to learn what to send: no ``param_3``, no ``m``, no ``value_105``."""
+    import re
+
+    api = client.view_api(return_format="dict", print_info=False)
+    assert not api["unnamed_endpoints"]
+    unnamed = re.compile(r"^(param_\d+|value_\d+|\d+(st|nd|rd|th)|.)$")
+    problems = []
+    for endpoint, info in api["named_endpoints"].items():
+        problems += [f"{endpoint} takes {p['parameter_name']!r}" for p in info["parameters"]
+                     if unnamed.match(p["parameter_name"] or "")]
+        problems += [f"{endpoint} gives {r['label']!r}" for r in info["returns"] if unnamed.match(r["label"] or "")]
+    assert not problems, problems
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [endpoint for endpoint in api["named_endpoints"] if f"`{endpoint}`" not in readme]
+    assert not undocumented, f"endpoints missing from README's API table: {undocumented}"
+    assert [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]] == ["image", "model"]
+
+
+def test_endpoints_take_keyword_arguments(client, shapes_png):
+    overlay, label_png, info = client.predict(image=handle_file(str(shapes_png[0])), model="unet_shapes",
+                                              api_name="/segment")
+    assert info["model"] == "unet_shapes" and Image.open(label_png).mode == "P"
+    gallery = client.predict(count=2, seed=1, size=64, api_name="/generate_shapes")
+    assert len(gallery) == 2

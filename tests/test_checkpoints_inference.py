@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from segdemo import checkpoints, models
-from segdemo.checkpoints import CheckpointError
+from segdemo.errors import CheckpointError
 from segdemo.data import shapes
-from segdemo.inference import Segmenter, pretrained_segmenter
+from segdemo.inference import Segmenter, load_segmenter, pretrained_segmenter
 import segdemo.inference as inference
 
 
@@ -31,11 +31,11 @@ def shapes_meta(model, **extra):
 def test_round_trip_gives_identical_outputs(tmp_path, name, options):
     model = models.create(name, 3, 6, **options).eval()
     path = checkpoints.save(tmp_path / "model.pt", model, shapes_meta(model, metrics={"mean_dice": 0.5}))
-    segmenter = checkpoints.load(path, precision="fp32")
+    segmenter = load_segmenter(path, precision="fp32")
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255))[0].numpy()
-    assert np.array_equal(segmenter.predict(image), expected)
+    assert np.array_equal(segmenter.predict(image).probabilities, expected)
     assert segmenter.meta["metrics"] == {"mean_dice": 0.5}
     assert segmenter.classes == shapes.CLASSES and segmenter.task == "multilabel"
     assert list(tmp_path.iterdir()) == [tmp_path / "model.pt"]  # no temporary file left
@@ -47,7 +47,8 @@ def test_half_precision_checkpoints_are_smaller_and_load(tmp_path):
     half = checkpoints.save(tmp_path / "half.pt", model, shapes_meta(model), half=True)
     assert half.stat().st_size < full.stat().st_size
     image = np.zeros((16, 16, 3), dtype=np.uint8)
-    assert np.allclose(checkpoints.load(half).predict(image), checkpoints.load(full).predict(image), atol=1e-2)
+    assert np.allclose(load_segmenter(half).predict(image).probabilities, load_segmenter(full).predict(image).probabilities,
+                       atol=1e-2)
 
 
 class RunsCode:
@@ -90,7 +91,7 @@ def bad_files(tmp_path):
 def test_every_bad_checkpoint_gives_one_clear_error_and_runs_nothing(tmp_path):
     for name, message in bad_files(tmp_path).items():
         with pytest.raises(CheckpointError, match=message):
-            checkpoints.load(tmp_path / name)
+            load_segmenter(tmp_path / name)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -112,18 +113,22 @@ checkpoints.save({str(path)!r}, model, meta)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert result.returncode == -9
-    assert checkpoints.load(path).meta["metrics"] == {"round": 1}
+    assert checkpoints.read(path)["meta"]["metrics"] == {"round": 1}
 
 
 def test_predict_probabilities_and_labels():
     model = small_unet()
     segmenter = Segmenter(model, shapes_meta(model))
     images, _ = shapes.generate(1, size=(50, 70), seed=0)
-    probabilities = segmenter.predict(images[0])
+    prediction = segmenter.predict(images[0])
+    probabilities = prediction.probabilities
     assert probabilities.shape == (6, 50, 70) and probabilities.dtype == np.float32
     assert probabilities.min() >= 0 and probabilities.max() <= 1
-    assert segmenter.labels(probabilities).shape == (50, 70)
-    assert segmenter.label_names[0] == "background" and len(segmenter.label_colors) == 7
+    assert prediction.labels().shape == (50, 70) and prediction.labels().max() <= 6
+    assert prediction.label_names == segmenter.label_names and prediction.label_names[0] == "background"
+    assert len(prediction.label_colors) == 7 and prediction.classes == shapes.CLASSES
+    assert prediction.seconds > 0 and prediction.path == segmenter.path.describe()
+    assert abs(sum(prediction.fractions().values()) - 1) < 1e-4
     with pytest.raises(ValueError, match="uint8"):
         segmenter.predict(np.zeros((5, 5), dtype=np.float32))
 
@@ -145,11 +150,11 @@ def test_tiled_prediction_equals_whole_image_prediction(monkeypatch):
     meta = checkpoints.build_meta(model, task="multilabel", classes=["a", "b"], colors=[(1, 2, 3), (4, 5, 6)])
     segmenter = Segmenter(model, meta, precision="fp32")
     image = np.random.default_rng(0).integers(0, 255, (700, 900, 3), dtype=np.uint8)
-    whole = segmenter.predict(image)
+    whole = segmenter.predict(image).probabilities
     monkeypatch.setattr(inference, "TILE_ABOVE_PIXELS", 1000)
     monkeypatch.setattr(inference, "TILE_SIZE", 256)
     monkeypatch.setattr(inference, "TILE_MARGIN", 48)
-    tiled = segmenter.predict(image)
+    tiled = segmenter.predict(image).probabilities
     assert np.abs(tiled - whole).max() < 1e-4
 
 
@@ -157,7 +162,7 @@ def test_pretrained_voc_segmenter_from_a_local_file(tmp_path):
     made = models.create("lraspp_mobilenet_v3_large_voc", pretrained=False)
     torch.save(made.model.state_dict(), tmp_path / "w.pth")
     segmenter = pretrained_segmenter("lraspp_mobilenet_v3_large", weights_path=str(tmp_path / "w.pth"))
-    probabilities = segmenter.predict(np.zeros((64, 80, 3), dtype=np.uint8))
+    probabilities = segmenter.predict(np.zeros((64, 80, 3), dtype=np.uint8)).probabilities
     assert probabilities.shape == (21, 64, 80)
     assert np.allclose(probabilities.sum(axis=0), 1, atol=1e-4)
     assert segmenter.classes[15] == "person"
@@ -181,8 +186,9 @@ def test_the_catalog_loads_a_model_once_for_concurrent_visitors(tmp_path, monkey
     model = small_unet()
     checkpoints.save(tmp_path / "shipped" / "tiny.pt", model, shapes_meta(model))
     catalog = ModelCatalog(tmp_path / "shipped", tmp_path / "models", default="tiny", include_pretrained=False)
-    loads, real_load = [], checkpoints.load
-    monkeypatch.setattr(checkpoints, "load", lambda *a, **k: loads.append(a) or time.sleep(0.2) or real_load(*a, **k))
+    loads, real_load = [], inference.load_segmenter
+    monkeypatch.setattr(inference, "load_segmenter",
+                        lambda *a, **k: loads.append(a) or time.sleep(0.2) or real_load(*a, **k))
     got = []
     threads = [threading.Thread(target=lambda: got.append(catalog.get())) for _ in range(4)]
     for thread in threads:

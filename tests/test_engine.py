@@ -12,8 +12,15 @@ import torch
 from apphelpers import run_fresh
 from fakes import write_drive, write_folder, write_voc
 from segdemo import checkpoints
-from segdemo.engine import BackgroundTrainer, TrainConfig, Trainer, TrainerBusy, preset
-from segdemo.engine.loop import lr_factor
+from segdemo.engine import (BackgroundTrainer, EpochDone, RunEnded, RunStarted, SnapshotTaken, StepDone, TrainConfig,
+                            Trainer, configure, preset)
+from segdemo.engine.steps import lr_factor
+from segdemo.errors import SettingsError, TrainerBusy
+from segdemo.inference import load_segmenter
+
+
+def meta_of(path) -> dict:
+    return checkpoints.read(path)["meta"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,34 +36,34 @@ def tiny(**changes) -> TrainConfig:
 def test_a_few_steps_make_the_loss_fall(tmp_path):
     steps = []
     result = Trainer(tiny(epochs=1, steps_per_epoch=40, schedule="constant", out=str(tmp_path)),
-                     [lambda e: steps.append(e["loss"]) if e["type"] == "step" else None]).run()
+                     [lambda e: steps.append(e.loss) if isinstance(e, StepDone) else None]).run()
     assert result.reason == "finished" and result.steps == 40
     assert np.mean(steps[-5:]) < 0.8 * np.mean(steps[:5])
     assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
-    segmenter = checkpoints.load(tmp_path / "best.pt")
-    assert segmenter.meta["recipe"]["steps_per_epoch"] == 40
-    assert len(segmenter.meta["history"]["steps"]) == 40 and segmenter.meta["metrics"]["mean_dice"] >= 0
+    meta = meta_of(tmp_path / "best.pt")
+    assert meta["recipe"]["steps_per_epoch"] == 40
+    assert len(meta["history"]["steps"]) == 40 and meta["metrics"]["mean_dice"] >= 0
 
 
 def test_events_and_jsonl_log(tmp_path):
     events = []
     Trainer(tiny(out=str(tmp_path)), [events.append]).run()
-    kinds = [e["type"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "end"
+    kinds = [e.kind for e in events]
+    assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunEnded)
     assert kinds.count("step") == 8 and kinds.count("epoch") == 2 and "snapshot" in kinds
-    epoch = next(e for e in events if e["type"] == "epoch")
-    assert len(epoch["val"]["dice"]) == 6 and "train_loss" in epoch
-    snapshot = next(e for e in events if e["type"] == "snapshot")
-    assert snapshot["image"].shape == (32, 32, 3) and snapshot["image"].dtype == np.uint8
+    epoch = next(e for e in events if isinstance(e, EpochDone))
+    assert len(epoch.val["dice"]) == 6 and epoch.train_loss > 0
+    snapshot = next(e for e in events if isinstance(e, SnapshotTaken))
+    assert snapshot.image.shape == (32, 32, 3) and snapshot.image.dtype == np.uint8
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["type"] for line in lines] == kinds
     assert "image" not in next(line for line in lines if line["type"] == "snapshot")
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import segdemo.engine.loop as loop
+    import segdemo.engine.setup as setup
 
-    real_build = loop.build_loss
+    real_build = setup.build_loss
     calls = {"n": 0}
 
     class NanAfterSix(torch.nn.Module):
@@ -72,12 +79,11 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
     def nan_after_six(*args, **kwargs):
         return NanAfterSix(real_build(*args, **kwargs))
 
-    monkeypatch.setattr(loop, "build_loss", nan_after_six)
+    monkeypatch.setattr(setup, "build_loss", nan_after_six)
     result = Trainer(tiny(epochs=3, out=str(tmp_path))).run()
     assert result.reason == "diverged"
     assert "diverged at step 7" in result.message and "learning rate" in result.message
-    saved = checkpoints.load(tmp_path / "last.pt")
-    assert saved.meta["steps"] == 4  # from the end of epoch 1, before the NaN
+    assert meta_of(tmp_path / "last.pt")["steps"] == 4  # from the end of epoch 1, before the NaN
 
 
 def test_resume_continues_from_the_saved_step(tmp_path):
@@ -105,11 +111,9 @@ def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path):
     assert time.time() - pressed < 10
     status = trainer.status()
     assert status["state"] == "stopped" and status["run_id"] == run_id
-    segmenter = checkpoints.load(status["checkpoint"])
-    assert segmenter.meta["steps"] >= 3
+    assert meta_of(status["checkpoint"])["steps"] >= 3
     assert not trainer.stop()  # nothing to stop now
-    curves = trainer.curves()
-    assert len(curves["steps"]) >= 3 and len(curves["epochs"]) >= 1
+    assert len(trainer.steps()) >= 3 and len(trainer.epochs()) >= 1
 
 
 def test_exiting_python_mid_run_stops_it_cleanly_and_keeps_its_checkpoint(tmp_path):
@@ -128,15 +132,38 @@ while (trainer.status()["step"] or 0) < 2:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = tmp_path.iterdir()
-    assert checkpoints.load(run / "last.pt").meta["steps"] >= 2
+    assert checkpoints.read(run / "last.pt")["meta"]["steps"] >= 2
 
 
-def test_background_run_reports_bad_settings_without_starting(tmp_path):
-    trainer = BackgroundTrainer(tmp_path)
-    for bad in (dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(data_options={"size": 100000})):
-        with pytest.raises(ValueError):
-            trainer.start(tiny(**bad))
-    assert trainer.status()["state"] == "idle"
+def test_bad_settings_are_refused_once_where_they_are_given(tmp_path):
+    """A TrainConfig is checked when it is made, whichever way it is made, so no run starts with one."""
+    for bad, message in ((dict(epochs=0), "epochs"), (dict(lr=-1.0), "learning rate"), (dict(batch_size=0), "batch"),
+                         (dict(data_options={"size": 100000}), "image size")):
+        with pytest.raises(SettingsError, match=message):
+            tiny(**bad)
+        with pytest.raises(SettingsError, match=message):
+            configure(tiny(), **{k: v for k, v in bad.items() if k != "data_options"},
+                      image_size=bad.get("data_options", {}).get("size"))
+    with pytest.raises(SettingsError, match="unknown model"):
+        configure(tiny(), model="resnet9000")
+    with pytest.raises(SettingsError, match="inference only"):
+        configure(tiny(), model="lraspp_mobilenet_v3_large_voc")
+    with pytest.raises(SettingsError, match="no option width"):
+        configure(tiny(), model_options={"width": 3})
+    with pytest.raises(SettingsError, match="shapes"):
+        configure(tiny(), data="folder:x", image_size=64)
+
+
+def test_configure_gives_each_setting_one_meaning():
+    live = preset("live")
+    other = configure(live, model="u2netp")
+    assert other.model_options == {}, "another model starts from its own defaults"
+    wider = configure(live, model_options={"base_channels": 16})
+    assert wider.model_options == {**live.model_options, "base_channels": 16}
+    assert configure(live, crop_size=0).crop_size is None and configure(live, max_seconds=0).max_seconds is None
+    assert configure(live, image_size=128).data_options["size"] == 128
+    on_files = configure(configure(live, image_size=128), data="folder:somewhere", crop_size=64)
+    assert on_files.data_options == {} and on_files.crop_size == 64
 
 
 def test_background_run_that_fails_in_setup_is_reported(tmp_path):
@@ -176,8 +203,7 @@ def test_training_runs_on_every_file_source(tmp_path, writer, spec, options):
                                  epochs=1, steps_per_epoch=2, batch_size=2, crop_size=32, val_images=2,
                                  out=str(tmp_path / "out"))).run()
     assert result.reason == "finished" and result.last_metrics is not None
-    assert checkpoints.load(result.last_path).task == {"drive": "binary", "voc": "multiclass",
-                                                       "folder": "multiclass"}[spec]
+    assert meta_of(result.last_path)["task"] == {"drive": "binary", "voc": "multiclass", "folder": "multiclass"}[spec]
 
 
 def test_fine_tuning_needs_the_same_classes(tmp_path):
@@ -197,7 +223,7 @@ def run_cli(*args, timeout=300):
 
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "run"
-    done = run_cli("segdemo.train", "--model", "unet", "--base-channels", "4", "--depth", "2", "--size", "32",
+    done = run_cli("segdemo.train", "--model", "unet", "--base-channels", "4", "--depth", "2", "--image-size", "32",
                    "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--val-images", "4",
                    "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -222,7 +248,7 @@ def test_cli_end_to_end(tmp_path):
 def test_cli_help_and_bad_settings():
     helped = run_cli("segdemo.train", "--help")
     assert helped.returncode == 0
-    for option in ("--model", "--data", "--epochs", "--batch-size", "--lr", "--size", "--out", "--resume",
+    for option in ("--model", "--data", "--epochs", "--batch-size", "--lr", "--crop-size", "--image-size", "--out", "--resume",
                    "--device", "--preset", "--max-seconds"):
         assert option in helped.stdout
     bad = run_cli("segdemo.train", "--epochs", "0")
@@ -242,7 +268,7 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path),
-         "--model", "unet", "--base-channels", "4", "--depth", "2", "--size", "32", "--epochs", "2",
+         "--model", "unet", "--base-channels", "4", "--depth", "2", "--image-size", "32", "--epochs", "2",
          "--steps-per-epoch", "3", "--batch-size", "2", "--val-images", "4", "--device", "cpu",
          "--out", str(tmp_path / "run"), "--quiet"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
@@ -257,12 +283,12 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
 
 def test_fine_tuning_a_multilabel_model_on_an_annotation_dataset(tmp_path):
     """The annotate → train loop: index masks with a background class fine-tune the shapes model."""
-    from segdemo.annotations import PRESETS, DatasetStore
+    from segdemo.annotations import CLASS_PRESETS, DatasetStore
     from segdemo.data import shapes
 
     first = Trainer(tiny(epochs=1, out=str(tmp_path / "a"))).run()
     store = DatasetStore(tmp_path / "datasets")
-    store.create("mine", PRESETS["shapes"])
+    store.create("mine", CLASS_PRESETS["shapes"])
     images, masks = shapes.generate(3, 48, seed=1)
     for index, (image, mask) in enumerate(zip(images, masks)):
         labels = np.zeros(mask.shape[1:], dtype=np.uint8)
@@ -272,6 +298,6 @@ def test_fine_tuning_a_multilabel_model_on_an_annotation_dataset(tmp_path):
     tuned = Trainer(tiny(data=f"folder:{store.dataset_path('mine')}", data_options={}, crop_size=32,
                          init_from=first.best_path, epochs=1, out=str(tmp_path / "b"))).run()
     assert tuned.reason == "finished"
-    segmenter = checkpoints.load(tuned.best_path)
+    segmenter = load_segmenter(tuned.best_path)
     assert segmenter.task == "multilabel" and segmenter.classes == shapes.CLASSES
-    assert segmenter.meta["normalization"] == checkpoints.load(first.best_path).meta["normalization"]
+    assert segmenter.meta["normalization"] == meta_of(first.best_path)["normalization"]

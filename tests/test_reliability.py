@@ -195,7 +195,7 @@ def test_training_settings_out_of_range(client, settings, message):
 
 def test_file_routes_refuse_files_the_app_does_not_serve(app):
     targets = ["/etc/passwd", "../../../../etc/passwd", "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
-               str(ROOT / "app.py"), str(app.context.data_dir / "datasets"), "%2Fetc%2Fpasswd"]
+               str(ROOT / "app.py"), str(app.context.data.datasets), "%2Fetc%2Fpasswd"]
     routes = ["file={}", "gradio_api/file={}", "file/{}", "gradio_api/file/{}", "static/{}", "assets/{}",
               "gradio_api/static/{}", "svelte/{}", "gradio_api/proxy={}"]
     for route in routes:
@@ -212,10 +212,10 @@ def test_file_routes_refuse_files_the_app_does_not_serve(app):
 
 
 def test_an_annotation_survives_a_kill_during_its_save(tmp_path):
-    from segdemo.annotations import PRESETS, DatasetStore
+    from segdemo.annotations import CLASS_PRESETS, DatasetStore
 
     store = DatasetStore(tmp_path / "datasets")
-    store.create("d", PRESETS["shapes"])
+    store.create("d", CLASS_PRESETS["shapes"])
     image = np.full((32, 32, 3), 100, dtype=np.uint8)
     labels = np.zeros((32, 32), dtype=np.uint8)
     labels[4:10, 4:10] = 1
@@ -279,9 +279,9 @@ def test_stop_during_first_step_during_validation_and_twice(app, client):
 
 
 def test_a_diverging_run_is_reported_and_the_app_stays_usable(app, client, monkeypatch):
-    import segdemo.engine.loop as loop
+    import segdemo.engine.setup as setup
 
-    real = loop.build_loss
+    real = setup.build_loss
 
     class Poisoned(torch.nn.Module):
         def __init__(self, loss):
@@ -293,7 +293,7 @@ def test_a_diverging_run_is_reported_and_the_app_stays_usable(app, client, monke
             value = self.loss(outputs, target)
             return value * float("nan") if self.calls > 3 else value
 
-    monkeypatch.setattr(loop, "build_loss", lambda *a, **k: Poisoned(real(*a, **k)))
+    monkeypatch.setattr(setup, "build_loss", lambda *a, **k: Poisoned(real(*a, **k)))
     client.predict("unet", 8, "synthetic shapes", None, 5, 8, 0.003, 64, 60, api_name="/train_start")
     status = wait_for(lambda: (s := client.predict(api_name="/train_status"))["state"] not in ("starting", "running", "stopping") and s,
                       timeout=120)

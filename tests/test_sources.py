@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from fakes import write_drive, write_folder, write_voc, zip_tree
-from segdemo.data import ArchiveError, FileTree, open_source, source_names
+from segdemo.data import FileTree, open_source, source_names
+from segdemo.errors import ArchiveError
 from segdemo.data.archive import extract_safely
-from segdemo.io import ImageError
+from segdemo.image_files import ImageError
 
 
 def test_registry_lists_every_source():

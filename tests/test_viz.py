@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
 from segdemo import viz
 from segdemo.data import shapes
+from segdemo.prediction import Prediction
 from segdemo.labels import argmax_channels, labels_to_target, probabilities_to_labels, target_to_labels
 
 
@@ -55,11 +57,13 @@ def test_overlay_blends_only_covered_pixels():
     image = np.full((4, 4, 3), 100, dtype=np.uint8)
     probabilities = np.zeros((1, 4, 4), dtype=np.float32)
     probabilities[0, :2] = 0.9
-    out = viz.overlay(image, probabilities, "binary", [(200, 0, 0)], threshold=0.5, opacity=0.5)
+    prediction = Prediction(probabilities, "binary", ("thing",), [(200, 0, 0)])
+    out = viz.overlay(image, prediction, threshold=0.5, opacity=0.5)
     assert out[0, 0].tolist() == [150, 50, 50]
     assert out[3, 3].tolist() == [100, 100, 100]
-    full = viz.overlay(image, probabilities, "binary", [(200, 0, 0)], opacity=1.0)
+    full = viz.overlay(image, prediction, opacity=1.0)
     assert full[0, 0].tolist() == [200, 0, 0]
+    assert viz.overlay(image, prediction, threshold=0.95, opacity=1.0)[0, 0].tolist() == [100, 100, 100]
 
 
 def test_overlay_multiclass_leaves_background():
@@ -67,28 +71,48 @@ def test_overlay_multiclass_leaves_background():
     probabilities = np.zeros((3, 2, 2), dtype=np.float32)
     probabilities[0] = 1.0
     probabilities[:, 0, 0] = [0.1, 0.2, 0.7]
-    out = viz.overlay(image, probabilities, "multiclass", [(0, 0, 0), (0, 255, 0), (0, 0, 250)], opacity=1.0)
+    prediction = Prediction(probabilities, "multiclass", ("background", "a", "b"),
+                            [(0, 0, 0), (0, 255, 0), (0, 0, 250)])
+    out = viz.overlay(image, prediction, opacity=1.0)
     assert out[0, 0].tolist() == [0, 0, 250]
     assert out[1, 1].tolist() == [0, 0, 0]
+
+
+def test_a_prediction_reads_as_a_label_map_and_scores_against_one():
+    from segdemo.metrics import score
+
+    probabilities = np.zeros((2, 2, 3), dtype=np.float32)
+    probabilities[0, 0, :] = 0.9          # class a: the top row
+    probabilities[1, :, 0] = 0.8          # class b: the left column, more sure of a than b at (0, 0)
+    prediction = Prediction(probabilities, "multilabel", ("a", "b"), [(255, 0, 0), (0, 0, 255)])
+    assert prediction.labels().tolist() == [[1, 1, 1], [2, 0, 0]]
+    assert prediction.fractions() == {"background": round(2 / 6, 6), "a": 0.5, "b": round(1 / 6, 6)}
+    truth = np.array([[1, 1, 0], [2, 0, 255]], dtype=np.uint8)   # a label map; 255: ignored
+    metrics = score(prediction, truth)
+    # Multi-label classes are scored channel by channel: b is also predicted at (0, 0), under a.
+    assert metrics["dice"][0] == pytest.approx(2 * 2 / (3 + 2)) and metrics["dice"][1] == pytest.approx(2 / 3)
+    smaller = prediction.resized(1, 1)
+    assert smaller.size == (1, 1) and smaller.classes == prediction.classes
 
 
 def test_error_map_categories():
     prediction = np.array([[1, 1, 0, 2]], dtype=np.uint8)
     truth = np.array([[1, 0, 1, 1]], dtype=np.uint8)
-    out = viz.error_map(prediction, truth)
+    out = viz.label_error_map(prediction, truth)
     assert out[0, 0].tolist() == list(viz.ERROR_COLORS["true positive"])
     assert out[0, 1].tolist() == list(viz.ERROR_COLORS["false positive"])
     assert out[0, 2].tolist() == list(viz.ERROR_COLORS["false negative"])
     assert out[0, 3].tolist() == list(viz.ERROR_COLORS["wrong class"])
-    ignored = viz.error_map(prediction, np.array([[255, 0, 0, 0]], dtype=np.uint8))
+    ignored = viz.label_error_map(prediction, np.array([[255, 0, 0, 0]], dtype=np.uint8))
     assert ignored[0, 0].tolist() == list(viz.ERROR_COLORS["ignored"])
 
 
 def test_channel_maps_are_ordered_dark_to_bright():
     probabilities = np.linspace(0, 1, 10, dtype=np.float32).reshape(1, 1, 10).repeat(2, axis=0)
-    maps = viz.channel_maps(probabilities)
+    prediction = Prediction(probabilities, "multilabel", ("a", "b"), [(1, 1, 1), (2, 2, 2)])
+    maps = viz.channel_maps(prediction)
     assert len(maps) == 2 and maps[0].shape == (1, 10, 3)
     brightness = maps[0][0].astype(int).sum(axis=1)
     assert brightness[-1] > brightness[0]
-    gray = viz.channel_maps(probabilities, heat=False)
+    gray = viz.channel_maps(prediction, heat=False)
     assert gray[0][0, 0].tolist() == [0, 0, 0] and gray[0][0, -1].tolist() == [255, 255, 255]

@@ -8,7 +8,7 @@ build() {  # name, title, [export options]
   local name=$1 title=$2; shift 2
   python -m segdemo.train --config "train/$name.json" --out "runs/$name" --quiet
   python -m segdemo.export "runs/$name/best.pt" "checkpoints/$name.pt" --title "$title" "$@"
-  python -m segdemo.evaluate "checkpoints/$name.pt" --size 192 --size 256 --seed 7 --seed 8 --record
+  python -m segdemo.evaluate "checkpoints/$name.pt" --image-size 192 --image-size 256 --seed 7 --seed 8 --record
 }
 build unet_shapes "U-Net 8 residual (shapes)"
 build fcn_resnet18_shapes "FCN-32s ResNet-18 (shapes)" --half

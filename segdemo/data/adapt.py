@@ -8,9 +8,9 @@ that model directly.
 
 from __future__ import annotations
 
-import torch
-
-from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS, MULTILABEL
+from ..errors import SettingsError
+from ..labels import relabel_table
+from ..tasks import BACKGROUND_NAME, IGNORE_INDEX, MULTICLASS, label_space
 from .base import DatasetInfo
 
 
@@ -33,36 +33,40 @@ def target_adapter(source: DatasetInfo, meta: dict):
     """How to turn ``source``'s targets into those of the model that ``meta`` describes.
 
     Returns ``(convert or None, DatasetInfo of the model's labels)``; ``convert`` is None when the
-    layouts already agree. Raises ``ValueError`` when the classes cannot be matched by name.
+    layouts already agree. Raises :class:`~segdemo.errors.SettingsError` when the classes cannot be
+    matched by name.
     """
+    import torch
+
     task, classes = meta["task"], tuple(meta["classes"])
     info = DatasetInfo(source.name, task, classes, tuple(tuple(c) for c in meta["colors"]))
     if source.task == task and source.classes == classes:
         return None, info
-    lowered = [name.lower() for name in source.classes]
-    missing = [name for name in classes if name.lower() not in lowered]
-    mismatch = ValueError(
+    mismatch = SettingsError(
         f"the model predicts {len(classes)} {task} classes ({', '.join(classes[:6])}) but this data has "
         f"{len(source.classes)} {source.task} classes ({', '.join(source.classes[:6])}); fine-tuning needs "
         "the same classes (matched by name)")
+    _, missing = relabel_table(classes, source.classes)
+    background_first = source.classes[0].lower() == BACKGROUND_NAME
     if missing or source.task != MULTICLASS:
         raise mismatch
-    index = torch.tensor([lowered.index(name.lower()) for name in classes], dtype=torch.uint8)
     if task == MULTICLASS:
-        table = torch.full((256,), IGNORE_INDEX, dtype=torch.uint8)
-        table[index.long()] = torch.arange(len(classes), dtype=torch.uint8)
-        if lowered[0] == "background" and classes[0].lower() != "background":
+        if background_first and classes[0].lower() != BACKGROUND_NAME:
             raise mismatch
+        table = torch.from_numpy(relabel_table(source.classes, classes, unmatched=IGNORE_INDEX)[0])
 
         def convert(target: torch.Tensor) -> torch.Tensor:
             return table[target.long()]
         return convert, info
-    if lowered[0] != "background":
+    if not background_first:
         raise mismatch
+    names = label_space(task, classes, info.colors)[0]  # "background" first, then the model's classes
+    table = torch.from_numpy(relabel_table(source.classes, names)[0])
+    values = torch.arange(1, len(classes) + 1, dtype=torch.uint8).view(-1, 1, 1)
 
     def to_channels(target: torch.Tensor) -> torch.Tensor:
-        channels = (target.unsqueeze(0) == index.view(-1, 1, 1)).to(torch.uint8)
-        channels[:, target == IGNORE_INDEX] = IGNORE_INDEX
+        labels = table[target.long()]
+        channels = (labels.unsqueeze(0) == values).to(torch.uint8)
+        channels[:, labels == IGNORE_INDEX] = IGNORE_INDEX
         return channels
-    assert task in (MULTILABEL, BINARY)
     return to_channels, info

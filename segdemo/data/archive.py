@@ -12,14 +12,12 @@ import posixpath
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from ..errors import ArchiveError
+
 MAX_MEMBER_BYTES = 256 * 2**20
 MAX_TOTAL_BYTES = 4 * 2**30
 MAX_MEMBERS = 200_000
 MAX_RATIO = 200  # a real image compresses a few times at most; bombs compress 1000×
-
-
-class ArchiveError(ValueError):
-    """A dataset folder or zip that cannot be read safely; the message says why."""
 
 
 def check_member_name(name: str) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import ArchiveError, SettingsError
+from ..runtime import IMAGENET
 from ..tasks import check_task
+from .archive import FileTree
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,9 @@ class DataSource:
     """
 
     fixed_size = False
-    # Input normalization (0–1 scale) the models trained on this source use: ImageNet's
+    # Input normalization the models trained on this source use (segdemo.runtime): ImageNet's
     # statistics suit photos and pretrained trunks.
-    normalization = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    normalization = IMAGENET
 
     def __init__(self, info: DatasetInfo):
         self.info = info
@@ -75,20 +78,24 @@ class DataSource:
 
 @dataclass(frozen=True)
 class SourceEntry:
+    """A registered source. ``markers`` are paths (``"SegmentationClass/"``) whose presence in a
+    folder or zip tells that it holds this source's layout."""
+
     name: str
     factory: Callable[..., DataSource]
     needs_path: bool
     help: str = field(default="")
+    markers: tuple[str, ...] = ()
 
 
 _SOURCES: dict[str, SourceEntry] = {}
 
 
-def register_source(name: str, *, needs_path: bool, help: str = ""):
+def register_source(name: str, *, needs_path: bool, help: str = "", markers: tuple[str, ...] = ()):
     """Class decorator that registers a :class:`DataSource` under ``name``."""
 
     def decorate(factory):
-        _SOURCES[name] = SourceEntry(name, factory, needs_path, help)
+        _SOURCES[name] = SourceEntry(name, factory, needs_path, help, tuple(markers))
         return factory
 
     return decorate
@@ -108,11 +115,11 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     kind, _, path = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in _SOURCES:
-        raise ValueError(f"unknown data source {kind!r}; expected one of "
+        raise SettingsError(f"unknown data source {kind!r}; expected one of "
                          + ", ".join(f"{e.name}{':PATH' if e.needs_path else ''}" for e in source_entries()))
     entry = _SOURCES[kind]
     if entry.needs_path and not path:
-        raise ValueError(f"the {kind} source needs a path: --data {kind}:PATH (a folder or a .zip)")
+        raise SettingsError(f"the {kind} source needs a path: --data {kind}:PATH (a folder or a .zip)")
     return kind, path or None
 
 
@@ -125,11 +132,27 @@ def open_source(spec: str, **options) -> DataSource:
     accepted = [name for name in inspect.signature(factory).parameters if name not in ("self", "path")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"the {kind} source has no option {', '.join(unknown)}; its options are: "
+        raise SettingsError(f"the {kind} source has no option {', '.join(unknown)}; its options are: "
                          f"{', '.join(accepted) or 'none'}")
     source = factory(path, **options)
     source.spec = spec
     return source
+
+
+def spec_for_archive(path: str) -> str:
+    """The spec of a dataset folder or ``.zip`` by the layout inside it (``"voc:PATH"`` …).
+
+    Sources are tried in the order they registered (:mod:`segdemo.data` registers its own format
+    first). Raises :class:`~segdemo.errors.ArchiveError` when no known layout is found."""
+    tree = FileTree(path)
+    try:
+        for entry in _SOURCES.values():
+            if any(tree.find_prefix(marker) is not None for marker in entry.markers):
+                return f"{entry.name}:{path}"
+    finally:
+        tree.close()
+    raise ArchiveError("this zip is none of the known layouts: " + ", ".join(
+        f"{entry.help}" for entry in _SOURCES.values() if entry.markers))
 
 
 class PairsDataset:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io import check_same_size, read_image, read_label_map
+from ..errors import ArchiveError
+from ..image_files import check_same_size, read_image, read_label_map
 from ..tasks import BINARY, IGNORE_INDEX
-from .archive import ArchiveError, FileTree
+from .archive import FileTree
 from .base import DatasetInfo, DataSource, PairsDataset, register_source
 from .transforms import train_transform
 
@@ -36,7 +37,8 @@ def vessel_target(manual: np.ndarray, fov: np.ndarray | None) -> np.ndarray:
     return target[None]
 
 
-@register_source("drive", needs_path=True, help="DRIVE retinal vessels: a folder or .zip in the official layout")
+@register_source("drive", needs_path=True, markers=("training/images/", "test/images/"),
+                 help="DRIVE retinal vessels: a folder or .zip in the official layout")
 class DriveSource(DataSource):
     """DRIVE's training split for training (random crops, flips) and its test split for validation
     (whole images). If the test split has no manual annotations, the last four training images

@@ -16,9 +16,10 @@ import json
 
 import numpy as np
 
-from ..io import ImageError, check_same_size, read_image, read_label_map
+from ..errors import ArchiveError, ImageError
+from ..image_files import check_same_size, read_image, read_label_map
 from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
-from .archive import ArchiveError, FileTree
+from .archive import FileTree
 from .base import DatasetInfo, DataSource, PairsDataset, register_source
 from .transforms import train_transform
 
@@ -74,7 +75,7 @@ def find_pairs(names: list[str], prefix: str = "") -> list[tuple[str, str]]:
     return [(images[stem], masks[stem]) for stem in sorted(images) if stem in masks]
 
 
-@register_source("folder", needs_path=True,
+@register_source("folder", needs_path=True, markers=(CLASSES_FILE,),
                  help="images/ + masks/ + classes.json (segdemo's format): a folder or .zip")
 class FolderSource(DataSource):
     """Every fifth pair (by name) is held out for validation; with fewer than five pairs, all of

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import SettingsError
+from ..runtime import IDENTITY
 from ..tasks import MULTILABEL
 from .base import DatasetInfo, DataSource, register_source
 
@@ -169,7 +171,8 @@ class ShapesDataset:
     With ``fresh=True`` (training), :meth:`set_epoch` gives new images every epoch: an endless
     stream that never repeats. With ``fresh=False`` (validation) the set is fixed. With a
     ``crop`` smaller than ``size``, each item is a random crop of a full-size image, so shapes
-    keep their scale while a training step costs less.
+    keep their scale while a training step costs less; a crop as large as the images (or larger)
+    gives whole images.
 
     Items are ``(image uint8 (3, H, W), target uint8 (6, H, W))`` tensors.
     """
@@ -183,9 +186,9 @@ class ShapesDataset:
             raise ValueError(f"length must be >= 1, got {length}")
         self.length = int(length)
         self.size = _pair(size)
-        self.crop = None if crop is None or _pair(crop) == self.size else _pair(crop)
-        if self.crop and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1]):
-            raise ValueError(f"crop {self.crop} is larger than the images {self.size}")
+        # A crop as large as the images (or larger) is no crop: every item is a whole image.
+        covers = crop is not None and all(c >= s for c, s in zip(_pair(crop), self.size))
+        self.crop = None if crop is None or covers else tuple(min(c, s) for c, s in zip(_pair(crop), self.size))
         self.seed = int(seed)
         self.fresh = fresh
         self.epoch = 0
@@ -244,14 +247,14 @@ class ShapesSource(DataSource):
     """The shapes as a data source: a fresh training stream and a fixed, seeded validation set."""
 
     fixed_size = True
-    normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # white on black: 0..1 as is
+    normalization = IDENTITY  # white on black: 0..1 as is
 
     def __init__(self, path: str | None = None, *, size: Sequence[int] | int = DEFAULT_SIZE,
                  train_length: int = 2000, val_length: int = 200, seed: int = 0,
                  val_seed: int = 10_000):
         super().__init__(INFO)
         if path:
-            raise ValueError("the shapes source takes no path")
+            raise SettingsError("the shapes source takes no path")
         self.size = size
         self.train_length = train_length
         self.val_length = val_length

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io import ImageError, check_same_size, read_image, read_label_map
+from ..errors import ArchiveError, ImageError
+from ..image_files import check_same_size, read_image, read_label_map
 from ..tasks import IGNORE_INDEX, MULTICLASS
-from .archive import ArchiveError, FileTree
+from .archive import FileTree
 from .base import DatasetInfo, DataSource, PairsDataset, register_source
 from .transforms import train_transform
 
@@ -44,7 +45,8 @@ INFO = DatasetInfo(name="voc", task=MULTICLASS, classes=CLASSES, colors=COLORS)
 DEFAULT_CROP = 256
 
 
-@register_source("voc", needs_path=True, help="Pascal VOC 2012: a folder or .zip in the official layout")
+@register_source("voc", needs_path=True, markers=("SegmentationClass/",),
+                 help="Pascal VOC 2012: a folder or .zip in the official layout")
 class VocSource(DataSource):
     """VOC's ``train`` list for training (random rescale 0.5–2×, crop/pad, flip) and ``val`` for
     validation (whole images, which differ in size). Without ``ImageSets`` lists, every tenth

@@ -1,4 +1,5 @@
-"""Training: the loop (events, checkpoints), the background trainer for the app, and torchrun support.
+"""Training: the configuration, the run's pieces (setup, steps, checkpointing) and the loop that
+strings them together, typed events, the background trainer for the app, and torchrun support.
 
 The names are imported on first use (PEP 562), so that ``from segdemo.engine import
 BackgroundTrainer`` does not import the loop and torch with it: the app creates its trainer
@@ -8,10 +9,13 @@ before it serves its first page, and loads torch after.
 import importlib
 
 _HOMES = {
-    "BackgroundTrainer": "background", "TrainerBusy": "background",
-    "PRESETS": "config", "TrainConfig": "config", "preset": "config",
-    "EventHistory": "events", "JsonlLog": "events",
-    "Trainer": "loop", "TrainingDiverged": "loop", "TrainResult": "loop",
+    "BackgroundTrainer": "background",
+    "PRESETS": "config", "TrainConfig": "config", "configure": "config", "preset": "config",
+    "CheckpointSaved": "events", "EpochDone": "events", "EventHistory": "events", "JsonlLog": "events",
+    "RunEnded": "events", "RunStarted": "events", "SnapshotTaken": "events", "StepDone": "events",
+    "ValidationStarted": "events",
+    "Trainer": "loop", "TrainResult": "loop",
+    "TrainingDiverged": "steps",
 }
 
 

@@ -22,20 +22,18 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import TrainerBusy
 from .config import TrainConfig
-from .events import EventHistory
+from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
 
 if TYPE_CHECKING:
+    from ..data import DataSource
     from .loop import TrainResult
 
 log = logging.getLogger(__name__)
 
 IDLE, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED = (
     "idle", "starting", "running", "stopping", "finished", "stopped", "failed")
-
-
-class TrainerBusy(RuntimeError):
-    """A run is already going."""
 
 
 _LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
@@ -84,10 +82,9 @@ class BackgroundTrainer:
         _LIVE_TRAINERS.add(self)
 
     # --- control -----------------------------------------------------------------------------------
-    def start(self, config: TrainConfig) -> str:
-        """Start a run; returns its id. Raises :class:`TrainerBusy` if one is going and
-        ``ValueError`` for settings out of range (nothing is started then)."""
-        config = config.validate()
+    def start(self, config: TrainConfig, source: DataSource | None = None) -> str:
+        """Start a run of ``config`` (``source``: its data, if the caller opened it already);
+        returns the run's id. Raises :class:`~segdemo.errors.TrainerBusy` if one is going."""
         with self._lock:
             if self._state in (STARTING, RUNNING, STOPPING):
                 raise TrainerBusy(f"a training run ({self._run_id}) is already going; stop it or wait "
@@ -100,7 +97,7 @@ class BackgroundTrainer:
             self._stop = threading.Event()
             self._state, self._message = STARTING, "preparing data and model"
             self._started_at, self._stop_requested_at = time.time(), None
-            self._thread = threading.Thread(target=self._run, args=(run_id, config, self._stop, self._history),
+            self._thread = threading.Thread(target=self._run, args=(run_id, config, source, self._stop, self._history),
                                             name=f"segdemo-train-{run_id}", daemon=True)
             self._thread.start()
         return run_id
@@ -131,7 +128,8 @@ class BackgroundTrainer:
             return self._state in (STARTING, RUNNING, STOPPING)
 
     # --- the thread ---------------------------------------------------------------------------------
-    def _run(self, run_id: str, config: TrainConfig, stop: threading.Event, history: EventHistory) -> None:
+    def _run(self, run_id: str, config: TrainConfig, source: DataSource | None, stop: threading.Event,
+             history: EventHistory) -> None:
         import torch
 
         from .loop import Trainer
@@ -139,22 +137,22 @@ class BackgroundTrainer:
         if self.threads:
             torch.set_num_threads(self.threads)  # OpenMP: applies to this thread's parallel regions
 
-        def listen(event: dict) -> None:
+        def listen(event) -> None:
             history(event)
-            if event["type"] == "start":
+            if isinstance(event, RunStarted):
                 with self._lock:
                     if self._run_id == run_id and self._state == STARTING:
                         self._state, self._message = RUNNING, "training"
 
         result = None
         try:
-            result = Trainer(config, [listen], stop).run()
+            result = Trainer(config, [listen], stop, source=source).run()
             state = {"finished": FINISHED, "time limit": FINISHED, "stopped": STOPPED}.get(result.reason, FAILED)
             message = result.message
         except Exception as error:  # bad data or settings found while setting up, or a bug: show it
             log.error("training run %s failed:\n%s", run_id, traceback.format_exc())
             state, message = FAILED, f"{type(error).__name__}: {error}"
-            history({"type": "end", "reason": "failed", "message": message})
+            history(RunEnded(reason="failed", message=message))
         with self._lock:
             if self._run_id == run_id:
                 self._state, self._message, self._result = state, message, result
@@ -172,19 +170,19 @@ class BackgroundTrainer:
                                                       self._config, self._result)
             started = self._started_at
         history = self._history
-        step = history.last("step")
-        epoch = history.last("epoch")
-        start = history.last("start")
-        total_steps = (start or {}).get("total_steps")
-        done = step["step"] if step else 0
+        step: StepDone | None = history.latest(StepDone)
+        epoch: EpochDone | None = history.latest(EpochDone)
+        start: RunStarted | None = history.latest(RunStarted)
+        total_steps = start.total_steps if start else None
+        done = step.step if step else 0
         progress = None
         eta = None
         if total_steps:
             progress = done / total_steps
             if config and config.max_seconds and step:
-                progress = max(progress, min(1.0, step["elapsed"] / config.max_seconds))
+                progress = max(progress, min(1.0, step.elapsed / config.max_seconds))
             if step and progress and progress > 0 and state in (RUNNING, STOPPING):
-                eta = max(0.0, step["elapsed"] * (1 - progress) / progress)
+                eta = max(0.0, step.elapsed * (1 - progress) / progress)
         checkpoint = None
         for kind in ("best", "last"):
             path = getattr(result, f"{kind}_path", None) if result else None
@@ -196,27 +194,31 @@ class BackgroundTrainer:
             "phase": "validating" if history.validating and state in (RUNNING, STOPPING) else
             ("training" if state in (RUNNING, STOPPING) else None),
             "step": done, "total_steps": total_steps, "progress": progress, "eta_seconds": eta,
-            "epoch": epoch["epoch"] if epoch else 0,
-            "loss": step["loss"] if step else None, "train_dice": step["dice"] if step else None,
-            "val_mean_dice": epoch["val"]["mean_dice"] if epoch else None,
-            "images_per_second": step["images_per_second"] if step else None,
+            "epoch": epoch.epoch if epoch else 0,
+            "loss": step.loss if step else None, "train_dice": step.dice if step else None,
+            "val_mean_dice": epoch.val["mean_dice"] if epoch else None,
+            "images_per_second": step.images_per_second if step else None,
             "elapsed": (time.time() - started) if started and state in (STARTING, RUNNING, STOPPING)
             else (result.elapsed if result else None),
             "checkpoint": checkpoint,
             "model": config.model if config else None, "title": config.title if config else None,
         }
 
-    def curves(self) -> dict:
-        """Step and epoch series so far (copies, no pictures)."""
-        return self._history.curves()
+    def steps(self) -> list[StepDone]:
+        """The run's step events so far (thinned when long)."""
+        return self._history.steps()
+
+    def epochs(self) -> list[EpochDone]:
+        """The run's epoch events so far."""
+        return self._history.epochs()
 
     def curves_version(self) -> int:
         """Changes whenever the run records an event: pollers redraw only then."""
         return self._history.version
 
-    def snapshot(self) -> dict | None:
-        """The newest prediction snapshot event (with its ``image``), or None."""
-        return self._history.latest_snapshot()
+    def snapshot(self) -> SnapshotTaken | None:
+        """The newest prediction snapshot, or None."""
+        return self._history.latest(SnapshotTaken)
 
     @property
     def result(self) -> TrainResult | None:

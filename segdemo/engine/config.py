@@ -1,7 +1,8 @@
 """Training configuration: one dataclass shared by the CLI, the app's Train tab and checkpoints.
 
-Presets name complete, measured recipes (``live`` for the Train tab on 2 CPU cores, one per
-shipped checkpoint); any field can be overridden on top of a preset.
+A :class:`TrainConfig` is checked when it is made, so every one in existence is valid and nothing
+downstream checks it again. Presets name complete, measured recipes (``live`` for the Train tab on
+2 CPU cores); :func:`configure` is the one way the CLI, the Train tab and the API change one.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
+from ..errors import SettingsError
+from ..runtime import PRECISIONS
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 MAX_IMAGE_SIZE = 2048
 MAX_BATCH_SIZE = 512
@@ -59,7 +62,7 @@ class TrainConfig:
     snapshot_every: int = 1             # epochs between prediction snapshots
 
     # machinery
-    precision: str = "auto"             # auto: bf16/fp16 autocast on CUDA, fp32 on CPUs without native bf16
+    precision: str = "auto"             # segdemo.runtime.autocast_dtype: bf16/fp16 on CUDA, bf16 on CPUs with it
     channels_last: bool | None = None   # None: on where measured to help (CPU and CUDA convnets)
     device: str = "auto"
     threads: int | None = None          # torch CPU threads for this run (None: leave as is)
@@ -71,8 +74,12 @@ class TrainConfig:
     half_checkpoint: bool = False       # store weights as float16 (smaller shipped files)
     log_every: int = 1                  # steps between step events
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> "TrainConfig":
-        """Raise ``ValueError`` with a clear message for any setting out of range."""
+        """Raise :class:`~segdemo.errors.SettingsError` naming every setting out of range
+        (called when a config is made)."""
         problems = []
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= MAX_EPOCHS:
             problems.append(f"epochs must be between 1 and {MAX_EPOCHS} (got {self.epochs})")
@@ -110,7 +117,7 @@ class TrainConfig:
         if self.val_every < 1 or self.snapshot_every < 1 or self.log_every < 1 or self.prefetch < 0:
             problems.append("val_every, snapshot_every and log_every must be at least 1, prefetch at least 0")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise SettingsError("; ".join(problems))
         return self
 
     def to_dict(self) -> dict:
@@ -121,7 +128,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+            raise SettingsError(f"unknown training settings: {', '.join(sorted(unknown))}")
         return cls(**data)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -135,7 +142,7 @@ PRESETS: dict[str, TrainConfig] = {
     # as 16-wide plain ones at 2.4× the steps per second (plain 8-wide ones lose classes), 96×96
     # crops (a step costs a quarter of a 192×192 one, and shapes keep their scale), batch 16
     # (batch 8 stalls on the disk/square confusion), AdamW 3e-3 one-cycle annealed by wall time,
-    # fp32 + channels_last (bf16 is emulated and slower on AVX2 CPUs), validation on 48 whole
+    # precision by the machine (bf16 only where the CPU has it natively), validation on 48 whole
     # 192×192 images every 25 steps.
     "live": TrainConfig(
         model="unet", model_options={"base_channels": 8, "depth": 3, "residual": True},
@@ -146,9 +153,60 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 def preset(name: str, **overrides) -> TrainConfig:
-    """A copy of preset ``name`` with ``overrides`` applied."""
+    """A copy of preset ``name``, with ``overrides`` applied by :func:`configure`."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        raise SettingsError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     base = PRESETS[name]
     config = dataclasses.replace(base, model_options=dict(base.model_options), data_options=dict(base.data_options))
-    return config.replace(**overrides) if overrides else config
+    return configure(config, **overrides) if overrides else config
+
+
+def configure(base: TrainConfig, *, model_options: dict | None = None, data_options: dict | None = None,
+              image_size: int | None = None, **changes) -> TrainConfig:
+    """``base`` with ``changes`` applied: the one way the CLI, the Train tab and the API set up a run.
+
+    Each setting means one thing wherever it comes from:
+
+    - any :class:`TrainConfig` field by name (``epochs=5``, ``lr=0.003`` …);
+    - ``model``: another model than the base's starts from its own defaults (the base's model
+      options are dropped); ``model_options`` are added on top (``base_channels`` …);
+    - ``data``: likewise for another kind of data source and ``data_options``;
+    - ``crop_size``: train on random crops of this size; 0 or None trains on whole images, and so
+      does a crop as large as the images;
+    - ``image_size``: the size of the generated shapes (the shapes source only);
+    - ``max_seconds``: 0 or None sets no time limit.
+
+    The model and its options are checked against the registry (which imports torch). Returns the
+    new config, checked once as it is made; raises :class:`~segdemo.errors.SettingsError`.
+    """
+    from ..data import parse_spec
+    from ..models import entry
+
+    unknown = set(changes) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise SettingsError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    model = changes.get("model", base.model)
+    options = dict(base.model_options) if model == base.model else {}
+    options.update(model_options or {})
+    data = changes.get("data", base.data)
+    kind = parse_spec(data)[0]
+    data_settings = dict(base.data_options) if kind == parse_spec(base.data)[0] else {}
+    data_settings.update(data_options or {})
+    if image_size is not None:
+        if kind != "shapes":
+            raise SettingsError("the image size sets the generated shapes' size; for a dataset, set the crop size")
+        data_settings["size"] = image_size
+    for name in ("crop_size", "max_seconds"):
+        if name in changes and not changes[name]:
+            changes[name] = None
+    try:
+        model_entry = entry(model)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    if not model_entry.trainable:
+        raise SettingsError(f"{model} is for inference only; pick a trainable model")
+    refused = sorted(set(options) - set(model_entry.option_names()))
+    if refused:
+        raise SettingsError(f"{model} has no option {', '.join(refused)}; its options are: "
+                            f"{', '.join(model_entry.option_names()) or 'none'}")
+    return dataclasses.replace(base, **changes, model_options=options, data_options=data_settings)

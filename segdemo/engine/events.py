@@ -1,35 +1,128 @@
-"""Training progress as events, delivered to whoever listens.
+"""Training progress as typed events, delivered to whoever listens.
 
-The loop never prints. It emits plain dicts, each with a ``type``:
+The loop never prints. It hands each listener (any callable) one of these frozen records:
 
-- ``start``: the run's settings, model size, data;
-- ``step``: ``step``, ``epoch``, ``loss``, ``dice`` (this batch), ``lr``, ``images_per_second``, ``elapsed``;
-- ``validate``: a validation starts (``epoch``, ``step``);
-- ``epoch``: ``epoch``, ``train_loss``, ``val`` (metrics per class and means), ``elapsed``;
-- ``snapshot``: ``epoch`` and ``image`` (an (H, W, 3) uint8 picture of a validation prediction);
-- ``checkpoint``: ``path`` and ``kind`` (``last`` / ``best``);
-- ``end``: ``reason`` (``finished``, ``stopped``, ``time limit``, ``diverged``, ``failed``),
-  ``message``, best metrics and checkpoint paths.
+- :class:`RunStarted`: the run's settings, model size, data, device and precision;
+- :class:`StepDone`: one optimizer step: loss, batch Dice, learning rate, speed;
+- :class:`ValidationStarted`: a validation pass begins;
+- :class:`EpochDone`: an epoch's mean training loss and its validation metrics;
+- :class:`SnapshotTaken`: a picture of the model's current prediction on a fixed validation image;
+- :class:`CheckpointSaved`: ``last.pt`` or ``best.pt`` was written;
+- :class:`RunEnded`: how and why the run ended (``finished``, ``stopped``, ``time limit``,
+  ``diverged``, ``failed``), with the best metrics and the checkpoint paths.
 
-Listeners are plain callables; :class:`JsonlLog` writes a JSON-lines file and
-:class:`EventHistory` keeps a bounded, thread-safe history for a UI to poll.
+Every event has an ``elapsed`` time (training seconds, resumes included) and a ``kind`` (its name
+in ``log.jsonl``). :class:`JsonlLog` writes them as JSON lines; :class:`EventHistory` keeps a bounded,
+thread-safe history for a UI to poll.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar, Union
 
 from ..files import json_safe
 
-Listener = Callable[[dict], None]
+
+@dataclass(frozen=True)
+class RunStarted:
+    kind: ClassVar[str] = "start"
+    config: dict
+    model: str
+    parameters: int
+    data: dict
+    steps_per_epoch: int
+    total_steps: int
+    device: str
+    precision: str
+    channels_last: bool
+    world_size: int
+    resumed_at_step: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class StepDone:
+    kind: ClassVar[str] = "step"
+    step: int
+    epoch: float               # fractional: 2.5 is half-way through the third epoch
+    loss: float
+    dice: float | None         # mean Dice of the batch just learned from (None: no class present)
+    lr: float
+    images_per_second: float
+    total_steps: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class ValidationStarted:
+    kind: ClassVar[str] = "validate"
+    epoch: int
+    step: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    step: int
+    train_loss: float | None
+    val: dict                  # SegmentationMetrics.compute(), NaN as None
+    partial_epoch: bool        # a stop or time limit ended the epoch early
+    validation_seconds: float
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    kind: ClassVar[str] = "snapshot"
+    epoch: int
+    step: int
+    image: Any                 # (H, W, 3) uint8: the prediction drawn over a validation image
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    kind: ClassVar[str] = "checkpoint"
+    which: str                 # "last" or "best"
+    path: str
+    step: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    kind: ClassVar[str] = "end"
+    reason: str                # finished, stopped, time limit, diverged, failed
+    message: str
+    steps: int = 0
+    epochs: int = 0
+    best_metrics: dict | None = None
+    last_metrics: dict | None = None
+    best_path: str | None = None
+    last_path: str | None = None
+    elapsed: float = 0.0
+
+
+Event = Union[RunStarted, StepDone, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved, RunEnded]
+Listener = Callable[[Event], None]
+
+
+def as_record(event: Event) -> dict:
+    """An event as one JSON-able dict with its ``type`` (pictures left out): a line of ``log.jsonl``."""
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "image"}
+    return json_safe({"type": event.kind, **fields})
 
 
 class JsonlLog:
-    """Append every event (except pictures) as one JSON line."""
+    """Append every event as one JSON line."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -37,11 +130,9 @@ class JsonlLog:
         self._file = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
-    def __call__(self, event: dict) -> None:
-        if event["type"] == "snapshot":
-            event = {k: v for k, v in event.items() if k != "image"}
+    def __call__(self, event: Event) -> None:
         with self._lock:
-            self._file.write(json.dumps(json_safe(event)) + "\n")
+            self._file.write(json.dumps(as_record(event)) + "\n")
             self._file.flush()
 
     def close(self) -> None:
@@ -52,56 +143,40 @@ class EventHistory:
     """A bounded, thread-safe record of a run's events for pollers.
 
     Step events are kept in a ring of ``max_steps`` (older ones are thinned, not dropped
-    wholesale: every other one is removed when full, so a long curve keeps its shape); epoch and
-    end events are all kept; only the newest snapshot picture is kept.
+    wholesale: every other one is removed when full, so a long curve keeps its shape); epoch
+    events are all kept; of the others, the newest of each kind (only the newest snapshot picture).
     """
 
     def __init__(self, max_steps: int = 4000):
         self.max_steps = max_steps
         self._lock = threading.Lock()
-        self.steps: deque = deque()
-        self.epochs: list[dict] = []
-        self.other: list[dict] = []
-        self.snapshot: dict | None = None
+        self._steps: deque[StepDone] = deque()
+        self._epochs: list[EpochDone] = []
+        self._latest: dict[type, Event] = {}
         self.validating = False
         self.version = 0
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: Event) -> None:
         with self._lock:
-            kind = event["type"]
-            if kind != "validate":
-                self.validating = False
-            if kind == "step":
-                self.steps.append(event)
-                if len(self.steps) > self.max_steps:
-                    self.steps = deque(list(self.steps)[::2])
-            elif kind == "epoch":
-                self.epochs.append(event)
-            elif kind == "snapshot":
-                self.snapshot = event
-            elif kind == "validate":
-                self.validating = True
-            else:
-                self.other.append(event)
+            self.validating = isinstance(event, ValidationStarted)
+            if isinstance(event, StepDone):
+                self._steps.append(event)
+                if len(self._steps) > self.max_steps:
+                    self._steps = deque(list(self._steps)[::2])
+            elif isinstance(event, EpochDone):
+                self._epochs.append(event)
+            self._latest[type(event)] = event
             self.version += 1
 
-    def curves(self) -> dict:
-        """Copies of the step and epoch series (cheap: no pictures)."""
+    def steps(self) -> list[StepDone]:
         with self._lock:
-            return {"steps": [dict(e) for e in self.steps], "epochs": [dict(e) for e in self.epochs],
-                    "version": self.version}
+            return list(self._steps)
 
-    def latest_snapshot(self) -> dict | None:
+    def epochs(self) -> list[EpochDone]:
         with self._lock:
-            return self.snapshot
+            return list(self._epochs)
 
-    def last(self, kind: str) -> dict | None:
+    def latest(self, kind: type) -> Event | None:
+        """The newest event of class ``kind`` (e.g. ``StepDone``), or None."""
         with self._lock:
-            if kind == "step":
-                return self.steps[-1] if self.steps else None
-            if kind == "epoch":
-                return self.epochs[-1] if self.epochs else None
-            for event in reversed(self.other):
-                if event["type"] == kind:
-                    return event
-            return None
+            return self._latest.get(kind)

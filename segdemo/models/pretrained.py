@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from .common import TorchvisionSegmentation
 
-IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 VOC_CLASSES = 21
 
 
@@ -85,4 +84,4 @@ def _register(spec: PretrainedVOC) -> None:
 for _spec in PRETRAINED.values():
     _register(_spec)
 
-__all__ = ["PRETRAINED", "IMAGENET_NORMALIZATION", "WeightsUnavailable"]
+__all__ = ["PRETRAINED", "WeightsUnavailable"]

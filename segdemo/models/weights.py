@@ -8,15 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import WeightsUnavailable
+
 log = logging.getLogger(__name__)
 
 # Where torchvision's published weights live (the URLs are written out so that listing models
 # needs no torchvision import; tests check them against torchvision's own).
 TORCHVISION_WEIGHTS = "https://download.pytorch.org/models"
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights that are neither cached, nor given, nor downloadable here."""
 
 
 def downloads_allowed() -> bool:

@@ -9,12 +9,16 @@ import gradio as gr
 import numpy as np
 
 from .. import viz
-from ..annotations import (PRESETS, AnnotationError, class_lines, clean_labels, labels_from_layers,
-                           layer_from_labels, parse_class_lines, check_name)
-from ..catalog import safe_name
+from ..annotations import CLASS_PRESETS, class_lines, parse_class_lines
 from ..data import shapes
-from ..io import read_image
-from .common import AppContext, checked_upload, hex_color, legend_html, live_dropdown, scratch_folder, user_errors
+from ..filenames import check_name, safe_name
+from ..image_files import read_image
+from ..labels import clean_labels, relabel_table
+from ..painting import labels_from_layers, layer_from_labels
+from .context import AppContext
+from .files import required_upload, scratch_folder
+from .messages import handler, refuse
+from .widgets import hex_color, legend_html, live_dropdown
 
 CUSTOM = "custom (edit the list)"
 MAX_ANNOTATE_SIDE = 2048
@@ -29,10 +33,6 @@ keeps the earlier version in the dataset's history.
 """
 
 
-def _empty_editor():
-    return {"background": None, "layers": [], "composite": None}
-
-
 def editor_value(image: np.ndarray, labels: np.ndarray | None, colors) -> dict:
     layer = layer_from_labels(labels if labels is not None else np.zeros(image.shape[:2], np.uint8), colors)
     return {"background": image, "layers": [layer], "composite": None}
@@ -44,9 +44,9 @@ def brush_for(colors) -> gr.Brush:
 
 
 def dataset_view(context: AppContext, dataset: str):
-    """Everything that depends on the chosen dataset: class text, legend, brush, gallery, stats."""
+    """Everything that depends on the chosen ``dataset``: class text, legend, brush, gallery, stats."""
     store = context.store
-    info = store.info(dataset)
+    info = store.info(_dataset(dataset))
     gallery = []
     for item in store.items(dataset):
         image, labels = store.load(dataset, item.name)
@@ -58,66 +58,72 @@ def dataset_view(context: AppContext, dataset: str):
     return class_lines(info), legend_html(info.classes, info.colors), editor, gallery, table, progress
 
 
-def create_dataset(context: AppContext, name, preset, custom_lines):
-    info = PRESETS[preset] if preset in PRESETS else parse_class_lines(custom_lines)
+def show_dataset(context: AppContext, dataset):
+    """``/annotate_dataset``: the view of ``dataset`` (nothing changes while none is picked)."""
+    return dataset_view(context, dataset) if dataset else [gr.skip()] * 6
+
+
+def create_dataset(context: AppContext, name, classes_from, class_list):
+    """A new dataset ``name`` with the classes of a preset (``classes_from``), or of ``class_list``
+    (one ``name #rrggbb`` a line) when ``classes_from`` is the custom choice."""
+    info = CLASS_PRESETS[classes_from] if classes_from in CLASS_PRESETS else parse_class_lines(class_list)
     dataset = context.store.create(name, info)
     return gr.Dropdown(choices=context.store.datasets(), value=dataset), f"Created **{dataset}**."
 
 
-def save_classes(context: AppContext, dataset, lines):
-    context.store.set_classes(_dataset(dataset), parse_class_lines(lines))
+def save_classes(context: AppContext, dataset, class_list):
+    """Rename, recolor or add classes of ``dataset`` from ``class_list``."""
+    context.store.set_classes(_dataset(dataset), parse_class_lines(class_list))
     return dataset_view(context, dataset)
 
 
 def _dataset(dataset) -> str:
     if not dataset:
-        raise gr.Error("create or pick a dataset first", print_exception=False)
+        raise refuse("create or pick a dataset first")
     return dataset
 
 
 def _checked_image(image: np.ndarray) -> np.ndarray:
     if max(image.shape[:2]) > MAX_ANNOTATE_SIDE:
-        raise gr.Error(f"the image is {image.shape[1]}×{image.shape[0]}; images up to {MAX_ANNOTATE_SIDE} pixels a "
-                       "side can be annotated here", print_exception=False)
+        raise refuse(f"the image is {image.shape[1]}×{image.shape[0]}; images up to {MAX_ANNOTATE_SIDE} pixels a "
+                     "side can be annotated here")
     return image
 
 
-def open_upload(context: AppContext, dataset, upload):
+def open_upload(context: AppContext, dataset, image):
+    """Open an uploaded ``image`` for annotating in ``dataset``."""
     info = context.store.info(_dataset(dataset))
-    path = checked_upload(upload, "image")
-    if path is None:
-        raise gr.Error("upload an image first", print_exception=False)
-    image = _checked_image(read_image(path))
-    return editor_value(image, None, info.colors), image, safe_name(Path(path).stem, "image"), "Opened the upload."
+    path = required_upload(image, "image", "upload an image first")
+    picture = _checked_image(read_image(path))
+    return editor_value(picture, None, info.colors), picture, safe_name(Path(path).stem, "image"), "Opened the upload."
 
 
 def open_shapes(context: AppContext, dataset, seed, size):
+    """Open a generated shapes image (``seed``, ``size`` pixels) for annotating in ``dataset``."""
     info = context.store.info(_dataset(dataset))
     images, _ = shapes.generate(1, int(size), seed=int(seed or 0))
     return editor_value(images[0], None, info.colors), images[0], f"shapes-{int(seed or 0)}", "Opened a shapes image."
 
 
-def open_item(context: AppContext, dataset, event: gr.SelectData):
+def open_item(context: AppContext, dataset, item):
+    """Reopen the saved ``item`` of ``dataset`` for editing."""
     dataset = _dataset(dataset)
-    item = context.store.items(dataset)[int(event.index)].name
-    return _open_item(context, dataset, item)
-
-
-def _open_item(context: AppContext, dataset, item):
     image, labels = context.store.load(dataset, check_name(item, "item name"))
     info = context.store.info(dataset)
     return editor_value(image, labels, info.colors), image, item, f"Opened **{item}** for editing."
 
 
-def open_item_by_name(context: AppContext, dataset, item):
-    return _open_item(context, _dataset(dataset), item)
+def open_clicked(context: AppContext, dataset, event: gr.SelectData):
+    """Reopen the item clicked in the gallery (gradio passes the click by this annotation)."""
+    dataset = _dataset(dataset)
+    return open_item(context, dataset, context.store.items(dataset)[int(event.index)].name)
 
 
-def _current_labels(context: AppContext, dataset, value, image) -> np.ndarray:
+def _painted_labels(context: AppContext, dataset, painting, image) -> np.ndarray:
     if image is None:
-        raise gr.Error("open an image first", print_exception=False)
+        raise refuse("open an image first")
     info = context.store.info(dataset)
-    layers = (value or {}).get("layers") or []
+    layers = (painting or {}).get("layers") or []
     return labels_from_layers([_rgba(layer) for layer in layers], info.colors, image.shape)
 
 
@@ -130,66 +136,64 @@ def _rgba(layer):
     return layer
 
 
-def prefill(context: AppContext, dataset, image, model_name, threshold):
-    """Put the model's prediction, mapped onto this dataset's classes by name, in the editor."""
+def prefill(context: AppContext, dataset, image, model, threshold):
+    """Put ``model``'s prediction of the open image, its classes matched to the dataset's by
+    name, in the editor."""
     dataset = _dataset(dataset)
     if image is None:
-        raise gr.Error("open an image first", print_exception=False)
+        raise refuse("open an image first")
     info = context.store.info(dataset)
-    segmenter = context.catalog.get(model_name)
-    predicted = segmenter.labels(segmenter.predict(image), threshold)
-    by_name = {name.lower(): index for index, name in enumerate(info.classes)}
-    table = np.zeros(256, dtype=np.uint8)
-    unmatched = []
-    for value, name in enumerate(segmenter.label_names):
-        target = by_name.get(name.lower())
-        if target is None:
-            if value != 0:
-                unmatched.append(name)
-            continue
-        table[value] = target
-    labels = table[predicted]
-    message = f"Pre-filled from **{segmenter.name}**: correct what it got wrong, then save."
+    prediction = context.catalog.get(model).predict(image)
+    table, unmatched = relabel_table(prediction.label_names, info.classes)
+    labels = table[prediction.labels(threshold)]
+    unmatched = [name for name in unmatched if name != prediction.label_names[0]]  # its background is ours
+    message = f"Pre-filled from **{prediction.model}**: correct what it got wrong, then save."
     if unmatched:
         message += f" Its classes {unmatched[:5]} are not in this dataset and were left as background."
         gr.Warning(f"{len(unmatched)} of the model's classes are not in this dataset")
     return editor_value(image, labels, info.colors), message
 
 
-def cleanup(context: AppContext, dataset, value, image, min_area):
+def cleanup(context: AppContext, dataset, painting, image, smallest_piece):
+    """Remove painted specks and fill holes smaller than ``smallest_piece`` pixels."""
     dataset = _dataset(dataset)
-    labels = clean_labels(_current_labels(context, dataset, value, image), min_area=int(min_area))
+    labels = clean_labels(_painted_labels(context, dataset, painting, image), min_area=int(smallest_piece))
     return editor_value(image, labels, context.store.info(dataset).colors), "Removed specks and filled small holes."
 
 
-def save(context: AppContext, dataset, value, image, item):
+def save(context: AppContext, dataset, painting, image, item):
+    """Save the ``painting`` of the open image as ``item`` of ``dataset`` (an earlier version of
+    ``item`` is kept in the dataset's history)."""
     dataset = _dataset(dataset)
-    labels = _current_labels(context, dataset, value, image)
+    labels = _painted_labels(context, dataset, painting, image)
     result = context.store.save(dataset, item, image, labels)
     note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
     return (f"Saved **{result['item']}**.{note}", *dataset_view(context, dataset)[3:])
 
 
 def delete(context: AppContext, dataset, item):
+    """Delete ``item`` from ``dataset`` (it is kept in the dataset's history)."""
     dataset = _dataset(dataset)
     context.store.delete(dataset, item)
     return (f"Deleted **{item}** (kept in the dataset's history).", *dataset_view(context, dataset)[3:])
 
 
-def export(context: AppContext, dataset, layout):
+def export_folder(context: AppContext, dataset):
+    """``dataset`` as a .zip in segdemo's folder format (classes.json, images/, masks/)."""
     dataset = _dataset(dataset)
-    folder = scratch_folder("export-")
-    if layout == "voc":
-        return str(context.store.export_voc(dataset, folder / f"{dataset}-voc.zip"))
-    return str(context.store.export_zip(dataset, folder / f"{dataset}.zip"))
+    return str(context.store.export_zip(dataset, scratch_folder("export-") / f"{dataset}.zip"))
 
 
-def import_dataset(context: AppContext, upload, name):
-    path = checked_upload(upload, "dataset zip", limit=1024 * 2**20)
-    if path is None:
-        raise gr.Error("choose a dataset .zip first", print_exception=False)
-    name = name or safe_name(Path(path).stem, "imported")
-    result = context.store.import_zip(path, name)
+def export_voc(context: AppContext, dataset):
+    """``dataset`` as a .zip in Pascal VOC's layout."""
+    dataset = _dataset(dataset)
+    return str(context.store.export_voc(dataset, scratch_folder("export-") / f"{dataset}-voc.zip"))
+
+
+def import_dataset(context: AppContext, dataset_zip, name):
+    """A new dataset ``name`` (default: the file's name) from a .zip in segdemo's folder format."""
+    path = required_upload(dataset_zip, "dataset zip", "choose a dataset .zip first", limit=1024 * 2**20)
+    result = context.store.import_zip(path, name or safe_name(Path(path).stem, "imported"))
     return (gr.Dropdown(choices=context.store.datasets(), value=result["dataset"]),
             f"Imported **{result['dataset']}** with {result['items']} pairs.")
 
@@ -198,19 +202,19 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     store = context.store
     datasets = store.datasets()
     first = datasets[0] if datasets else None
-    first_info = store.info(first) if first else PRESETS["shapes"]
+    first_info = store.info(first) if first else CLASS_PRESETS["shapes"]
     image_state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             dataset = live_dropdown(datasets, value=first, label="dataset", elem_id="annotate-dataset")
             with gr.Accordion("new dataset", open=not datasets):
                 new_name = gr.Textbox(label="name", placeholder="my-shapes", elem_id="annotate-new-name")
-                preset = gr.Dropdown([*PRESETS, CUSTOM], value="shapes", label="classes from")
+                preset = gr.Dropdown([*CLASS_PRESETS, CUSTOM], value="shapes", label="classes from")
                 create_button = gr.Button("Create", elem_id="annotate-create")
             classes = gr.Textbox(class_lines(first_info), lines=6, label="classes (one per line: name #rrggbb; "
                                  "the first is the background)", elem_id="annotate-classes")
             save_classes_button = gr.Button("Save classes", size="sm")
-            legend = gr.HTML(legend_html(first_info.classes, first_info.colors))
+            legend = gr.HTML(legend_html(first_info.classes, first_info.colors), label="legend")
             with gr.Accordion("open an image", open=True):
                 upload = gr.File(label="upload", file_types=["image", ".tif", ".tiff"], elem_id="annotate-upload")
                 with gr.Row():
@@ -226,7 +230,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                     export_voc_button = gr.Button("Export as VOC", size="sm")
                 exported = gr.File(label="exported dataset", interactive=False, elem_id="annotate-exported")
         with gr.Column(scale=3):
-            message = gr.Markdown(elem_id="annotate-message")
+            message = gr.Markdown(label="message", elem_id="annotate-message")
             editor = gr.ImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
                                     eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
                                     label="paint the classes (eraser = background)", elem_id="annotate-editor")
@@ -242,45 +246,36 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 item = gr.Textbox(label="save as", placeholder="image-name", scale=2, elem_id="annotate-item")
                 save_button = gr.Button("Save", variant="primary", scale=1, elem_id="annotate-save")
                 delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="annotate-delete")
-            progress = gr.Markdown(elem_id="annotate-progress")
+            progress = gr.Markdown(label="progress", elem_id="annotate-progress")
             gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", object_fit="contain", format="png",
                                  elem_id="annotate-gallery")
             stats = gr.Dataframe(label="pixels per class", interactive=False, elem_id="annotate-stats")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
     view_outputs = [classes, legend, editor, gallery, stats, progress]
-    wrap = user_errors
-    dataset.change(wrap(lambda d: dataset_view(context, d) if d else [gr.skip()] * 6), [dataset], view_outputs,
-                   api_name="annotate_dataset")
-    create_button.click(wrap(lambda n, p, c: create_dataset(context, n, p, c)), [new_name, preset, classes],
-                        [dataset, message], api_name="annotate_create")
-    save_classes_button.click(wrap(lambda d, c: save_classes(context, d, c)), [dataset, classes], view_outputs,
+    opened = [editor, image_state, item, message]
+    listing = [message, gallery, stats, progress]
+    dataset.change(handler(show_dataset, context), [dataset], view_outputs, api_name="annotate_dataset")
+    create_button.click(handler(create_dataset, context), [new_name, preset, classes], [dataset, message],
+                        api_name="annotate_create")
+    save_classes_button.click(handler(save_classes, context), [dataset, classes], view_outputs,
                               api_name="annotate_classes")
-    upload.upload(wrap(lambda d, u: open_upload(context, d, u)), [dataset, upload],
-                  [editor, image_state, item, message], api_name="annotate_open_upload")
-    shapes_button.click(wrap(lambda d, s, z: open_shapes(context, d, s, z)), [dataset, seed, size],
-                        [editor, image_state, item, message], api_name="annotate_open_shapes")
-    def open_selected(dataset_name, event: gr.SelectData):  # gradio passes the click by this annotation
-        return open_item(context, dataset_name, event)
-
-    gallery.select(wrap(open_selected), [dataset], [editor, image_state, item, message], api_visibility="private")
+    upload.upload(handler(open_upload, context), [dataset, upload], opened, api_name="annotate_open_upload")
+    shapes_button.click(handler(open_shapes, context), [dataset, seed, size], opened, api_name="annotate_open_shapes")
+    gallery.select(handler(open_clicked, context), [dataset], opened, api_visibility="private")
     open_hidden = gr.Button(visible=False)
-    open_hidden.click(wrap(lambda d, i: open_item_by_name(context, d, i)), [dataset, item],
-                      [editor, image_state, item, message], api_name="annotate_open_item")
-    prefill_button.click(wrap(lambda d, i, m, t: prefill(context, d, i, m, t)), [dataset, image_state, model, threshold],
-                         [editor, message], api_name="annotate_prefill", concurrency_id="inference")
-    cleanup_button.click(wrap(lambda d, v, i, a: cleanup(context, d, v, i, a)), [dataset, editor, image_state, min_area],
-                         [editor, message], api_name="annotate_cleanup")
-    save_button.click(wrap(lambda d, v, i, n: save(context, d, v, i, n)), [dataset, editor, image_state, item],
-                      [message, gallery, stats, progress], api_name="annotate_save")
-    delete_button.click(wrap(lambda d, n: delete(context, d, n)), [dataset, item], [message, gallery, stats, progress],
-                        api_name="annotate_delete")
-    export_button.click(wrap(lambda d: export(context, d, "folder")), [dataset], [exported], api_name="annotate_export")
-    export_voc_button.click(wrap(lambda d: export(context, d, "voc")), [dataset], [exported],
-                            api_name="annotate_export_voc")
-    import_button.click(wrap(lambda f, n: import_dataset(context, f, n)), [import_file, import_name],
-                        [dataset, message], api_name="annotate_import")
+    open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
+    prefill_button.click(handler(prefill, context), [dataset, image_state, model, threshold], [editor, message],
+                         api_name="annotate_prefill", concurrency_id="inference")
+    cleanup_button.click(handler(cleanup, context), [dataset, editor, image_state, min_area], [editor, message],
+                         api_name="annotate_cleanup")
+    save_button.click(handler(save, context), [dataset, editor, image_state, item], listing, api_name="annotate_save")
+    delete_button.click(handler(delete, context), [dataset, item], listing, api_name="annotate_delete")
+    export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
+    export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")
+    import_button.click(handler(import_dataset, context), [import_file, import_name], [dataset, message],
+                        api_name="annotate_import")
     return {"model": model, "dataset": dataset}
 
 
-__all__ = ["build", "AnnotationError"]
+__all__ = ["build"]

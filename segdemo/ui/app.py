@@ -8,7 +8,6 @@ default model once the page is served.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import gradio as gr
@@ -16,14 +15,15 @@ import gradio as gr
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
 from ..data import shapes
+from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab
-from .common import CSS, AppContext
+from .context import AppContext
+from .messages import handler
+from .widgets import CSS
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-SHIPPED = ROOT / "checkpoints"
 DEFAULT_MODEL = "unet_shapes"
 
 INTRO = """
@@ -35,17 +35,13 @@ train on them.
 """
 
 
-def data_dir_from_env() -> Path:
-    """The app's data folder: ``SEGDEMO_DATA_DIR``, else ``.segdemo`` in the working directory."""
-    return Path(os.environ.get("SEGDEMO_DATA_DIR") or Path.cwd() / ".segdemo").resolve()
-
-
-def create_context(data_dir: str | Path | None = None, *, shipped_dir: str | Path = SHIPPED,
+def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *,
                    train_threads: int | None = None) -> AppContext:
-    """The app's shared objects: the model catalog, the background trainer, the data folder."""
-    data_dir = Path(data_dir).resolve() if data_dir else data_dir_from_env()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = ModelCatalog(shipped_dir, data_dir / "models", default=DEFAULT_MODEL)
+    """The app's shared objects: the data folder (``data_dir``, else ``SEGDEMO_DATA_DIR``, else
+    ``./.segdemo``), the model catalog over it and the shipped checkpoints in ``shipped_dir``, the
+    background trainer, and the annotation store."""
+    data = DataFolder.at(data_dir)
+    catalog = ModelCatalog(shipped_dir, data.models, default=DEFAULT_MODEL)
 
     def register(run_id, result):
         path = result.best_path or result.last_path
@@ -53,13 +49,17 @@ def create_context(data_dir: str | Path | None = None, *, shipped_dir: str | Pat
             title = (result.meta or {}).get("title") or "trained"
             catalog.add_trained(path, title=f"{title} {run_id}")
 
-    trainer = BackgroundTrainer(data_dir / "runs", threads=train_threads, on_finish=register)
-    return AppContext(catalog=catalog, trainer=trainer, data_dir=data_dir, store=DatasetStore(data_dir / "datasets"))
+    trainer = BackgroundTrainer(data.runs, threads=train_threads, on_finish=register)
+    return AppContext(catalog=catalog, trainer=trainer, data=data, store=DatasetStore(data.datasets))
 
 
-def build_demo(context: AppContext | None = None) -> gr.Blocks:
+def list_models(context: AppContext) -> list[str]:
+    """``/models``: the names of the models that can be picked (the default first)."""
+    return context.catalog.names()
+
+
+def build_demo(context: AppContext) -> gr.Blocks:
     """The whole app; nothing heavy happens here (models load on first use)."""
-    context = context or create_context()
     choices = context.catalog.names()
     # Gradio keeps every uploaded and served file in its cache; without delete_cache a long-running
     # Space would fill its disk. Files older than an hour go, checked every half hour.
@@ -79,11 +79,10 @@ def build_demo(context: AppContext | None = None) -> gr.Blocks:
         dropdowns = [shapes_parts["model"], upload_parts["model"], models_parts["model"], models_parts["compare"],
                      annotate_parts["model"]]
         train_tab.wire_timer(context, train_parts, dropdowns)
-        def list_models() -> list[str]:
-            """The names of the models that can be picked (the default first)."""
-            return context.catalog.names()
-
-        gr.api(list_models, api_name="models")
+        with gr.Group(visible=False):
+            models_button = gr.Button("models (API)")
+            model_names = gr.JSON(label="model names")
+        models_button.click(handler(list_models, context), None, [model_names], api_name="models")
         demo.load(models_parts["show"], [models_parts["model"]],
                   [models_parts["details"], models_parts["stages"], models_parts["legend"]], api_visibility="private")
         demo.load(train_tab.model_choices, None, [train_parts["model"]], api_visibility="private", queue=False)

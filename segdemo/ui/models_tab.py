@@ -8,11 +8,12 @@ import gradio as gr
 
 from .. import viz
 from ..data import shapes
-from ..io import read_image
-from ..tasks import MULTILABEL
-from .common import (AppContext, checked_upload, downscale, format_dice, legend_html, live_dropdown, side_by_side,
-                     user_errors)
+from ..image_files import read_image
+from .context import AppContext
+from .files import required_upload
+from .messages import handler, refuse
 from .shapes_tab import predicts_shapes, truth_overlay
+from .widgets import DISPLAY_SIDE, format_dice, legend_html, live_dropdown
 
 EXPLAIN = """
 **The "U".** The table follows one image through the network. The encoder halves the size and
@@ -25,9 +26,9 @@ scores are blown up 32× at the end, so its masks are blobs. U²-Net nests a sma
 MAX_COMPARE = 3
 
 
-def card(context: AppContext, name):
-    """Markdown card and stage table of model ``name``."""
-    segmenter = context.catalog.get(name)
+def model_card(context: AppContext, model):
+    """Markdown card, stage table and legend of ``model``."""
+    segmenter = context.catalog.get(model)
     info = segmenter.card()
     metrics = info.get("metrics") or {}
     lines = [f"### {info['name']}",
@@ -59,47 +60,42 @@ def card(context: AppContext, name):
     return "\n".join(lines), table, legend
 
 
-def upload_checkpoint(context: AppContext, upload):
-    """Add an uploaded ``.pt`` to the catalog; returns the new name."""
-    path = checked_upload(upload, "checkpoint")
-    if path is None:
-        raise gr.Error("choose a .pt checkpoint file first", print_exception=False)
-    return context.catalog.add_checkpoint(path)
+def upload_checkpoint(context: AppContext, checkpoint):
+    """Add an uploaded segdemo ``checkpoint`` (.pt) to every model picker and show it."""
+    path = required_upload(checkpoint, "checkpoint", "choose a .pt checkpoint file first")
+    name = context.catalog.add_checkpoint(path)
+    return gr.Dropdown(choices=context.catalog.names(), value=name), None, f"Added **{name}**."
 
 
-def compare(context: AppContext, names, source, seed, upload, threshold):
-    """Segment one image with 2–3 models, side by side, with their inference times."""
-    from ..metrics import image_metrics  # imports torch: not before the app has served its page
+def compare(context: AppContext, models, image_source, seed, image, threshold):
+    """Segment one image (a shapes image from ``seed``, or an uploaded ``image``) with 2–3
+    ``models``, side by side, with their inference times."""
+    from ..metrics import score  # imports torch: not before the app has served its page
 
-    names = [n for n in (names or []) if n]
-    if not names:
-        raise gr.Error("pick at least one model to compare", print_exception=False)
-    if len(names) > MAX_COMPARE:
-        raise gr.Error(f"compare at most {MAX_COMPARE} models at once", print_exception=False)
+    models = [name for name in (models or []) if name]
+    if not models:
+        raise refuse("pick at least one model to compare")
+    if len(models) > MAX_COMPARE:
+        raise refuse(f"compare at most {MAX_COMPARE} models at once")
     truth = None
-    if source == "uploaded image":
-        path = checked_upload(upload, "image")
-        if path is None:
-            raise gr.Error("upload an image to compare on, or pick a shapes image", print_exception=False)
-        image = read_image(path)
+    if image_source == "uploaded image":
+        picture = read_image(required_upload(image, "image", "upload an image to compare on, or pick a shapes image"))
     else:
         images, masks = shapes.generate(1, 192, seed=int(seed or 0))
-        image, truth = images[0], masks[0]
+        picture, truth = images[0], masks[0]
     gallery, rows = [], []
-    for name in names:
+    for name in models:
         segmenter = context.catalog.get(name)
-        segmenter.predict(image)  # warm-up, so the time below is the steady-state one
-        probabilities, seconds = segmenter.timed_predict(image)
-        overlay = viz.overlay(image, probabilities, segmenter.task, segmenter.colors, threshold=threshold, opacity=0.7)
-        dice = None
-        if truth is not None and predicts_shapes(segmenter):
-            dice = image_metrics(probabilities, truth, MULTILABEL, threshold)["mean_dice"]
-        caption = f"{name}: {1000 * seconds:.0f} ms" + (f", mean Dice {dice:.3f}" if dice is not None else "")
-        gallery.append((downscale(overlay), caption))
-        rows.append([name, f"{segmenter.parameter_count:,}", f"{1000 * seconds:.1f}", format_dice(dice)])
+        segmenter.predict(picture)  # warm-up, so the time below is the steady-state one
+        prediction = segmenter.predict(picture)
+        overlay = viz.overlay(picture, prediction, threshold=threshold, opacity=0.7)
+        dice = score(prediction, truth, threshold)["mean_dice"] if truth is not None and predicts_shapes(segmenter) \
+            else None
+        caption = f"{name}: {1000 * prediction.seconds:.0f} ms" + (f", mean Dice {dice:.3f}" if dice is not None else "")
+        gallery.append((viz.downscale(overlay, DISPLAY_SIDE), caption))
+        rows.append([name, f"{segmenter.parameter_count:,}", f"{1000 * prediction.seconds:.1f}", format_dice(dice)])
     if truth is not None:
-        gallery.insert(0, (side_by_side(image, truth_overlay(image, truth)),
-                           "input | ground truth"))
+        gallery.insert(0, (viz.side_by_side(picture, truth_overlay(picture, truth)), "input | ground truth"))
     table = {"headers": ["model", "parameters", "inference (ms)", "mean Dice"], "data": rows}
     return gallery, table
 
@@ -116,8 +112,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 gr.Markdown("Unavailable here: " + "; ".join(f"{e.name} ({e.message})" for e in unavailable),
                             elem_classes="segdemo-explain")
         with gr.Column(scale=2):
-            legend = gr.HTML()
-            details = gr.Markdown(elem_id="models-card")
+            legend = gr.HTML(label="legend")
+            details = gr.Markdown(label="model card", elem_id="models-card")
             stages = gr.Dataframe(label="feature maps for a 192×192 input", interactive=False, elem_id="models-stages")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     gr.Markdown("### Compare models on the same image")
@@ -135,15 +131,10 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                  preview=False, format="png", elem_id="compare-gallery")
             times = gr.Dataframe(label="inference times", interactive=False, elem_id="compare-times")
 
-    show = user_errors(lambda n: card(context, n))
+    show = handler(model_card, context)
     model.change(show, [model], [details, stages, legend], api_name="model_card", concurrency_id="inference")
-
-    def on_upload(file):
-        name = upload_checkpoint(context, file)
-        names = context.catalog.names()
-        return gr.Dropdown(choices=names, value=name), None, f"Added **{name}**."
-
-    upload.upload(user_errors(on_upload), [upload], [model, upload, details], api_name="upload_checkpoint")
-    run.click(user_errors(lambda *a: compare(context, *a)), [chosen, source, seed, image_file, threshold],
-              [gallery, times], api_name="compare", concurrency_id="inference")
+    upload.upload(handler(upload_checkpoint, context), [upload], [model, upload, details],
+                  api_name="upload_checkpoint")
+    run.click(handler(compare, context), [chosen, source, seed, image_file, threshold], [gallery, times],
+              api_name="compare", concurrency_id="inference")
     return {"model": model, "compare": chosen, "details": details, "stages": stages, "legend": legend, "show": show}

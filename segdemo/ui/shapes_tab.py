@@ -8,7 +8,9 @@ import numpy as np
 from .. import viz
 from ..data import shapes
 from ..tasks import MULTILABEL
-from .common import AppContext, format_dice, legend_html, live_dropdown, side_by_side, user_errors
+from .context import AppContext
+from .messages import handler, refuse
+from .widgets import format_dice, legend_html, live_dropdown
 
 MAX_COUNT = 12
 SIZES = (32, 512)
@@ -33,8 +35,8 @@ EXAMPLES = [
 
 
 def truth_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A shapes image with its ground-truth masks drawn over it."""
-    return viz.overlay(image, mask, MULTILABEL, shapes.COLORS, opacity=0.7)
+    """A shapes image with its ground-truth masks ``(6, H, W)`` drawn over it."""
+    return viz.overlay_masks(image, mask, shapes.COLORS, opacity=0.7)
 
 
 def predicts_shapes(segmenter) -> bool:
@@ -42,66 +44,62 @@ def predicts_shapes(segmenter) -> bool:
     return segmenter.task == MULTILABEL and tuple(segmenter.classes) == shapes.CLASSES
 
 
-def generate(count, seed, size):
-    """Generate shapes images with their ground truth (what ``/generate_shapes`` returns)."""
+def generate_shapes(count, seed, size):
+    """Generate ``count`` shapes images of ``size`` pixels from ``seed`` with their ground truth
+    (what ``/generate_shapes`` returns)."""
     count, seed, size = int(count), int(seed or 0), int(size)
     if not 1 <= count <= MAX_COUNT:
-        raise gr.Error(f"count must be between 1 and {MAX_COUNT}", print_exception=False)
+        raise refuse(f"count must be between 1 and {MAX_COUNT}")
     if not SIZES[0] <= size <= SIZES[1]:
-        raise gr.Error(f"size must be between {SIZES[0]} and {SIZES[1]} pixels", print_exception=False)
+        raise refuse(f"size must be between {SIZES[0]} and {SIZES[1]} pixels")
     if not 0 <= seed < 2**32:
-        raise gr.Error("seed must be between 0 and 4294967295", print_exception=False)
+        raise refuse("seed must be between 0 and 4294967295")
     images, masks = shapes.generate(count, size, seed=seed)
-    gallery = [(side_by_side(image, truth_overlay(image, mask)),
-                f"image {index + 1}: input | ground truth")
+    gallery = [(viz.side_by_side(image, truth_overlay(image, mask)), f"image {index + 1}: input | ground truth")
                for index, (image, mask) in enumerate(zip(images, masks))]
     return gallery, {"images": images, "masks": masks}
 
 
-def segment(context: AppContext, generated, model_name, threshold):
-    """Predict every generated image; pictures, per-class Dice and channel maps."""
-    from ..metrics import image_metrics  # imports torch: not before the app has served its page
+def segment_shapes(context: AppContext, shapes_images, model, threshold):
+    """Predict every generated image with ``model``; pictures, per-class Dice and channel maps."""
+    from ..metrics import score  # imports torch: not before the app has served its page
 
-    if not generated:
-        raise gr.Error("generate some images first", print_exception=False)
-    segmenter = context.catalog.get(model_name)
+    if not shapes_images:
+        raise refuse("generate some images first")
+    segmenter = context.catalog.get(model)
     comparable = predicts_shapes(segmenter)
-    rows, gallery, stored, seconds = [], [], [], []
-    for index, (image, mask) in enumerate(zip(generated["images"], generated["masks"])):
-        probabilities, elapsed = segmenter.timed_predict(image)
-        seconds.append(elapsed)
-        stored.append((probabilities * 255 + 0.5).astype(np.uint8))
-        truth = truth_overlay(image, mask)
-        prediction = viz.overlay(image, probabilities, segmenter.task, segmenter.colors, threshold=threshold,
-                                 opacity=0.7)
+    rows, gallery, predictions = [], [], []
+    for index, (image, mask) in enumerate(zip(shapes_images["images"], shapes_images["masks"])):
+        prediction = segmenter.predict(image)
+        predictions.append(prediction)
+        pictures = (image, truth_overlay(image, mask), viz.overlay(image, prediction, threshold=threshold, opacity=0.7))
         caption = f"image {index + 1}: input | ground truth | prediction"
         if comparable:
-            metrics = image_metrics(probabilities, mask, MULTILABEL, threshold)
+            metrics = score(prediction, mask, threshold)
             rows.append([index + 1, *[format_dice(d) for d in metrics["dice"]], format_dice(metrics["mean_dice"])])
             caption += f" (mean Dice {metrics['mean_dice']:.3f})"
-        gallery.append((side_by_side(image, truth, prediction), caption))
-    channels = _channels(stored[0], segmenter.classes)
-    info = (f"**{segmenter.name}** ({segmenter.parameter_count:,} parameters, {segmenter.path.describe()}): "
-            f"{1000 * float(np.median(seconds)):.0f} ms per image.")
+        gallery.append((viz.side_by_side(*pictures), caption))
+    seconds = float(np.median([p.seconds for p in predictions]))
+    info = (f"**{segmenter.name}** ({segmenter.parameter_count:,} parameters, {predictions[0].path}): "
+            f"{1000 * seconds:.0f} ms per image.")
     if not comparable:
         info += " Its classes are not the shapes classes, so no Dice is computed."
     headers = ["image", *shapes.CLASSES, "mean"]
     table = {"headers": headers, "data": rows or [[None] * len(headers)]}
-    state = {"probabilities": stored, "classes": list(segmenter.classes)}
-    return gallery, table, channels, info, state
+    return gallery, table, channel_gallery(predictions[0]), info, predictions
 
 
-def _channels(quantized: np.ndarray, classes) -> list:
-    maps = viz.channel_maps(quantized.astype(np.float32) / 255.0)
-    return [(picture, f"channel {index}: {name}") for index, (picture, name) in enumerate(zip(maps, classes))]
+def channel_gallery(prediction) -> list:
+    """One captioned picture per output channel of ``prediction``."""
+    return [(picture, f"channel {index}: {name}")
+            for index, (picture, name) in enumerate(zip(viz.channel_maps(prediction), prediction.classes))]
 
 
-def select_channels(predicted, event: gr.SelectData):
+def select_channels(predictions, event: gr.SelectData):
     """Show the output channels of the image clicked in the gallery."""
-    if not predicted:
+    if not predictions:
         return gr.skip()
-    index = min(int(event.index), len(predicted["probabilities"]) - 1)
-    return _channels(predicted["probabilities"][index], predicted["classes"])
+    return channel_gallery(predictions[min(int(event.index), len(predictions) - 1)])
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
@@ -120,7 +118,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             with gr.Row():
                 example_buttons = [gr.Button(label, size="sm") for label, *_ in EXAMPLES]
         with gr.Column(scale=3):
-            info = gr.Markdown(elem_id="shapes-info")
+            info = gr.Markdown(label="summary", elem_id="shapes-info")
             gallery = gr.Gallery(label="input | ground truth | prediction", columns=2, height="auto",
                                  object_fit="contain", preview=False, format="png", elem_id="shapes-gallery")
             dice = gr.Dataframe(label="Dice per class", interactive=False, elem_id="shapes-dice")
@@ -129,8 +127,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="shapes-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
-    run_segment = user_errors(lambda g, m, t: segment(context, g, m, t))
-    generate_event = run.click(user_errors(generate), [count, seed, size], [gallery, generated],
+    run_segment = handler(segment_shapes, context)
+    generate_event = run.click(handler(generate_shapes), [count, seed, size], [gallery, generated],
                                api_name="generate_shapes", concurrency_id="inference")
     generate_event.success(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
                            api_name="segment_shapes", concurrency_id="inference")
@@ -140,7 +138,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     for button, (_, n, s, z) in zip(example_buttons, EXAMPLES):
         button.click(lambda n=n, s=s, z=z: (n, s, z), None, [count, seed, size], api_visibility="private",
                      queue=False).then(
-            user_errors(generate), [count, seed, size], [gallery, generated], api_visibility="private",
+            handler(generate_shapes), [count, seed, size], [gallery, generated], api_visibility="private",
             concurrency_id="inference").success(
             run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
             api_visibility="private", concurrency_id="inference")

@@ -8,19 +8,19 @@ the run's bounded history when it has changed, so watching costs the run almost 
 from __future__ import annotations
 
 import html
-import shutil
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from ..catalog import safe_name
-from ..data import open_source
-from ..data.archive import ArchiveError, FileTree
-from ..engine import TrainConfig, preset
-from ..engine.config import MAX_IMAGE_SIZE
+from ..data import open_source, spec_for_archive
+from ..engine import configure, preset
+from ..filenames import safe_name
 from ..models import names as model_names
-from .common import AppContext, checked_upload, live_dropdown, png_file, scratch_folder, user_errors
+from .context import AppContext
+from .files import download, png_file, required_upload
+from ..engine.events import EpochDone, StepDone
+from .messages import handler
+from .widgets import live_dropdown
 
 SHAPES = "synthetic shapes"
 UPLOADED = "uploaded .zip (DRIVE, VOC or image/mask folder)"
@@ -37,22 +37,6 @@ U-Net learning on 96×96 crops (shapes keep their scale, a step costs a quarter)
 """
 
 
-def detect_zip(path: str) -> str:
-    """The data-source spec for an uploaded dataset zip, by its layout."""
-    tree = FileTree(path)
-    try:
-        if tree.find_prefix("classes.json") is not None:
-            return f"folder:{path}"
-        if tree.find_prefix("SegmentationClass/") is not None:
-            return f"voc:{path}"
-        if tree.find_prefix("training/images/") is not None or tree.find_prefix("test/images/") is not None:
-            return f"drive:{path}"
-    finally:
-        tree.close()
-    raise ArchiveError("this zip is none of the known layouts: a folder dataset (classes.json, images/, masks/), "
-                       "Pascal VOC (VOCdevkit/VOC2012/...) or DRIVE (training/images/...)")
-
-
 NEW_MODEL = "(none: a new model)"
 
 
@@ -67,46 +51,37 @@ def model_choices() -> gr.Dropdown:
     return gr.Dropdown(choices=model_names(trainable=True))
 
 
-def make_config(context: AppContext, model, width, data, data_zip, epochs, batch_size, lr, size, seconds,
-                init_from=None) -> TrainConfig:
-    """A training configuration from the tab's widgets, on top of the ``live`` preset."""
+def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, batch_size, learning_rate, crop_size,
+          time_limit_seconds, fine_tune_from=None):
+    """Start a run on top of the ``live`` preset: ``model`` (a U-Net ``unet_width`` channels wide),
+    on ``data`` (shapes, an uploaded ``dataset_zip``, or an annotation dataset), for ``epochs`` or
+    ``time_limit_seconds`` (0: none), optionally fine-tuning ``fine_tune_from``. The data is opened
+    here, so a broken upload is reported at once, and handed to the run."""
     base = preset("live")
-    if model not in model_names(trainable=True):
-        raise gr.Error(f"unknown model {model!r}", print_exception=False)
-    options = dict(base.model_options, base_channels=int(width)) if model == "unet" else {}
-    changes = dict(model=model, model_options=options, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                   max_seconds=float(seconds) if seconds else None)
-    size = int(size) if size else None
-    if size is not None and not 8 <= size <= MAX_IMAGE_SIZE:
-        raise gr.Error(f"crop size must be between 8 and {MAX_IMAGE_SIZE} pixels (got {size})", print_exception=False)
+    settings = dict(model=model, epochs=int(epochs), batch_size=int(batch_size), lr=float(learning_rate),
+                    crop_size=int(crop_size or 0), max_seconds=float(time_limit_seconds or 0))
+    model_options = {"base_channels": int(unet_width)} if model == "unet" else {}
     if data == SHAPES:
-        # shapes pictures are 192×192: a crop as large (or none given) trains on whole pictures
-        changes.update(data="shapes", crop_size=size if size and size < 192 else None)
+        settings["data"] = "shapes"
     elif data == UPLOADED:
-        path = checked_upload(data_zip, "dataset zip", limit=MAX_ZIP_BYTES)
-        if path is None:
-            raise gr.Error("upload a dataset .zip first", print_exception=False)
-        kept = context.data_dir / "uploads" / f"{safe_name(Path(path).stem, 'dataset')}.zip"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_bytes(Path(path).read_bytes())
-        spec = detect_zip(str(kept))
+        path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
+        settings.update(data=spec_for_archive(str(context.data.keep_upload(path, "dataset"))), val_images=16)
     elif data and data.startswith(ANNOTATIONS_PREFIX):
-        if context.store is None:
-            raise gr.Error("annotations are not available in this app", print_exception=False)
-        spec = f"folder:{context.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}"
+        settings.update(data=f"folder:{context.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}", val_images=16)
     else:
         raise gr.Error("pick the training data", print_exception=False)
-    if data != SHAPES:
-        open_source(spec)  # a broken dataset is reported now, not from the thread
-        changes.update(data=spec, crop_size=size, val_images=16)
-    title = f"{model}{'-' + str(int(width)) if model == 'unet' else ''} on {changes['data'].split(':')[0]}"
-    if init_from and init_from != NEW_MODEL:
-        entry = context.catalog.entry(init_from)
+    kind = settings["data"].split(":")[0]
+    title = f"{model}{'-' + str(int(unet_width)) if model == 'unet' else ''} on {kind}"
+    if fine_tune_from and fine_tune_from != NEW_MODEL:
+        entry = context.catalog.entry(fine_tune_from)
         if not entry.path:
-            raise gr.Error(f"{init_from} cannot be fine-tuned here", print_exception=False)
-        changes["init_from"] = entry.path
-        title = f"{init_from.split(': ')[-1]} fine-tuned on {changes['data'].split(':')[0]}"
-    return base.replace(title=title, **changes).validate()
+            raise gr.Error(f"{fine_tune_from} cannot be fine-tuned here", print_exception=False)
+        settings["init_from"] = entry.path
+        title = f"{fine_tune_from.split(': ')[-1]} fine-tuned on {kind}"
+    config = configure(base, model_options=model_options, title=title, **settings)
+    source = open_source(config.data, **config.data_options)
+    run_id = context.trainer.start(config, source)
+    return f"Started run **{run_id}**: {html.escape(config.title)}."
 
 
 def data_choices(context: AppContext) -> list[str]:
@@ -115,13 +90,8 @@ def data_choices(context: AppContext) -> list[str]:
     return [SHAPES, UPLOADED, *[ANNOTATIONS_PREFIX + name for name in datasets]]
 
 
-def start(context: AppContext, *widgets):
-    config = make_config(context, *widgets)
-    run_id = context.trainer.start(config)
-    return f"Started run **{run_id}**: {html.escape(config.title)}."
-
-
 def stop(context: AppContext):
+    """Stop the run that is going (it validates and saves what it has learned)."""
     if context.trainer.stop():
         return "Stopping after this step; what was learned is validated and saved."
     return "No run is going."
@@ -146,20 +116,19 @@ TRAIN_DICE, VAL_DICE = "train Dice (batch)", "validation Dice (epoch)"
 CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "str"}
 
 
-def curve_frames(curves: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+def curve_frames(steps: list[StepDone], epochs: list[EpochDone]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Long-format frames for the loss and Dice plots (x = step, one series per curve); None for
     a plot with nothing to draw yet."""
     loss_rows, dice_rows = [], []
-    for event in thinned(curves["steps"]):
-        loss_rows.append((event["step"], event["loss"], TRAIN_LOSS))
-        if event.get("dice") is not None:
-            dice_rows.append((event["step"], event["dice"], TRAIN_DICE))
-    for event in curves["epochs"]:
-        if event.get("train_loss") is not None:
-            loss_rows.append((event["step"], event["train_loss"], EPOCH_LOSS))
-        value = (event.get("val") or {}).get("mean_dice")
-        if value is not None:
-            dice_rows.append((event["step"], value, VAL_DICE))
+    for event in thinned(steps):
+        loss_rows.append((event.step, event.loss, TRAIN_LOSS))
+        if event.dice is not None:
+            dice_rows.append((event.step, event.dice, TRAIN_DICE))
+    for event in epochs:
+        if event.train_loss is not None:
+            loss_rows.append((event.step, event.train_loss, EPOCH_LOSS))
+        if event.val.get("mean_dice") is not None:
+            dice_rows.append((event.step, event.val["mean_dice"], VAL_DICE))
     return _curve_frame(loss_rows, (TRAIN_LOSS, EPOCH_LOSS)), _curve_frame(dice_rows, (TRAIN_DICE, VAL_DICE))
 
 
@@ -198,30 +167,15 @@ def progress_html(status: dict) -> str:
             f'<div id="train-status-line">{" · ".join(parts)}</div>')
 
 
-def status_api(context: AppContext) -> dict:
+def status(context: AppContext) -> dict:
     """``/train_status``: the run's state and its curves so far, as data."""
-    status = context.trainer.status()
-    curves = context.trainer.curves()
-    return {**status,
-            "steps": [{k: e.get(k) for k in ("step", "loss", "dice", "lr", "images_per_second", "elapsed")}
-                      for e in curves["steps"]],
-            "epochs": [{"epoch": e["epoch"], "step": e["step"], "train_loss": e.get("train_loss"),
-                        "val_mean_dice": (e.get("val") or {}).get("mean_dice"),
-                        "val_dice": (e.get("val") or {}).get("dice"), "elapsed": e.get("elapsed")}
-                       for e in curves["epochs"]]}
-
-
-_DOWNLOADS: dict[str, str] = {}
-
-
-def downloadable(path: str, run_id: str | None) -> str:
-    """A copy of a run's checkpoint in a scratch folder, which gradio may serve (the data
-    directory itself is never exposed to gradio's file routes)."""
-    if path not in _DOWNLOADS or not Path(_DOWNLOADS[path]).is_file():
-        target = scratch_folder("download-") / f"{safe_name(run_id or 'run')}.pt"
-        shutil.copyfile(path, target)
-        _DOWNLOADS[path] = str(target)
-    return _DOWNLOADS[path]
+    return {**context.trainer.status(),
+            "steps": [{"step": e.step, "loss": e.loss, "dice": e.dice, "lr": e.lr,
+                       "images_per_second": e.images_per_second, "elapsed": e.elapsed}
+                      for e in context.trainer.steps()],
+            "epochs": [{"epoch": e.epoch, "step": e.step, "train_loss": e.train_loss,
+                        "val_mean_dice": e.val.get("mean_dice"), "val_dice": e.val.get("dice"), "elapsed": e.elapsed}
+                       for e in context.trainer.epochs()]}
 
 
 def poll(context: AppContext, seen: dict | None):
@@ -238,10 +192,10 @@ def poll(context: AppContext, seen: dict | None):
     frames = (None, None)
     if curves_version != seen["curves"]:
         seen["curves"] = curves_version
-        frames = curve_frames(context.trainer.curves())
+        frames = curve_frames(context.trainer.steps(), context.trainer.epochs())
     loss, dice = (gr.skip() if frame is None else frame for frame in frames)
     snapshot = context.trainer.snapshot()
-    snapshot_key = f"{status.get('run_id')}:{snapshot['step']}" if snapshot else None
+    snapshot_key = f"{status.get('run_id')}:{snapshot.step}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
     return progress_html(status), loss, dice, seen, snapshot_key, checkpoint, context.catalog.version
 
@@ -252,15 +206,15 @@ def show_snapshot(context: AppContext):
     snapshot = context.trainer.snapshot()
     if snapshot is None:
         return gr.skip()
-    return gr.Image(value=png_file(snapshot["image"], "snapshot.png"),
-                    label=f"validation prediction after step {snapshot['step']}")
+    return gr.Image(value=png_file(snapshot.image, "snapshot.png"),
+                    label=f"validation prediction after step {snapshot.step}")
 
 
 def offer_checkpoint(context: AppContext, checkpoint: str | None):
     """The finished run's checkpoint as a download (nothing changes while a run goes)."""
     if not checkpoint:
         return gr.skip()
-    return downloadable(checkpoint, context.trainer.status().get("run_id"))
+    return download(checkpoint, f"{safe_name(context.trainer.status().get('run_id') or 'run')}.pt")
 
 
 def build(context: AppContext) -> dict:
@@ -286,7 +240,7 @@ def build(context: AppContext) -> dict:
             with gr.Row():
                 start_button = gr.Button("Start", variant="primary", elem_id="train-start")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="train-stop")
-            message = gr.Markdown(elem_id="train-message")
+            message = gr.Markdown(label="message", elem_id="train-message")
             download = gr.File(label="trained checkpoint", interactive=False, elem_id="train-download")
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(context.trainer.status()), elem_id="train-progress-box")
@@ -298,14 +252,14 @@ def build(context: AppContext) -> dict:
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
-    start_button.click(user_errors(lambda *w: start(context, *w)), widgets, [message], api_name="train_start")
-    stop_button.click(lambda: stop(context), None, [message], api_name="train_stop", queue=False)
+    start_button.click(handler(start, context), widgets, [message], api_name="train_start")
+    stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
     data.focus(lambda: gr.Dropdown(choices=data_choices(context)), None, [data], api_visibility="private", queue=False)
     init_from.focus(lambda: gr.Dropdown(choices=init_choices(context)), None, [init_from], api_visibility="private",
                     queue=False)
     status_button = gr.Button(visible=False)
-    status_json = gr.JSON(visible=False)
-    status_button.click(lambda: status_api(context), None, [status_json], api_name="train_status", queue=False)
+    status_json = gr.JSON(label="training status", visible=False)
+    status_button.click(handler(status, context), None, [status_json], api_name="train_status", queue=False)
     return {"model": model, "widgets": widgets, "progress": progress, "loss": loss_plot, "dice": dice_plot, "snapshot": snapshot,
             "download": download, "data": data}
 

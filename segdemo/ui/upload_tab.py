@@ -7,14 +7,20 @@ fractions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import cv2
 import gradio as gr
 import numpy as np
 
 from .. import viz
-from ..io import ImageError, check_same_size, read_image, read_label_map
-from ..labels import labels_to_target, probabilities_to_labels
-from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
-from .common import AppContext, checked_upload, downscale, format_dice, hex_color, live_dropdown, png_file, user_errors
+from ..image_files import check_same_size, read_image, read_label_map
+from ..labels import fit_ground_truth
+from ..prediction import Prediction
+from .context import AppContext
+from .files import checked_upload, png_file, required_upload
+from .messages import handler, refuse
+from .widgets import DISPLAY_SIDE, format_dice, hex_color, live_dropdown
 
 EXPLAIN = """
 **Reading the results.** The overlay colors each pixel by the class the model gives it; the label
@@ -27,142 +33,98 @@ photos (`.jpg`) with their palette `.png` labels are read as they come.
 """
 
 
-def truth_target(mask_path: str, image: np.ndarray, segmenter) -> np.ndarray:
-    """Read a ground-truth mask as a target in the model's layout, or raise ``ImageError``."""
-    labels = read_label_map(mask_path, palette=segmenter.label_colors)
-    check_same_size(image, labels, "ground-truth mask")
-    values = set(np.unique(labels).tolist())
-    if segmenter.task == BINARY:
-        if 1 not in values:
-            # A 0/255 image (DRIVE's manual annotations): bright means vessel, not "ignore".
-            labels = np.where(labels > 127, 1, 0).astype(np.uint8)
-        elif values - {0, 1, IGNORE_INDEX}:
-            raise ImageError(f"a binary mask holds 0 and 1 (or 0 and 255); this one holds {sorted(values)[:6]}")
-        return labels_to_target(labels, BINARY, 1)
-    values -= {IGNORE_INDEX}
-    known = len(segmenter.label_names)
-    unknown = sorted(v for v in values if v >= known)
-    if unknown:
-        raise ImageError(f"the mask holds class values {unknown[:6]} but {segmenter.name} knows values 0–{known - 1} "
-                         f"({', '.join(segmenter.label_names[:6])}{'…' if known > 6 else ''}) and 255 for ignore")
-    return labels_to_target(labels, segmenter.task, len(segmenter.classes))
+@dataclass
+class Shown:
+    """One segmented upload at display size, kept per visitor to re-render without the network."""
+
+    image: np.ndarray                 # (h, w, 3)
+    prediction: Prediction            # at the same size
+    truth: np.ndarray | None          # ground-truth label map at the same size (255 = ignored)
+    info: str
 
 
-def _display_truth(target: np.ndarray, task: str, shape) -> np.ndarray:
-    """A target resized (nearest) to the display size."""
-    import cv2
-
-    height, width = shape
-    if target.shape[-2:] == (height, width):
-        return target
-    if task == MULTICLASS:
-        return cv2.resize(target, (width, height), interpolation=cv2.INTER_NEAREST)
-    return np.stack([cv2.resize(t, (width, height), interpolation=cv2.INTER_NEAREST) for t in target])
-
-
-def segment(context: AppContext, image_file, mask_file, model_name, threshold, opacity):
-    """Run the model on an uploaded image (and compare with its mask); returns the pictures and
-    the stored prediction for re-rendering."""
-    image_path = checked_upload(image_file, "image")
-    if image_path is None:
-        raise gr.Error("upload an image first", print_exception=False)
-    image = read_image(image_path)
-    segmenter = context.catalog.get(model_name)
-    mask_path = checked_upload(mask_file, "mask")
-    truth = truth_target(mask_path, image, segmenter) if mask_path else None
-    probabilities, seconds = segmenter.timed_predict(image)
-    full_size = image.shape[:2]
-    shown = downscale(image)
-    scale = shown.shape[0] / image.shape[0]
-    if scale < 1:
-        probabilities = np.stack([downscale(p) for p in probabilities])
-        truth = _display_truth(truth, segmenter.task, shown.shape[:2]) if truth is not None else None
-    state = {
-        "image": shown, "probabilities": (probabilities * 255 + 0.5).astype(np.uint8), "truth": truth,
-        "task": segmenter.task, "classes": list(segmenter.classes), "colors": [list(c) for c in segmenter.colors],
-        "label_names": list(segmenter.label_names), "label_colors": [list(c) for c in segmenter.label_colors],
-        "info": (f"**{segmenter.name}** on a {full_size[1]}×{full_size[0]} image: {1000 * seconds:.0f} ms "
-                 f"({segmenter.path.describe()}, {segmenter.device})"
-                 + (f"; shown at {shown.shape[1]}×{shown.shape[0]}" if scale < 1 else "")),
-    }
-    return (*render(state, threshold, opacity), state)
+def segment_upload(context: AppContext, image, ground_truth, model, threshold, opacity):
+    """Run ``model`` on an uploaded ``image`` (and score it against its ``ground_truth`` mask, if
+    any); the pictures, the metrics and what is kept for re-rendering."""
+    image_path = required_upload(image, "image", "upload an image first")
+    picture = read_image(image_path)
+    segmenter = context.catalog.get(model)
+    mask_path = checked_upload(ground_truth, "mask")
+    truth = None
+    if mask_path:  # read before predicting: a mask that does not fit is reported at once
+        truth = read_label_map(mask_path, palette=segmenter.label_colors)
+        check_same_size(picture, truth, "ground-truth mask")
+        truth = fit_ground_truth(truth, segmenter.task, segmenter.label_names, model=segmenter.name)
+    prediction = segmenter.predict(picture)
+    shown = viz.downscale(picture, DISPLAY_SIDE)
+    height, width = shown.shape[:2]
+    info = (f"**{prediction.model}** on a {picture.shape[1]}×{picture.shape[0]} image: "
+            f"{1000 * prediction.seconds:.0f} ms ({prediction.path}, {segmenter.device})")
+    if shown is not picture:
+        info += f"; shown at {width}×{height}"
+        truth = None if truth is None else cv2.resize(truth, (width, height), interpolation=cv2.INTER_NEAREST)
+    kept = Shown(shown, prediction.resized(height, width), truth, info)
+    return (*render(kept, threshold, opacity), kept)
 
 
-def render(state, threshold, opacity):
-    """Pictures and metrics from a stored prediction (no network): annotated overlay, label map,
+def render(shown: Shown | None, threshold, opacity):
+    """Pictures and metrics from a kept prediction (no network): annotated overlay, label map,
     channel maps, metrics table, error map, info."""
-    from ..metrics import image_metrics  # imports torch: not before the app has served its page
+    from ..metrics import score  # imports torch: not before the app has served its page
 
-    if not state:
-        raise gr.Error("segment an image first", print_exception=False)
-    image, task = state["image"], state["task"]
-    probabilities = state["probabilities"].astype(np.float32) / 255.0
-    labels = probabilities_to_labels(probabilities, task, threshold)
-    names, colors = state["label_names"], state["label_colors"]
+    if shown is None:
+        raise refuse("segment an image first")
+    prediction = shown.prediction
+    labels = prediction.labels(threshold)
+    names, colors = prediction.label_names, prediction.label_colors
     present = [int(v) for v in np.unique(labels) if 0 < v < len(names)]  # label 0 is the background
     annotations = [((labels == value).astype(np.float32) * float(opacity), names[value]) for value in present]
-    annotated = gr.AnnotatedImage(value=(image, annotations),
+    annotated = gr.AnnotatedImage(value=(shown.image, annotations),
                                   color_map={name: hex_color(color) for name, color in zip(names, colors)})
     label_map = viz.colorize_labels(labels, colors)
     channels = [(picture, f"channel {i}: {name}") for i, (picture, name) in
-                enumerate(zip(viz.channel_maps(probabilities), state["classes"]))]
+                enumerate(zip(viz.channel_maps(prediction), prediction.classes))]
     table = {"headers": ["class", "Dice", "IoU"], "data": []}
     errors = None
-    truth = state["truth"]
-    if truth is not None:
-        metrics = image_metrics(probabilities, truth, task, threshold)
+    if shown.truth is not None:
+        metrics = score(prediction, shown.truth, threshold)
         rows = [[name, format_dice(d), format_dice(i)] for name, d, i in
-                zip(state["classes"], metrics["dice"], metrics["iou"])]
+                zip(prediction.classes, metrics["dice"], metrics["iou"])]
         rows.append(["mean", format_dice(metrics["mean_dice"]), format_dice(metrics["miou"])])
         rows.append(["pixel accuracy", format_dice(metrics["pixel_accuracy"]), ""])
-        for key in ("sensitivity", "specificity", "auc"):
-            if key in metrics:
-                rows.append([key, format_dice(metrics[key]), ""])
-        table = {"headers": ["class", "Dice", "IoU"], "data": rows}
-        truth_labels = _target_labels(truth, task)
-        ignore = truth_labels == IGNORE_INDEX
-        errors = viz.error_map(labels, np.where(ignore, 0, truth_labels).astype(np.uint8), ignore)
-    return annotated, label_map, channels, table, errors, state["info"]
+        rows += [[key, format_dice(metrics[key]), ""] for key in ("sensitivity", "specificity", "auc") if key in metrics]
+        table["data"] = rows
+        errors = viz.error_map(prediction, shown.truth, threshold=threshold)
+    return annotated, label_map, channels, table, errors, shown.info
 
 
-def _target_labels(target: np.ndarray, task: str) -> np.ndarray:
-    from ..labels import target_to_labels
-
-    return target_to_labels(target, task)
-
-
-def segment_api(context: AppContext, image_file, model_name):
+def segment_image(context: AppContext, image, model):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
     pixel value = label index) and the fraction of pixels of each label."""
-    image_path = checked_upload(image_file, "image")
-    if image_path is None:
-        raise gr.Error("send an image file", print_exception=False)
-    image = read_image(image_path)
-    segmenter = context.catalog.get(model_name or None)
-    probabilities = segmenter.predict(image)
-    labels = segmenter.labels(probabilities)
-    overlay = downscale(viz.overlay(image, probabilities, segmenter.task, segmenter.colors, labels=labels))
-    counts = np.bincount(labels.ravel(), minlength=len(segmenter.label_names))
-    fractions = {name: round(float(count) / labels.size, 6) for name, count in zip(segmenter.label_names, counts)}
-    return (png_file(overlay, "overlay.png"), png_file(labels, "labels.png", palette=segmenter.label_colors),
-            {"model": segmenter.name, "fractions": fractions})
+    image_path = required_upload(image, "image", "send an image file")
+    picture = read_image(image_path)
+    prediction = context.catalog.get(model or None).predict(picture)
+    overlay = viz.downscale(viz.overlay(picture, prediction), DISPLAY_SIDE)
+    return (png_file(overlay, "overlay.png"),
+            png_file(prediction.labels(), "labels.png", palette=prediction.label_colors),
+            {"model": prediction.model, "fractions": prediction.fractions()})
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
     gr.Markdown("Segment your own image: any common format, DRIVE `.tif` retina images, Pascal VOC `.jpg` photos.")
-    stored = gr.State(None)
+    kept = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             image_file = gr.File(label="image", file_types=["image", ".tif", ".tiff", ".gif"], elem_id="upload-image")
             mask_file = gr.File(label="ground-truth mask (optional: DRIVE .gif, VOC palette .png, index PNG)",
                                 file_types=["image", ".gif", ".png", ".tif"], elem_id="upload-mask")
             model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
-                                elem_id="upload-model")
+                                  elem_id="upload-model")
             run = gr.Button("Segment", variant="primary", elem_id="upload-run")
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold (multi-label and binary)")
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity")
         with gr.Column(scale=3):
-            info = gr.Markdown(elem_id="upload-info")
+            info = gr.Markdown(label="summary", elem_id="upload-info")
             annotated = gr.AnnotatedImage(label="overlay (click a class in the legend to highlight it)",
                                           format="png", elem_id="upload-overlay")
             with gr.Row():
@@ -174,11 +136,10 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="upload-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     outputs = [annotated, label_map, channels, metrics, errors, info]
-    run.click(user_errors(lambda i, m, n, t, o: segment(context, i, m, n, t, o)),
-              [image_file, mask_file, model, threshold, opacity], [*outputs, stored],
+    run.click(handler(segment_upload, context), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
               api_name="segment_upload", concurrency_id="inference")
     for slider in (threshold, opacity):
-        slider.release(user_errors(render), [stored, threshold, opacity], outputs, api_visibility="private")
+        slider.release(handler(render), [kept, threshold, opacity], outputs, api_visibility="private")
 
     # The /segment API endpoint (no visible widgets of its own).
     with gr.Group(visible=False):
@@ -188,6 +149,6 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
         api_labels = gr.File(label="label map PNG")
         api_fractions = gr.JSON(label="class fractions")
         api_button = gr.Button("segment (API)")
-    api_button.click(user_errors(lambda i, m: segment_api(context, i, m)), [api_image, api_model],
+    api_button.click(handler(segment_image, context), [api_image, api_model],
                      [api_overlay, api_labels, api_fractions], api_name="segment", concurrency_id="inference")
     return {"model": model}

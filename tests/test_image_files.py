@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo.io import ImageError, check_same_size, read_image, read_label_map
+from segdemo.image_files import ImageError, check_same_size, read_image, read_label_map
 
 
 def encode(image: Image.Image, format: str, **options) -> bytes:

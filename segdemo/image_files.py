@@ -1,9 +1,9 @@
-"""Reading untrusted images and label masks into plain numpy arrays.
+"""Image files in and out: untrusted images and label masks read into numpy arrays, PNGs written.
 
 Every loader and the app read pictures through :func:`read_image` and :func:`read_label_map`, so
 that one place decides what is accepted: the checks happen on the header, before any pixel is
-decoded, so a decompression bomb costs nothing. Every refusal raises :class:`ImageError` (a
-``ValueError``) with a message fit to show a user.
+decoded, so a decompression bomb costs nothing. Every refusal raises :class:`~segdemo.errors.ImageError` with
+a message fit to show a user.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+
 # 64 megapixels: an 8000×6000 (48 MP) photo is accepted, a 30000×30000 "bomb" is not.
 MAX_PIXELS = 64_000_000
 # Files larger than this are refused before they are read (a 64 MP RGB TIFF is 192 MB).
 MAX_FILE_BYTES = 256 * 1024 * 1024
-
-
-class ImageError(ValueError):
-    """An image or mask that segdemo refuses to read, with a message for the user."""
 
 
 def _open_source(source: Any, max_bytes: int) -> tuple[Image.Image, str]:

@@ -1,0 +1,60 @@
+"""The app's data folder: the one place that knows where uploads, models, runs and datasets live.
+
+::
+
+    <root>/uploads/            dataset zips uploaded for training (kept while a run reads them)
+    <root>/models/trained/     checkpoints of runs trained in the app      } listed in every
+    <root>/models/uploaded/    checkpoints visitors uploaded               } model picker
+    <root>/runs/<run id>/      training runs: best.pt, last.pt, log.jsonl
+    <root>/datasets/<name>/    annotation datasets (segdemo.annotations)
+
+It survives restarts. The root is ``--data-dir``, ``SEGDEMO_DATA_DIR``, or ``.segdemo`` in the
+working directory. Nothing under it is ever handed to gradio to serve: files a page downloads are
+linked or copied out first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .filenames import safe_name
+from .files import link_or_copy
+
+ENVIRONMENT_VARIABLE = "SEGDEMO_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DataFolder:
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike | None = None) -> "DataFolder":
+        """The data folder at ``path``, else ``$SEGDEMO_DATA_DIR``, else ``./.segdemo`` (created)."""
+        root = Path(path or os.environ.get(ENVIRONMENT_VARIABLE) or Path.cwd() / ".segdemo").resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def models(self) -> Path:
+        """Holds ``trained/`` and ``uploaded/`` (:class:`segdemo.catalog.ModelCatalog`)."""
+        return self.root / "models"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    def keep_upload(self, path: str | os.PathLike, fallback: str = "upload") -> Path:
+        """Keep an uploaded file (gradio deletes its own copy after a while) under ``uploads/``,
+        named after it; a later upload of the same name replaces it."""
+        path = Path(path)
+        return link_or_copy(path, self.uploads / f"{safe_name(path.stem, fallback)}{path.suffix.lower()}")

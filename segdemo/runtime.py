@@ -1,0 +1,90 @@
+"""How a network is fed and run on this machine: input normalization, device and precision.
+
+Training and inference both come here, so that a model sees the same input scaling and runs at
+the same precision whichever of them runs it.
+
+- **Normalization**: images are scaled to 0..1, then ``(x - mean) / std``. A checkpoint records
+  the pair it was trained with; the shapes use :data:`IDENTITY` (white on black, 0..1 as is),
+  photos and pretrained trunks :data:`IMAGENET`.
+- **Device**: ``auto`` is the GPU when there is one.
+- **Precision**: ``auto`` is bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with
+  native bf16 (AVX512-BF16/AMX), fp32 elsewhere: on CPUs without native bf16 it is emulated and was
+  measured many times slower than fp32 (BENCHMARKS.md).
+
+torch is imported inside the functions, not with this module: the data sources and the app's page
+refer to the normalizations before torch is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+IDENTITY = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def normalize(images: torch.Tensor, normalization: dict | None) -> torch.Tensor:
+    """``(N, 3, H, W)`` uint8 images as the network's float input: ``(x / 255 - mean) / std``.
+
+    ``normalization`` is a checkpoint's ``{"mean": [...], "std": [...]}``; None means
+    :data:`IDENTITY` (checkpoints written before it was recorded)."""
+    import torch
+
+    normalization = normalization or IDENTITY
+    mean = torch.tensor(normalization["mean"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalization["std"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return images.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
+
+
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The device ``name`` names (``auto``: CUDA when available, else the CPU); under torchrun,
+    ``local_rank`` picks this process's GPU. Asking for CUDA without a GPU is a settings error."""
+    import torch
+
+    from .errors import SettingsError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device {name!r} was asked for but no GPU is available")
+        if local_rank is not None and device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN has bf16 instructions (AVX512-BF16/AMX); elsewhere bf16 is emulated."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32 (see the module
+    docstring for ``auto``). fp16 on a CPU is a settings error."""
+    import torch
+
+    from .errors import SettingsError
+
+    if precision not in PRECISIONS:
+        raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise SettingsError("fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
