@@ -33,7 +33,7 @@ from .labels import probabilities_to_labels
 from .models import count_parameters
 from .prediction import Prediction
 from .runtime import IMAGENET, autocast_dtype, normalize, resolve_device
-from .tasks import MULTICLASS, check_task, label_space, probabilities_from_logits
+from .tasks import MULTICLASS, LabelSpace, check_task, probabilities_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ def fast_path_for(device: torch.device) -> InferencePath:
     return InferencePath(autocast_dtype(device, "auto"), True, True)
 
 
-class Segmenter:
-    """A model ready to segment images, with what it knows about its classes.
+class Segmenter(LabelSpace):
+    """A model ready to segment images, with what it knows about its classes (``label_names`` and
+    ``label_colors`` name the values of its label maps).
 
     Args:
         model: a segdemo model (its weights are copied; the original is never touched, so a model
@@ -127,15 +128,6 @@ class Segmenter:
             self._fast_model = fast
 
     # --- description --------------------------------------------------------------------------
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        """Names of the label-map values (with "background" first for multi-label/binary)."""
-        return label_space(self.task, self.classes, self.colors)[0]
-
-    @property
-    def label_colors(self) -> tuple[tuple[int, int, int], ...]:
-        return label_space(self.task, self.classes, self.colors)[1]
-
     def card(self) -> dict:
         """What the app shows about this model: architecture, size, data, metrics."""
         spec = self.meta["model"]

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .labels import probabilities_to_labels
-from .tasks import MULTICLASS, check_task, label_space
+from .tasks import MULTICLASS, LabelSpace, check_task
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """A model's probabilities for one image, with the names and colors to read them by.
+class Prediction(LabelSpace):
+    """A model's probabilities for one image, with the names and colors to read them by
+    (``label_names`` and ``label_colors`` name the values of its label map).
 
     Attributes:
         probabilities: ``(C, H, W)`` float32, one channel per class: a softmax over the classes
@@ -53,15 +54,6 @@ class Prediction:
     def size(self) -> tuple[int, int]:
         """``(H, W)``."""
         return self.probabilities.shape[1], self.probabilities.shape[2]
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        """Names of the label-map values (:func:`segdemo.tasks.label_space`)."""
-        return label_space(self.task, self.classes, self.colors)[0]
-
-    @property
-    def label_colors(self) -> tuple[tuple[int, int, int], ...]:
-        return label_space(self.task, self.classes, self.colors)[1]
 
     def labels(self, threshold: float = 0.5) -> np.ndarray:
         """The ``(H, W)`` uint8 label map (``threshold`` matters for multi-label and binary

@@ -24,6 +24,19 @@ BACKGROUND_NAME = "background"
 BACKGROUND_COLOR = (0, 0, 0)
 
 
+class LabelSpace:
+    """For objects with a ``task``, ``classes`` and ``colors`` (a model, a prediction): the names and
+    colors of the values of their label maps (:func:`label_space`)."""
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return label_space(self.task, self.classes, self.colors)[0]
+
+    @property
+    def label_colors(self) -> tuple[tuple[int, int, int], ...]:
+        return label_space(self.task, self.classes, self.colors)[1]
+
+
 def check_task(task: str) -> str:
     """Return ``task`` if it is one of :data:`TASKS`, else raise a ``ValueError`` naming them."""
     if task not in TASKS:

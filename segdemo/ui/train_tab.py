@@ -13,12 +13,11 @@ import gradio as gr
 import pandas as pd
 
 from ..data import open_source, spec_for_archive
-from ..engine import configure, preset
+from ..engine import EpochDone, StepDone, configure, preset
 from ..filenames import safe_name
 from ..models import names as model_names
 from .context import AppContext
 from .files import download, png_file, required_upload
-from ..engine.events import EpochDone, StepDone
 from .messages import handler
 from .widgets import live_dropdown
 
@@ -35,7 +34,6 @@ it never trains on: that is the honest one. The default run is tuned for two CPU
 U-Net learning on 96×96 crops (shapes keep their scale, a step costs a quarter), evaluated on whole
 192×192 images, with a one-cycle learning rate that warms up, peaks and anneals within the time limit.
 """
-
 
 NEW_MODEL = "(none: a new model)"
 
