@@ -98,6 +98,21 @@ def overlay(image: np.ndarray, prediction: Prediction, *, threshold: float = 0.5
     return overlay_masks(image, prediction.probabilities > threshold, prediction.colors, opacity=opacity)
 
 
+def class_masks(prediction: Prediction, *, threshold: float = 0.5) -> list[tuple[str, tuple, np.ndarray]]:
+    """``(name, color, mask)`` of each class :func:`overlay` draws, for a viewer that draws them
+    itself (the Upload tab's highlight-on-click legend): the pixels of each class of the label map
+    (multiclass, background left out), or of each class over ``threshold`` (multi-label, binary:
+    they may overlap). Classes with no pixel are left out."""
+    if prediction.task == MULTICLASS:
+        labels = prediction.labels()
+        regions = [(prediction.classes[value], prediction.colors[value], labels == value)
+                   for value in np.unique(labels) if 0 < value < len(prediction.classes)]
+    else:
+        regions = [(name, color, channel > threshold)
+                   for name, color, channel in zip(prediction.classes, prediction.colors, prediction.probabilities)]
+    return [(name, color, mask) for name, color, mask in regions if mask.any()]
+
+
 def overlay_masks(image: np.ndarray, masks: np.ndarray, colors, *, opacity: float = 0.5) -> np.ndarray:
     """Draw ``(C, H, W)`` multi-label masks (1 or True where a class is) over their image; where
     classes overlap, their colors blend."""

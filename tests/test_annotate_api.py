@@ -140,3 +140,13 @@ def test_train_a_few_steps_on_the_saved_annotations(app, client, tmp_path):
     assert status["state"] == "finished", status["message"]
     names = wait_for(lambda: [n for n in client.predict(api_name="/models") if "fine-tuned" in n])
     assert names
+
+
+def test_shapes_images_of_a_size_or_seed_out_of_range_are_refused_with_a_message(client):
+    client.predict(name="sizes", classes_from="shapes", class_list="", api_name="/annotate_create")
+    with pytest.raises(Exception, match="greater than maximum value 384"):  # the slider's range holds over the API
+        client.predict(dataset="sizes", seed=0, size=100_000, api_name="/annotate_open_shapes")
+    with pytest.raises(Exception, match="seed must be 0 or more"):
+        client.predict(dataset="sizes", seed=-1, size=64, api_name="/annotate_open_shapes")
+    editor_value, _, message = client.predict(dataset="sizes", seed=3, size=64, api_name="/annotate_open_shapes")
+    assert "Opened" in message

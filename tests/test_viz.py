@@ -116,3 +116,17 @@ def test_channel_maps_are_ordered_dark_to_bright():
     assert brightness[-1] > brightness[0]
     gray = viz.channel_maps(prediction, heat=False)
     assert gray[0][0, 0].tolist() == [0, 0, 0] and gray[0][0, -1].tolist() == [255, 255, 255]
+
+
+def test_class_masks_are_the_regions_the_overlay_tints():
+    rng = np.random.default_rng(1)
+    image = np.full((20, 30, 3), 128, dtype=np.uint8)
+    for task, channels in (("multiclass", 4), ("multilabel", 3)):
+        raw = rng.random((channels, 20, 30)).astype(np.float32)
+        probabilities = raw / raw.sum(axis=0) if task == "multiclass" else raw
+        colors = [(0, 0, 0), (250, 0, 0), (0, 250, 0), (0, 0, 250)][-channels:]
+        prediction = Prediction(probabilities, task, tuple("abcd"[:channels]), colors)
+        regions = viz.class_masks(prediction, threshold=0.6)
+        tinted = (viz.overlay(image, prediction, threshold=0.6, opacity=1.0) != image).any(axis=2)
+        assert np.array_equal(np.any([mask for _, _, mask in regions], axis=0), tinted), task
+        assert all(mask.any() for _, _, mask in regions)

@@ -131,9 +131,11 @@ def generate(count: int, size: Sequence[int] | int = DEFAULT_SIZE, seed=None) ->
     """
     height, width = _pair(size)
     if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
+        raise SettingsError(f"count must be >= 0, got {count}")
     if height < 8 or width < 8:
-        raise ValueError(f"size must be at least 8×8 pixels, got {height}×{width}")
+        raise SettingsError(f"size must be at least 8×8 pixels, got {height}×{width}")
+    if isinstance(seed, (int, np.integer)) and seed < 0:
+        raise SettingsError(f"the seed must be 0 or more, got {seed}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     masks = np.zeros((count, len(CLASSES), height, width), dtype=np.uint8)
     visible = np.zeros((count, height, width), dtype=np.uint8)

@@ -101,8 +101,9 @@ def open_upload(context: AppContext, dataset, image):
 def open_shapes(context: AppContext, dataset, seed, size):
     """Open a generated shapes image (``seed``, ``size`` pixels) for annotating in ``dataset``."""
     info = context.store.info(_dataset(dataset))
-    images, _ = shapes.generate(1, int(size), seed=int(seed or 0))
-    return editor_value(images[0], None, info.colors), images[0], f"shapes-{int(seed or 0)}", "Opened a shapes image."
+    seed = int(seed or 0)
+    images, _ = shapes.generate(1, int(size), seed=seed)  # the size slider's range is enforced by gradio
+    return editor_value(images[0], None, info.colors), images[0], f"shapes-{seed}", "Opened a shapes image."
 
 
 def open_item(context: AppContext, dataset, item):

@@ -45,7 +45,8 @@ def handler(function, *bound):
 
     Gradio names an endpoint's parameters after the remaining ones, so they are what an API client
     sees (``image``, ``model``, ``threshold`` …), and finds the values it fills in itself (a click's
-    ``gr.SelectData``) by their annotations: both are kept, resolved, on the bound function."""
+    ``gr.SelectData``) by their annotations: both are kept, resolved, on the bound function. The
+    docstring becomes the endpoint's description on the API page, which reads it as Markdown."""
     hints = typing.get_type_hints(function)
     signature = inspect.signature(function)
     parameters = [parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
@@ -55,6 +56,7 @@ def handler(function, *bound):
     def bound_function(*args, **kwargs):
         return function(*bound, *args, **kwargs)
 
+    bound_function.__doc__ = (function.__doc__ or "").replace("``", "`")
     bound_function.__signature__ = signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty)
     bound_function.__annotations__ = {p.name: p.annotation for p in parameters if p.name in hints}
     return user_errors(bound_function)

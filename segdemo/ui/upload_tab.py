@@ -75,13 +75,12 @@ def render(shown: Shown | None, threshold, opacity):
     if shown is None:
         raise refuse("segment an image first")
     prediction = shown.prediction
-    labels = prediction.labels(threshold)
-    names, colors = prediction.label_names, prediction.label_colors
-    present = [int(v) for v in np.unique(labels) if 0 < v < len(names)]  # label 0 is the background
-    annotations = [((labels == value).astype(np.float32) * float(opacity), names[value]) for value in present]
-    annotated = gr.AnnotatedImage(value=(shown.image, annotations),
-                                  color_map={name: hex_color(color) for name, color in zip(names, colors)})
-    label_map = viz.colorize_labels(labels, colors)
+    # The classes viz.overlay draws, blended by the page at ``opacity``, so that a click on the
+    # legend can highlight one class.
+    regions = viz.class_masks(prediction, threshold=threshold)
+    annotated = gr.AnnotatedImage(value=(shown.image, [(mask * np.float32(opacity), name) for name, _, mask in regions]),
+                                  color_map={name: hex_color(color) for name, color, _ in regions})
+    label_map = viz.colorize_labels(prediction.labels(threshold), prediction.label_colors)
     channels = [(picture, f"channel {i}: {name}") for i, (picture, name) in
                 enumerate(zip(viz.channel_maps(prediction), prediction.classes))]
     table = {"headers": ["class", "Dice", "IoU"], "data": []}
