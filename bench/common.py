@@ -19,13 +19,21 @@ BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
 def cpu_model() -> str:
+    """The CPU's name and the vector extensions that decide precision here (the machines' CPUs
+    change between sessions, and some report only "AMD EPYC"): e.g. "AMD EPYC, AVX-512 + bf16"."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    extensions = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        extensions += " + bf16" + (" (AMX)" if "amx_bf16" in flags else "")
+    return f"{name}, {extensions}" if extensions else name
 
 
 def machine() -> str:
