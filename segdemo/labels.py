@@ -14,20 +14,21 @@ from .tasks import BINARY, IGNORE_INDEX, MULTICLASS, check_task
 
 
 def argmax_channels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index and value of the largest of ``(C, H, W)`` float32 channels, per pixel.
+    """Index and value of the largest of ``(C, H, W)`` float channels, per pixel.
 
     Same result as ``argmax(axis=0)`` (ties go to the lower index) but one SIMD pass per
-    channel: numpy's reduction over the outer axis is 5× slower on large maps.
+    channel: numpy's reduction over the outer axis is 5× slower on large maps. Channels are made
+    float32 one at a time, so float16 probabilities never exist as a whole float32 copy.
     Returns ``(indices (H, W) uint8, maxima (H, W) float32)``.
     """
-    values = np.asarray(values, dtype=np.float32)
+    values = np.asarray(values)
     if values.shape[0] > 256:
         raise ValueError("at most 256 channels fit a uint8 label map")
-    best = np.ascontiguousarray(values[0]).copy()
+    best = np.array(values[0], dtype=np.float32)
     indices = np.zeros(values.shape[1:], dtype=np.uint8)
     fill = np.empty_like(indices)
     for index in range(1, values.shape[0]):
-        channel = np.ascontiguousarray(values[index])
+        channel = np.ascontiguousarray(values[index], dtype=np.float32)
         better = cv2.compare(channel, best, cv2.CMP_GT)
         cv2.max(best, channel, dst=best)
         fill.fill(index)

@@ -24,8 +24,9 @@ class Prediction(LabelSpace):
     (``label_names`` and ``label_colors`` name the values of its label map).
 
     Attributes:
-        probabilities: ``(C, H, W)`` float32, one channel per class: a softmax over the classes
-            for multiclass tasks, an independent sigmoid per class for multi-label and binary ones.
+        probabilities: ``(C, H, W)``, one channel per class: a softmax over the classes for
+            multiclass tasks, an independent sigmoid per class for multi-label and binary ones.
+            float32 from a model; float16 where a page keeps one to redraw it (:meth:`resized`).
         task: ``multilabel``, ``multiclass`` or ``binary`` (:mod:`segdemo.tasks`).
         classes: the name of each channel.
         colors: the ``(r, g, b)`` of each channel.
@@ -71,14 +72,16 @@ class Prediction(LabelSpace):
         counts = np.bincount(labels.ravel(), minlength=len(self.label_names))
         return {name: round(float(count) / labels.size, 6) for name, count in zip(self.label_names, counts)}
 
-    def resized(self, height: int, width: int) -> Prediction:
+    def resized(self, height: int, width: int, *, dtype=np.float32) -> Prediction:
         """The same prediction at another size (each channel area-averaged when shrinking), to
-        show a large image at screen size."""
+        show a large image at screen size, its probabilities stored as ``dtype`` (float16 halves
+        what a page keeps: 80 MB instead of 161 MB for 21 classes at 1600×1200)."""
         import cv2
 
         if (height, width) == self.size:
-            return self
+            return replace(self, probabilities=self.probabilities.astype(dtype, copy=False))
         interpolation = cv2.INTER_AREA if height < self.size[0] else cv2.INTER_LINEAR
-        channels = np.stack([cv2.resize(channel, (width, height), interpolation=interpolation)
-                             for channel in self.probabilities])
-        return replace(self, probabilities=channels.astype(np.float32, copy=False))
+        channels = np.empty((len(self.classes), height, width), dtype=dtype)
+        for index, channel in enumerate(self.probabilities):
+            channels[index] = cv2.resize(channel, (width, height), interpolation=interpolation)
+        return replace(self, probabilities=channels)

@@ -147,7 +147,7 @@ def channel_maps(prediction: Prediction, *, heat: bool = True) -> list[np.ndarra
     pictures = []
     table = _heat_table() if heat else None
     for channel in prediction.probabilities:
-        gray = cv2.convertScaleAbs(channel, alpha=255.0)  # saturating and rounded to 0..255
+        gray = cv2.convertScaleAbs(np.asarray(channel, dtype=np.float32), alpha=255.0)  # saturating and rounded to 0..255
         pictures.append(_take_rgb(table, gray) if heat else cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB))
     return pictures
 

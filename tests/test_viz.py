@@ -93,6 +93,9 @@ def test_a_prediction_reads_as_a_label_map_and_scores_against_one():
     assert metrics["dice"][0] == pytest.approx(2 * 2 / (3 + 2)) and metrics["dice"][1] == pytest.approx(2 / 3)
     smaller = prediction.resized(1, 1)
     assert smaller.size == (1, 1) and smaller.classes == prediction.classes
+    kept = prediction.resized(2, 3, dtype=np.float16)  # what the Upload tab keeps to redraw
+    assert kept.probabilities.dtype == np.float16 and np.array_equal(kept.labels(), prediction.labels())
+    assert score(kept, truth)["dice"] == pytest.approx(metrics["dice"])
 
 
 def test_error_map_categories():

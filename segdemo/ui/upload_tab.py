@@ -38,7 +38,7 @@ class Shown:
     """One segmented upload at display size, kept per visitor to re-render without the network."""
 
     image: np.ndarray                 # (h, w, 3)
-    prediction: Prediction            # at the same size
+    prediction: Prediction            # at the same size, float16 (half the memory a visitor holds)
     truth: np.ndarray | None          # ground-truth label map at the same size (255 = ignored)
     info: str
 
@@ -63,7 +63,7 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     if shown is not picture:
         info += f"; shown at {width}×{height}"
         truth = None if truth is None else cv2.resize(truth, (width, height), interpolation=cv2.INTER_NEAREST)
-    kept = Shown(shown, prediction.resized(height, width), truth, info)
+    kept = Shown(shown, prediction.resized(height, width, dtype=np.float16), truth, info)
     return (*render(kept, threshold, opacity), kept)
 
 
