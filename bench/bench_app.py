@@ -38,15 +38,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(data_dir: Path, cpus: str | None = None, env: dict | None = None):
-    """``python app.py`` on a free port (pinned to ``cpus`` with taskset if given); the process,
-    its URL and the seconds until its first page was served."""
+def start_app(data_dir: Path, cpus: str | None = None, env: dict | None = None, root: Path = ROOT):
+    """``python app.py`` of the tree at ``root`` on a free port (pinned to ``cpus`` with taskset if
+    given); the process, its URL and the seconds until its first page was served."""
     port = free_port()
     start = time.perf_counter()
     pin = ["taskset", "-c", cpus] if cpus else []
     process = subprocess.Popen([*pin, sys.executable, "app.py", "--port", str(port), "--data-dir", str(data_dir)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                               cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     while True:
         try:
@@ -84,12 +84,14 @@ def wait_until_idle(client, interval: float = 1.0, watch=None) -> dict:
 
 
 def segment_latencies(client, image_path, count):
+    """Round-trip times of ``count`` sequential ``/segment`` calls (positional arguments, which
+    every version of the app takes, so that trees can be compared)."""
     from gradio_client import handle_file
 
     times = []
     for _ in range(count):
         start = time.perf_counter()
-        client.predict(image=handle_file(str(image_path)), model="", api_name="/segment")
+        client.predict(handle_file(str(image_path)), "", api_name="/segment")
         times.append(time.perf_counter() - start)
     return times
 
@@ -248,11 +250,12 @@ def main():
         process.wait()
     write_section("app", "The app on 2 cores", rows, notes=(
         "Latencies through `gradio_client` (HTTP + queue + PNG encoding), sequential requests after a "
-        "warm-up; the `/segment` handler itself takes about 30 ms of its round trip (prediction 12–19 ms, "
-        "overlay, PNG), the rest is gradio's queue and file transfers (compare `/models`). Start: importing "
-        "gradio takes about 4.4 s of it; the page is built without importing torch (2.4 s), which the app "
-        "imports, with the default model, once the page is served; torchvision (2.4 s more) is imported "
-        "only when a torchvision model or augmentation is built; start times on this machine vary by ±1 s "
+        "warm-up; the `/segment` handler itself takes 10–13 ms of its round trip on the AVX-512 EPYC (about "
+        "30 ms on the AVX2-only one: prediction 12–19 ms, overlay, PNG), the rest is gradio's queue and "
+        "file transfers (compare `/models`). Start: importing gradio takes 2.3–2.7 s of it here (4.4 s on "
+        "the AVX2 EPYC); the page is built without importing torch (1.3–1.9 s here, 2.4 s there), which "
+        "the app imports, with the default model, once the page is served; torchvision (about 1 s more) "
+        "is imported only when a torchvision model or augmentation is built; start times vary by ±0.5 s "
         "between runs. The live run is the Train tab's default, 45 s, run alone and watched alternately "
         "twice (medians). Watching pages are headless Chromium on the Train tab. On the same two cores "
         "their drawing is counted against the run; on a Space the browsers run on the visitors' machines, "
