@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from fakes import write_drive, write_folder, write_voc, zip_tree
-from segdemo.data import FileTree, open_source, source_names
+from segdemo.data import FileTree, open_source, source_names, spec_for_archive
 from segdemo.errors import ArchiveError
 from segdemo.data.archive import extract_safely
-from segdemo.image_files import ImageError
+from segdemo.errors import ImageError
 
 
 def test_registry_lists_every_source():
@@ -17,6 +17,20 @@ def test_registry_lists_every_source():
         open_source("imagenet:/x")
     with pytest.raises(ValueError, match="needs a path"):
         open_source("drive")
+
+
+@pytest.mark.parametrize("writer, kind", [(write_drive, "drive"), (write_voc, "voc"), (write_folder, "folder")])
+def test_an_upload_is_recognised_by_its_layout(tmp_path, writer, kind):
+    archive = zip_tree(writer(tmp_path / kind), tmp_path / f"{kind}.zip", top="my dataset")
+    spec = spec_for_archive(str(archive))
+    assert spec == f"{kind}:{archive}" and open_source(spec).info.num_classes >= 1
+
+
+def test_an_upload_of_no_known_layout_is_refused_naming_them(tmp_path):
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as archive:
+        archive.writestr("notes/readme.txt", "hello")
+    with pytest.raises(ArchiveError, match="none of the known layouts: folder .*voc .*drive"):
+        spec_for_archive(str(tmp_path / "notes.zip"))
 
 
 @pytest.fixture(params=["folder", "zip", "zip-with-top-folder"])

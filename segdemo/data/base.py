@@ -152,7 +152,7 @@ def spec_for_archive(path: str) -> str:
     finally:
         tree.close()
     raise ArchiveError("this zip is none of the known layouts: " + ", ".join(
-        f"{entry.help}" for entry in _SOURCES.values() if entry.markers))
+        f"{entry.name} (with {' or '.join(entry.markers)})" for entry in _SOURCES.values() if entry.markers))
 
 
 class PairsDataset:
