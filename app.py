@@ -1,7 +1,8 @@
 """segdemo's app: ``python app.py`` serves it on http://127.0.0.1:7860 (also a Hugging Face Space).
 
 Options: ``--data-dir PATH`` (or SEGDEMO_DATA_DIR) for saved models and annotations,
-``--host``, ``--port``.
+``--workspaces`` (or SEGDEMO_WORKSPACES=1; on by itself on a Space) for a private workspace per
+visitor and a training queue, ``--host``, ``--port``.
 """
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 # and telemetry cost about 0.3 s of start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from segdemo.ui import build_demo, create_context, launch_options, warm_up  # noqa: E402  (after the setting above)
+from segdemo.ui import build_demo, create_context, launch_options, public_mode, warm_up  # noqa: E402  (after the setting above)
 
 
 def parse_args(argv=None):
@@ -21,12 +22,15 @@ def parse_args(argv=None):
                         help="folder for uploaded/trained models and annotations (default .segdemo)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--workspaces", action="store_true",
+                        help="a private workspace per visitor and a training queue (on by itself on a Space)")
     args, _ = parser.parse_known_args(argv)
     return args
 
 
 _args = parse_args()
-demo = build_demo(create_context(_args.data_dir, shipped_dir=Path(__file__).resolve().parent / "checkpoints"))
+demo = build_demo(create_context(_args.data_dir, shipped_dir=Path(__file__).resolve().parent / "checkpoints",
+                                 public=public_mode(_args.workspaces)))
 
 if __name__ == "__main__":
     # Serve the page first (nothing so far has imported torch; the server runs in its own

@@ -91,8 +91,7 @@ class DatasetStore:
     """Annotation datasets under ``root`` (the app's data directory)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root).resolve()  # made by the first dataset: a visitor who only looks writes nothing
         self._lock = threading.RLock()
 
     # --- paths ------------------------------------------------------------------------------------
@@ -112,6 +111,8 @@ class DatasetStore:
 
     # --- datasets ---------------------------------------------------------------------------------
     def datasets(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
         return sorted(p.name for p in self.root.iterdir() if (p / CLASSES_FILE).is_file() and follows_rule(p.name))
 
     def create(self, dataset: str, info: DatasetInfo) -> str:

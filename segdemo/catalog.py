@@ -1,9 +1,11 @@
 """The models a user can pick: shipped checkpoints, uploaded ones, runs trained in the app, and
 torchvision's pretrained VOC models where their weights are at hand.
 
-:class:`ModelCatalog` lists them by display name and loads each lazily, keeping a few loaded
-:class:`~segdemo.inference.Segmenter` objects in a small LRU cache. It is thread-safe: the app's
-request handlers and the background trainer's ``on_finish`` call it concurrently.
+:class:`ModelCatalog` lists them by display name and loads each lazily through a
+:class:`ModelCache`, which keeps a few loaded :class:`~segdemo.inference.Segmenter` objects and is
+shared by every catalog of the app (one per workspace), so a shipped model is in memory once however
+many visitors use it. Both are thread-safe: the app's request handlers and the background trainer's
+``on_finish`` call them concurrently.
 
 Listing reads file names only and imports no torch; the first model loaded imports it. The app
 builds its page from the listing, so it serves that page before torch is loaded.
@@ -16,7 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .errors import CheckpointError, SettingsError
 from .filenames import safe_name
@@ -42,25 +44,77 @@ class CatalogEntry:
     message: str = ""         # why it is unavailable, or a note
 
 
+def _cache_key(entry: CatalogEntry) -> str:
+    return f"pretrained:{entry.pretrained}" if entry.kind == PRETRAINED_KIND else str(entry.path)
+
+
+class ModelCache:
+    """Loaded models by key (their file, or ``pretrained:NAME``): at most ``max_loaded``, the least
+    recently used dropped first, and one load per model at a time (a request that comes while the
+    app's warm-up or another visitor is loading the same model waits for that load)."""
+
+    def __init__(self, max_loaded: int = MAX_LOADED):
+        self.max_loaded = max_loaded
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, Segmenter] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def _recall(self, key: str) -> Segmenter | None:
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            return None
+
+    def get(self, key: str, load: Callable[[], Segmenter]) -> Segmenter:
+        """The model ``key``, loaded by ``load()`` if it is not in memory."""
+        if (segmenter := self._recall(key)) is not None:
+            return segmenter
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            if (segmenter := self._recall(key)) is not None:
+                return segmenter
+            segmenter = load()
+            with self._lock:
+                self._loaded[key] = segmenter
+                while len(self._loaded) > self.max_loaded:
+                    self._loaded.popitem(last=False)
+        return segmenter
+
+    def holds(self, key: str) -> bool:
+        with self._lock:
+            return key in self._loaded
+
+    def keys(self) -> list[str]:
+        """The keys in memory, the most recently used last."""
+        with self._lock:
+            return list(self._loaded)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._loaded.pop(key, None)
+
+
 class ModelCatalog:
     """Pickable models.
 
     Args:
         shipped_dir: the repository's ``checkpoints/`` folder.
-        models_dir: where uploaded and app-trained checkpoints are kept (inside the data dir).
+        models_dir: where uploaded and app-trained checkpoints are kept (a data folder's ``models``).
         default: name of the default model (listed first).
+        cache: where loaded models are kept; share one between catalogs (default: a cache of its own).
     """
 
     def __init__(self, shipped_dir: str | Path, models_dir: str | Path, *, default: str = "unet_shapes",
-                 include_pretrained: bool = True):
+                 include_pretrained: bool = True, cache: ModelCache | None = None):
         self.shipped_dir = Path(shipped_dir)
         self.models_dir = Path(models_dir)
         self.default = default
         self.include_pretrained = include_pretrained
+        self.cache = cache or ModelCache()
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
-        self._loaded: OrderedDict[str, Segmenter] = OrderedDict()
-        self._loading: dict[str, threading.Lock] = {}
         self.version = 0
         self.refresh()
 
@@ -83,10 +137,10 @@ class ModelCatalog:
                                              message=message or spec.description)
         with self._lock:
             changed = set(entries) != set(self._entries)
-            self._entries = entries
-            for name in list(self._loaded):
+            for name, entry in self._entries.items():
                 if name not in entries:
-                    del self._loaded[name]
+                    self.cache.forget(_cache_key(entry))
+            self._entries = entries
             if changed:
                 self.version += 1
 
@@ -112,48 +166,29 @@ class ModelCatalog:
 
     # --- loading ----------------------------------------------------------------------------------
     def loaded(self) -> list[str]:
-        """Names of the models held in memory, the most recently used last."""
+        """Names of this catalog's models held in memory, the most recently used last."""
         with self._lock:
-            return list(self._loaded)
-
-    def _recall(self, name: str) -> Segmenter | None:
-        """The loaded model ``name``, marked most recently used; None if it is not loaded.
-        Call with the lock held."""
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return self._loaded[name]
-        return None
+            by_key = {_cache_key(entry): name for name, entry in self._entries.items()}
+        return [by_key[key] for key in self.cache.keys() if key in by_key]
 
     def get(self, name: str | None = None) -> Segmenter:
         """The loaded model ``name`` (default: the default model). Raises a
         :class:`~segdemo.errors.UserError` for an unknown name or one that cannot be loaded."""
         name = name or self.default
         entry = self.entry(name)
-        with self._lock:
-            if (segmenter := self._recall(name)) is not None:
-                return segmenter
-            loading = self._loading.setdefault(name, threading.Lock())
         if not entry.available:
             raise CheckpointError(entry.message)
-        # One load per model: a request that comes while the app's warm-up (or another visitor)
-        # is loading the same model waits for that load instead of doing it again.
-        with loading:
-            with self._lock:
-                if (segmenter := self._recall(name)) is not None:
-                    return segmenter
+
+        def load() -> Segmenter:
             from .inference import load_segmenter, pretrained_segmenter
 
             if entry.kind == PRETRAINED_KIND:
-                segmenter = pretrained_segmenter(entry.pretrained)
-            else:
-                segmenter = load_segmenter(entry.path)
-                segmenter.name = name
-            with self._lock:
-                self._loaded[name] = segmenter
-                self._loaded.move_to_end(name)
-                while len(self._loaded) > MAX_LOADED:
-                    self._loaded.popitem(last=False)
-        return segmenter
+                return pretrained_segmenter(entry.pretrained)
+            segmenter = load_segmenter(entry.path)
+            segmenter.name = name
+            return segmenter
+
+        return self.cache.get(_cache_key(entry), load)
 
     # --- adding -----------------------------------------------------------------------------------
     def add_checkpoint(self, source: str | Path, *, title: str | None = None) -> str:

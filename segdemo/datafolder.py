@@ -7,6 +7,8 @@
     <root>/models/uploaded/    checkpoints visitors uploaded               } model picker
     <root>/runs/<run id>/      training runs: best.pt, last.pt, log.jsonl
     <root>/datasets/<name>/    annotation datasets (segdemo.annotations)
+    <root>/workspaces/<digest>/   in public mode, one such folder per visitor (segdemo.workspaces)
+    <root>/secrets/<name>      random values the app keeps across restarts (mode 0600)
 
 It survives restarts. The root is ``--data-dir``, ``SEGDEMO_DATA_DIR``, or ``.segdemo`` in the
 working directory. Nothing under it is ever handed to gradio to serve: files a page downloads are
@@ -16,6 +18,7 @@ linked or copied out first.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,19 @@ class DataFolder:
     @property
     def datasets(self) -> Path:
         return self.root / "datasets"
+
+    def secret(self, name: str) -> str:
+        """A random value kept under ``secrets/`` across restarts (made on first use)."""
+        path = self.root / "secrets" / name
+        if not path.is_file():
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            value = secrets.token_urlsafe(32)
+            try:
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                    file.write(value)
+            except FileExistsError:  # another process made it first: use theirs
+                pass
+        return path.read_text().strip()
 
     def keep_upload(self, path: str | os.PathLike, fallback: str = "upload") -> Path:
         """Keep an uploaded file (gradio deletes its own copy after a while) under ``uploads/``,

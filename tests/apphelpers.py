@@ -46,20 +46,22 @@ class RunningApp:
         return Client(self.url, verbose=False, analytics_enabled=False, ssl_verify=False)
 
     def close(self):
-        """Stop any training the tests left going (its thread must not outlive the app), then the server."""
+        """Stop any training the tests left going, queued runs too (no thread may outlive the app),
+        then the server."""
         trainer = self.context.trainer
-        trainer.stop()
+        trainer.close()
         trainer.wait(timeout=120)
         self.demo.close()
 
 
-def start_app(data_dir: Path, **context_options) -> RunningApp:
-    """The real app over ``data_dir`` and the shipped checkpoints, served on a free port."""
+def start_app(data_dir: Path, port: int | None = None, **context_options) -> RunningApp:
+    """The real app over ``data_dir`` and the shipped checkpoints, served on ``port`` (default: a
+    free one; a browser keeps its storage per port, so a restart test serves on the same one)."""
     from segdemo.ui import build_demo, create_context, launch_options
 
     context = create_context(data_dir, SHIPPED, **context_options)
     demo = build_demo(context)
-    port = free_port()
+    port = port or free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options())
     return RunningApp(f"http://127.0.0.1:{port}/", demo, context)
 

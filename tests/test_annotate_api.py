@@ -42,7 +42,7 @@ def test_two_classes_save_reopen_round_trip_and_resave_keeps_the_old(app, client
     layer = painted_layer(tmp_path, labels, colors)
     message = client.predict("two-classes", editor(image_path, [layer]), "first", api_name="/annotate_save")[0]
     assert "Saved" in message
-    store = app.context.store
+    store = app.context.workspace().store
     saved_image, saved_labels = store.load("two-classes", "first")
     assert np.array_equal(saved_labels, labels) and np.array_equal(saved_image, image)
     # reopen: the editor gets the same painting back
@@ -65,7 +65,7 @@ def test_prefill_from_the_model_then_edit(app, client, tmp_path):
     value, message = client.predict("prefilled", "unet_shapes", 0.5, api_name="/annotate_prefill")
     assert "Pre-filled" in message
     layer = np.asarray(Image.open(value["layers"][0]).convert("RGBA"))
-    info = app.context.store.info("prefilled")
+    info = app.context.workspace().store.info("prefilled")
     from segdemo.painting import labels_from_layers
 
     predicted = labels_from_layers([layer], info.colors, layer.shape)
@@ -81,7 +81,7 @@ def test_prefill_from_the_model_then_edit(app, client, tmp_path):
     background = tmp_path / "bg.png"
     Image.fromarray(images[0]).save(background)
     client.predict("prefilled", editor(background, [layer_path]), "shapes-3", api_name="/annotate_save")
-    assert np.array_equal(app.context.store.load("prefilled", "shapes-3")[1], edited)
+    assert np.array_equal(app.context.workspace().store.load("prefilled", "shapes-3")[1], edited)
     cleaned, note = client.predict("prefilled", editor(background, [layer_path]), 20, api_name="/annotate_cleanup")
     assert "Removed specks" in note
 
@@ -98,7 +98,7 @@ def test_export_and_reimport_give_identical_files(app, client, tmp_path):
     with zipfile.ZipFile(archive) as opened:
         assert sorted(opened.namelist()) == ["classes.json", "images/a.png", "images/b.png", "masks/a.png", "masks/b.png"]
     client.predict(handle_file(archive), "reimported", api_name="/annotate_import")
-    store = app.context.store
+    store = app.context.workspace().store
     for original, copy in zip(store.items("exported"), store.items("reimported")):
         assert original.image.read_bytes() == copy.image.read_bytes()
         assert original.mask.read_bytes() == copy.mask.read_bytes()
@@ -112,9 +112,9 @@ def test_hostile_names_are_refused(app, client, name):
     with pytest.raises(Exception, match="not allowed"):
         client.predict(name, "shapes", "", api_name="/annotate_create")
     with pytest.raises(Exception, match="not allowed|no dataset"):
-        client.predict("exported" if "exported" in app.context.store.datasets() else "x", editor(None, []), name,
+        client.predict("exported" if "exported" in app.context.workspace().store.datasets() else "x", editor(None, []), name,
                        api_name="/annotate_save")
-    root = app.context.store.root
+    root = app.context.workspace().store.root
     assert all(path.resolve().is_relative_to(root) for path in root.rglob("*"))
     assert not (root.parent / "escape").exists()
 
@@ -122,7 +122,7 @@ def test_hostile_names_are_refused(app, client, name):
 def test_train_a_few_steps_on_the_saved_annotations(app, client, tmp_path):
     client.predict("to-train", "shapes", "", api_name="/annotate_create")
     images, masks = shapes.generate(3, 96, seed=11)
-    info = app.context.store.info("to-train")
+    info = app.context.workspace().store.info("to-train")
     for index, (image, mask) in enumerate(zip(images, masks)):
         labels = np.zeros(mask.shape[1:], dtype=np.uint8)
         for channel in range(6):

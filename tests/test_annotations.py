@@ -57,7 +57,7 @@ def test_hostile_names_are_refused(store, name):
         check_name(name)
     with pytest.raises(UserError):
         store.create(name, CLASS_PRESETS["shapes"])
-    assert list(store.root.iterdir()) == []
+    assert not store.root.exists() or not any(store.root.iterdir())  # nothing written
     assert check_name(safe_name(name, "fallback")) == safe_name(name, "fallback")  # one rule: made names pass it
 
 

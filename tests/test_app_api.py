@@ -187,7 +187,7 @@ demo = build_demo(context)
 heavy = [name for name in ("torch", "torchvision") if name in sys.modules]
 assert not heavy, f"building the app imported {heavy}"
 warm_up(context)
-assert "torch" in sys.modules and context.catalog.loaded() == ["unet_shapes"], context.catalog.loaded()
+assert "torch" in sys.modules and context.page_catalog().loaded() == ["unet_shapes"], context.page_catalog().loaded()
 """)
     assert "warming up" not in result.stderr, result.stderr[-3000:]
 

@@ -181,7 +181,7 @@ def test_annotate_paint_save_reopen_round_trips(page, app):
     page.click("#annotate-save")
     wait_for(lambda: "Saved" in page.inner_text("#annotate-message"), timeout=60)
     wait_images(page, "#annotate-gallery", 1)
-    store = app.context.store
+    store = app.context.workspace().store
     image, labels = store.load("browser-set", "painted")
     info = store.info("browser-set")
     assert set(np.unique(labels).tolist()) <= set(range(len(info.classes)))

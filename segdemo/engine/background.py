@@ -1,9 +1,17 @@
-"""Training in a background thread, for the app.
+"""Training in a background thread, for the app: one run at a time, the next ones in a fair queue.
 
 :class:`BackgroundTrainer` runs one :class:`~segdemo.engine.loop.Trainer` at a time in a daemon
-thread. A second ``start`` while one runs is **refused** with :class:`TrainerBusy` (a clear
-message for the page), not queued: a teaching run is short and the person who started it is
-watching it. The UI polls :meth:`status` and :meth:`curves`, which only copy from a bounded,
+thread: the cores are the limit. What happens to a second Start depends on ``queue_length``:
+
+- 0 (single-user, ``python app.py``): it is **refused** with
+  :class:`~segdemo.errors.TrainerBusy`: the person who started the run is watching it.
+- more (a classroom Space): it **waits**, first come first served, and starts when the runs before
+  it end; each owner (a workspace) may have one run queued or going, and the queue holds at most
+  ``queue_length`` runs. A run belongs to the owner who started it: only they can stop or cancel it
+  and download its checkpoint; everyone can watch the run that is training now.
+
+``time_cap`` bounds every run's wall time (its ``max_seconds``), so a place in the queue means a
+bounded wait. The UI polls :meth:`status` and :meth:`steps`, which only copy from a bounded,
 lock-guarded history, so any number of pages can watch without slowing the run.
 
 The training loop, and torch with it, is imported by the run's thread: the app creates its
@@ -19,8 +27,10 @@ import time
 import traceback
 import uuid
 import weakref
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import TrainerBusy
 from .config import TrainConfig
@@ -32,9 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDLE, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED = (
-    "idle", "starting", "running", "stopping", "finished", "stopped", "failed")
-
+IDLE, QUEUED, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED, CANCELLED = (
+    "idle", "queued", "starting", "running", "stopping", "finished", "stopped", "failed", "cancelled")
+GOING = (STARTING, RUNNING, STOPPING)
 
 _LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
 
@@ -43,79 +53,135 @@ _LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
 def _stop_runs_at_exit(timeout: float = 60.0) -> None:
     """Stop runs still going when the interpreter exits (Ctrl-C on the app): the run saves its
     checkpoint, and no daemon thread is left inside torch while Python tears down (which can
-    abort the process)."""
+    abort the process). Queued runs are dropped."""
     trainers = list(_LIVE_TRAINERS)
     for trainer in trainers:
-        trainer.stop()
+        trainer.close()
     for trainer in trainers:
         trainer.wait(timeout)
 
 
+@dataclass
+class Run:
+    """One run: queued, going or ended."""
+
+    run_id: str
+    owner: str | None
+    config: TrainConfig
+    source: DataSource | None
+    on_finish: Callable | None
+    history: EventHistory = field(default_factory=EventHistory)
+    stop: threading.Event = field(default_factory=threading.Event)
+    state: str = QUEUED
+    message: str = "waiting for its turn"
+    result: TrainResult | None = None
+    started_at: float | None = None
+
+
 class BackgroundTrainer:
-    """One training run at a time, in a thread.
+    """One training run at a time, in a thread; the next ones queued.
 
     Args:
-        runs_dir: where each run's folder (checkpoints, log) is created.
+        runs_dir: where each run's folder (checkpoints, log) is created, unless ``start`` names
+            another (a workspace's own).
         threads: torch CPU threads for the training thread (None: torch's default, one per core,
             which bounds it). Measured on 2 cores (``bench/bench_threads.py``): with the run held
             to one thread, predictions made meanwhile were slower at the 95th percentile (129 vs
             33 ms at 192×192) and so was the run; the OS shares the cores better than a fixed split.
-        on_finish: called with ``(run_id, TrainResult)`` when a run ends (e.g. to add its
-            checkpoint to the app's model list).
+        on_finish: called with ``(run_id, TrainResult)`` when a run ends, unless ``start`` gives
+            one of its own (e.g. to add the checkpoint to its owner's model list).
+        queue_length: how many runs may wait (0: a Start while one runs is refused).
+        time_cap: the longest a run may train, in seconds (None: no cap).
     """
 
-    def __init__(self, runs_dir: str | Path, *, threads: int | None = None, on_finish=None):
+    def __init__(self, runs_dir: str | Path, *, threads: int | None = None, on_finish=None,
+                 queue_length: int = 0, time_cap: float | None = None):
         self.runs_dir = Path(runs_dir)
         self.threads = threads
         self.on_finish = on_finish
+        self.queue_length = queue_length
+        self.time_cap = time_cap
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._state = IDLE
-        self._run_id: str | None = None
-        self._config: TrainConfig | None = None
-        self._history = EventHistory()
-        self._result: TrainResult | None = None
-        self._message = "no run yet"
-        self._started_at: float | None = None
-        self._stop_requested_at: float | None = None
+        self._current: Run | None = None          # going, or the last to end
+        self._waiting: deque[Run] = deque()
+        self._last_of: dict[str | None, Run] = {}  # each owner's latest run that started
+        self._closing = False
         _LIVE_TRAINERS.add(self)
 
     # --- control -----------------------------------------------------------------------------------
-    def start(self, config: TrainConfig, source: DataSource | None = None) -> str:
-        """Start a run of ``config`` (``source``: its data, if the caller opened it already);
-        returns the run's id. Raises :class:`~segdemo.errors.TrainerBusy` if one is going."""
+    def start(self, config: TrainConfig, source: DataSource | None = None, *, owner: str | None = None,
+              runs_dir: str | Path | None = None, on_finish: Callable | None = None) -> str:
+        """Start a run of ``config`` for ``owner``, or queue it behind the one going; returns its id.
+
+        ``source`` is its data if the caller opened it already; ``runs_dir`` where its folder goes.
+        Raises :class:`~segdemo.errors.TrainerBusy` when it may not wait: no queue (single-user),
+        the owner has a run queued or going already, or the queue is full."""
+        if self.time_cap and (not config.max_seconds or config.max_seconds > self.time_cap):
+            config = config.replace(max_seconds=self.time_cap)
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        config = config.replace(out=str(Path(runs_dir or self.runs_dir) / run_id))
+        run = Run(run_id, owner, config, source, on_finish or self.on_finish)
         with self._lock:
-            if self._state in (STARTING, RUNNING, STOPPING):
-                raise TrainerBusy(f"a training run ({self._run_id}) is already going; stop it or wait "
+            going = self._current is not None and self._current.state in GOING
+            if going and self.queue_length == 0:
+                raise TrainerBusy(f"a training run ({self._current.run_id}) is already going; stop it or wait "
                                   "for it to finish before starting another")
-            run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            config = config.replace(out=str(self.runs_dir / run_id))
-            self._run_id, self._config = run_id, config
-            self._history = EventHistory()
-            self._result = None
-            self._stop = threading.Event()
-            self._state, self._message = STARTING, "preparing data and model"
-            self._started_at, self._stop_requested_at = time.time(), None
-            self._thread = threading.Thread(target=self._run, args=(run_id, config, source, self._stop, self._history),
-                                            name=f"segdemo-train-{run_id}", daemon=True)
-            self._thread.start()
+            if self.queue_length and self._has_run(owner):
+                raise TrainerBusy("you have a run queued or training already: stop or cancel it before "
+                                  "starting another (one run per workspace)")
+            if going and len(self._waiting) >= self.queue_length:
+                raise TrainerBusy(f"the training queue is full ({len(self._waiting)} runs waiting); "
+                                  "try again when one has started")
+            if going:
+                self._waiting.append(run)
+            else:
+                self._begin(run)
         return run_id
 
-    def stop(self) -> bool:
-        """Ask the run to stop (it finishes its current step, validates and saves).
-        Returns False when no run is going. Pressing it twice is harmless."""
+    def _has_run(self, owner: str | None) -> bool:
+        """Whether ``owner`` has a run waiting or going. Call with the lock held."""
+        current = self._current
+        return (current is not None and current.state in GOING and current.owner == owner) or \
+            any(run.owner == owner for run in self._waiting)
+
+    def _begin(self, run: Run) -> None:
+        """Make ``run`` the one going, in a thread of its own. Call with the lock held."""
+        run.state, run.message, run.started_at = STARTING, "preparing data and model", time.time()
+        self._current = run
+        self._last_of[run.owner] = run
+        self._thread = threading.Thread(target=self._run, args=(run,), name=f"segdemo-train-{run.run_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, owner: str | None = None) -> str | None:
+        """Stop ``owner``'s run (it finishes its step, validates and saves) or take it out of the
+        queue. Returns ``"stopping"``, ``"cancelled"``, or None when ``owner`` has no run to stop.
+        Pressing it twice is harmless. In single-user mode (``owner`` None) it stops the run going."""
         with self._lock:
-            if self._state not in (STARTING, RUNNING, STOPPING):
-                return False
-            self._stop.set()
-            if self._state != STOPPING:
-                self._state, self._message = STOPPING, "stopping after this step"
-                self._stop_requested_at = time.time()
-            return True
+            current = self._current
+            if current is not None and current.state in GOING and current.owner == owner:
+                current.stop.set()
+                if current.state != STOPPING:
+                    current.state, current.message = STOPPING, "stopping after this step"
+                return "stopping"
+            for run in self._waiting:
+                if run.owner == owner:
+                    self._waiting.remove(run)
+                    run.state, run.message = CANCELLED, "cancelled before it started"
+                    return "cancelled"
+            return None
+
+    def close(self) -> None:
+        """Stop the run going and drop the queue (the app is exiting)."""
+        with self._lock:
+            self._closing = True
+            self._waiting.clear()
+            if self._current is not None and self._current.state in GOING:
+                self._current.stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends; True if it has."""
+        """Block until the run going now ends; True if it has."""
         thread = self._thread
         if thread is None:
             return True
@@ -125,11 +191,10 @@ class BackgroundTrainer:
     @property
     def running(self) -> bool:
         with self._lock:
-            return self._state in (STARTING, RUNNING, STOPPING)
+            return self._current is not None and self._current.state in GOING
 
     # --- the thread ---------------------------------------------------------------------------------
-    def _run(self, run_id: str, config: TrainConfig, source: DataSource | None, stop: threading.Event,
-             history: EventHistory) -> None:
+    def _run(self, run: Run) -> None:
         import torch
 
         from .loop import Trainer
@@ -138,89 +203,128 @@ class BackgroundTrainer:
             torch.set_num_threads(self.threads)  # OpenMP: applies to this thread's parallel regions
 
         def listen(event) -> None:
-            history(event)
+            run.history(event)
             if isinstance(event, RunStarted):
                 with self._lock:
-                    if self._run_id == run_id and self._state == STARTING:
-                        self._state, self._message = RUNNING, "training"
+                    if run.state == STARTING:
+                        run.state, run.message = RUNNING, "training"
 
         result = None
         try:
-            result = Trainer(config, [listen], stop, source=source).run()
+            result = Trainer(run.config, [listen], run.stop, source=run.source).run()
             state = {"finished": FINISHED, "time limit": FINISHED, "stopped": STOPPED}.get(result.reason, FAILED)
             message = result.message
         except Exception as error:  # bad data or settings found while setting up, or a bug: show it
-            log.error("training run %s failed:\n%s", run_id, traceback.format_exc())
+            log.error("training run %s failed:\n%s", run.run_id, traceback.format_exc())
             state, message = FAILED, f"{type(error).__name__}: {error}"
-            history(RunEnded(reason="failed", message=message))
+            run.history(RunEnded(reason="failed", message=message))
         with self._lock:
-            if self._run_id == run_id:
-                self._state, self._message, self._result = state, message, result
-        if self.on_finish is not None and result is not None:
+            run.state, run.message, run.result, run.source = state, message, result, None
+        if run.on_finish is not None and result is not None:
             try:
-                self.on_finish(run_id, result)
+                run.on_finish(run.run_id, result)
             except Exception:
-                log.exception("on_finish failed for run %s", run_id)
+                log.exception("on_finish failed for run %s", run.run_id)
+        with self._lock:
+            if self._waiting and not self._closing:
+                self._begin(self._waiting.popleft())
 
     # --- what the page polls -----------------------------------------------------------------------
-    def status(self) -> dict:
-        """A small, JSON-able summary: state, progress, ETA, latest numbers, checkpoints."""
+    def _shown(self, viewer: str | None) -> Run | None:
+        """The run ``viewer`` watches: the one going now, else their own latest."""
         with self._lock:
-            state, message, run_id, config, result = (self._state, self._message, self._run_id,
-                                                      self._config, self._result)
-            started = self._started_at
-        history = self._history
+            current = self._current
+            if current is not None and current.state in GOING:
+                return current
+            return self._last_of.get(viewer)
+
+    def status(self, viewer: str | None = None) -> dict:
+        """What ``viewer`` sees: the run going now (or else their own latest) as a small, JSON-able
+        summary (state, progress, ETA, latest numbers; the checkpoint only if it is theirs), and
+        their own place in the queue."""
+        run = self._shown(viewer)
+        queue = self.queue(viewer)
+        if run is None:
+            return {"state": IDLE, "message": "no run yet", "run_id": None, "phase": None, "step": 0,
+                    "total_steps": None, "progress": None, "eta_seconds": None, "epoch": 0, "loss": None,
+                    "train_dice": None, "val_mean_dice": None, "images_per_second": None, "elapsed": None,
+                    "checkpoint": None, "model": None, "title": None, "yours": False, "time_limit": None, **queue}
+        with self._lock:
+            state, message, config, result, started = run.state, run.message, run.config, run.result, run.started_at
+        history = run.history
         step: StepDone | None = history.latest(StepDone)
         epoch: EpochDone | None = history.latest(EpochDone)
         start: RunStarted | None = history.latest(RunStarted)
         total_steps = start.total_steps if start else None
         done = step.step if step else 0
-        progress = None
-        eta = None
+        progress = eta = None
         if total_steps:
             progress = done / total_steps
-            if config and config.max_seconds and step:
+            if config.max_seconds and step:
                 progress = max(progress, min(1.0, step.elapsed / config.max_seconds))
-            if step and progress and progress > 0 and state in (RUNNING, STOPPING):
+            if step and progress and progress > 0 and state in GOING:
                 eta = max(0.0, step.elapsed * (1 - progress) / progress)
-        checkpoint = None
-        for kind in ("best", "last"):
-            path = getattr(result, f"{kind}_path", None) if result else None
-            if path:
-                checkpoint = path
-                break
+        yours = run.owner == viewer
+        checkpoint = (result.best_path or result.last_path) if result is not None and yours else None
         return {
-            "state": state, "message": message, "run_id": run_id,
-            "phase": "validating" if history.validating and state in (RUNNING, STOPPING) else
-            ("training" if state in (RUNNING, STOPPING) else None),
+            "state": state, "message": message, "run_id": run.run_id,
+            "phase": "validating" if history.validating and state in GOING else
+            ("training" if state in GOING else None),
             "step": done, "total_steps": total_steps, "progress": progress, "eta_seconds": eta,
             "epoch": epoch.epoch if epoch else 0,
             "loss": step.loss if step else None, "train_dice": step.dice if step else None,
             "val_mean_dice": epoch.val["mean_dice"] if epoch else None,
             "images_per_second": step.images_per_second if step else None,
-            "elapsed": (time.time() - started) if started and state in (STARTING, RUNNING, STOPPING)
-            else (result.elapsed if result else None),
-            "checkpoint": checkpoint,
-            "model": config.model if config else None, "title": config.title if config else None,
+            "elapsed": (time.time() - started) if started and state in GOING else (result.elapsed if result else None),
+            "checkpoint": checkpoint, "model": config.model, "title": config.title, "yours": yours,
+            "time_limit": config.max_seconds, **queue,
         }
 
-    def steps(self) -> list[StepDone]:
-        """The run's step events so far (thinned when long)."""
-        return self._history.steps()
+    def queue(self, viewer: str | None = None) -> dict:
+        """How many runs wait, and ``viewer``'s own place among them with an estimated wait in
+        seconds (the run going now's time left, plus the time limits of the runs before theirs)."""
+        with self._lock:
+            current = self._current
+            waiting = list(self._waiting)
+        ahead = None
+        wait = 0.0
+        if current is not None and current.state in GOING:
+            limit = current.config.max_seconds
+            elapsed = time.time() - (current.started_at or time.time())
+            wait = max(0.0, limit - elapsed) if limit else None
+        for index, run in enumerate(waiting):
+            if run.owner == viewer:
+                ahead = index
+                break
+            wait = wait + run.config.max_seconds if wait is not None and run.config.max_seconds else None
+        mine = ahead is not None
+        return {"queued": len(waiting), "your_position": ahead + 1 if mine else None,
+                "your_wait_seconds": round(wait) if mine and wait is not None else None}
 
-    def epochs(self) -> list[EpochDone]:
-        """The run's epoch events so far."""
-        return self._history.epochs()
+    def _watched_history(self, viewer: str | None) -> EventHistory:
+        run = self._shown(viewer)
+        return run.history if run is not None else EventHistory()
 
-    def curves_version(self) -> int:
-        """Changes whenever the run records an event: pollers redraw only then."""
-        return self._history.version
+    def steps(self, viewer: str | None = None) -> list[StepDone]:
+        """The watched run's step events so far (thinned when long)."""
+        return self._watched_history(viewer).steps()
 
-    def snapshot(self) -> SnapshotTaken | None:
-        """The newest prediction snapshot, or None."""
-        return self._history.latest(SnapshotTaken)
+    def epochs(self, viewer: str | None = None) -> list[EpochDone]:
+        """The watched run's epoch events so far."""
+        return self._watched_history(viewer).epochs()
+
+    def curves_version(self, viewer: str | None = None) -> tuple[str | None, int]:
+        """Changes whenever the watched run records an event, or another run is watched: pollers
+        redraw only then."""
+        run = self._shown(viewer)
+        return (run.run_id, run.history.version) if run is not None else (None, 0)
+
+    def snapshot(self, viewer: str | None = None) -> SnapshotTaken | None:
+        """The watched run's newest prediction snapshot, or None."""
+        return self._watched_history(viewer).latest(SnapshotTaken)
 
     @property
     def result(self) -> TrainResult | None:
+        """The result of the run going now or ended last."""
         with self._lock:
-            return self._result
+            return self._current.result if self._current is not None else None

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 
 from .. import viz
-from ..annotations import CLASS_PRESETS, class_lines, parse_class_lines
+from ..annotations import CLASS_PRESETS, DatasetStore, class_lines, parse_class_lines
 from ..data import shapes
 from ..filenames import check_name, safe_name
 from ..image_files import read_image
@@ -43,9 +43,8 @@ def brush_for(colors) -> gr.Brush:
                     color_mode="fixed", default_size=8)
 
 
-def dataset_view(context: AppContext, dataset: str):
+def dataset_view(store: DatasetStore, dataset: str):
     """Everything that depends on the chosen ``dataset``: class text, legend, brush, gallery, stats."""
-    store = context.store
     info = store.info(_dataset(dataset))
     gallery = []
     for item in store.items(dataset):
@@ -58,23 +57,31 @@ def dataset_view(context: AppContext, dataset: str):
     return class_lines(info), legend_html(info.classes, info.colors), editor, gallery, table, progress
 
 
-def show_dataset(context: AppContext, dataset):
+def show_dataset(context: AppContext, dataset, request: gr.Request):
     """``/annotate_dataset``: the view of ``dataset`` (nothing changes while none is picked)."""
-    return dataset_view(context, dataset) if dataset else [gr.skip()] * 6
+    return dataset_view(context.workspace(request).store, dataset) if dataset else [gr.skip()] * 6
 
 
-def create_dataset(context: AppContext, name, classes_from, class_list):
+def list_datasets(context: AppContext, request: gr.Request):
+    """The visitor's datasets in the picker (when their page loads)."""
+    datasets = context.workspace(request).store.datasets()
+    return gr.Dropdown(choices=datasets, value=datasets[0] if datasets else None)
+
+
+def create_dataset(context: AppContext, name, classes_from, class_list, request: gr.Request):
     """A new dataset ``name`` with the classes of a preset (``classes_from``), or of ``class_list``
     (one ``name #rrggbb`` a line) when ``classes_from`` is the custom choice."""
+    store = context.workspace(request).store
     info = CLASS_PRESETS[classes_from] if classes_from in CLASS_PRESETS else parse_class_lines(class_list)
-    dataset = context.store.create(name, info)
-    return gr.Dropdown(choices=context.store.datasets(), value=dataset), f"Created **{dataset}**."
+    dataset = store.create(name, info)
+    return gr.Dropdown(choices=store.datasets(), value=dataset), f"Created **{dataset}**."
 
 
-def save_classes(context: AppContext, dataset, class_list):
+def save_classes(context: AppContext, dataset, class_list, request: gr.Request):
     """Rename, recolor or add classes of ``dataset`` from ``class_list``."""
-    context.store.set_classes(_dataset(dataset), parse_class_lines(class_list))
-    return dataset_view(context, dataset)
+    store = context.workspace(request).store
+    store.set_classes(_dataset(dataset), parse_class_lines(class_list))
+    return dataset_view(store, dataset)
 
 
 def _dataset(dataset) -> str:
@@ -90,40 +97,43 @@ def _checked_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def open_upload(context: AppContext, dataset, image):
+def open_upload(context: AppContext, dataset, image, request: gr.Request):
     """Open an uploaded ``image`` for annotating in ``dataset``."""
-    info = context.store.info(_dataset(dataset))
+    info = context.workspace(request).store.info(_dataset(dataset))
     path = required_upload(image, "image", "upload an image first")
     picture = _checked_image(read_image(path))
     return editor_value(picture, None, info.colors), picture, safe_name(Path(path).stem, "image"), "Opened the upload."
 
 
-def open_shapes(context: AppContext, dataset, seed, size):
+def open_shapes(context: AppContext, dataset, seed, size, request: gr.Request):
     """Open a generated shapes image (``seed``, ``size`` pixels) for annotating in ``dataset``."""
-    info = context.store.info(_dataset(dataset))
+    info = context.workspace(request).store.info(_dataset(dataset))
     seed = int(seed or 0)
     images, _ = shapes.generate(1, int(size), seed=seed)  # the size slider's range is enforced by gradio
     return editor_value(images[0], None, info.colors), images[0], f"shapes-{seed}", "Opened a shapes image."
 
 
-def open_item(context: AppContext, dataset, item):
+def open_item(context: AppContext, dataset, item, request: gr.Request):
     """Reopen the saved ``item`` of ``dataset`` for editing."""
-    dataset = _dataset(dataset)
-    image, labels = context.store.load(dataset, check_name(item, "item name"))
-    info = context.store.info(dataset)
-    return editor_value(image, labels, info.colors), image, item, f"Opened **{item}** for editing."
+    return _opened(context.workspace(request).store, _dataset(dataset), item)
 
 
-def open_clicked(context: AppContext, dataset, event: gr.SelectData):
-    """Reopen the item clicked in the gallery (gradio passes the click by this annotation)."""
-    dataset = _dataset(dataset)
-    return open_item(context, dataset, context.store.items(dataset)[int(event.index)].name)
+def _opened(store: DatasetStore, dataset: str, item: str):
+    image, labels = store.load(dataset, check_name(item, "item name"))
+    return editor_value(image, labels, store.info(dataset).colors), image, item, f"Opened **{item}** for editing."
 
 
-def _painted_labels(context: AppContext, dataset, painting, image) -> np.ndarray:
+def open_clicked(context: AppContext, dataset, event: gr.SelectData, request: gr.Request):
+    """Reopen the item clicked in the gallery (gradio passes the click and the request by these
+    annotations)."""
+    store, dataset = context.workspace(request).store, _dataset(dataset)
+    return _opened(store, dataset, store.items(dataset)[int(event.index)].name)
+
+
+def _painted_labels(store: DatasetStore, dataset, painting, image) -> np.ndarray:
+    info = store.info(dataset)  # an unknown dataset is the first thing to say
     if image is None:
         raise refuse("open an image first")
-    info = context.store.info(dataset)
     layers = (painting or {}).get("layers") or []
     return labels_from_layers([_rgba(layer) for layer in layers], info.colors, image.shape)
 
@@ -137,14 +147,15 @@ def _rgba(layer):
     return layer
 
 
-def prefill(context: AppContext, dataset, image, model, threshold):
+def prefill(context: AppContext, dataset, image, model, threshold, request: gr.Request):
     """Put ``model``'s prediction of the open image, its classes matched to the dataset's by
     name, in the editor."""
     dataset = _dataset(dataset)
     if image is None:
         raise refuse("open an image first")
-    info = context.store.info(dataset)
-    prediction = context.catalog.get(model).predict(image)
+    space = context.workspace(request)
+    info = space.store.info(dataset)
+    prediction = space.catalog.get(model).predict(image)
     table, unmatched = relabel_table(prediction.label_names, info.classes)
     labels = table[prediction.labels(threshold)]
     unmatched = [name for name in unmatched if name != prediction.label_names[0]]  # its background is ours
@@ -155,53 +166,55 @@ def prefill(context: AppContext, dataset, image, model, threshold):
     return editor_value(image, labels, info.colors), message
 
 
-def cleanup(context: AppContext, dataset, painting, image, smallest_piece):
+def cleanup(context: AppContext, dataset, painting, image, smallest_piece, request: gr.Request):
     """Remove painted specks and fill holes smaller than ``smallest_piece`` pixels."""
-    dataset = _dataset(dataset)
-    labels = clean_labels(_painted_labels(context, dataset, painting, image), min_area=int(smallest_piece))
-    return editor_value(image, labels, context.store.info(dataset).colors), "Removed specks and filled small holes."
+    store, dataset = context.workspace(request).store, _dataset(dataset)
+    labels = clean_labels(_painted_labels(store, dataset, painting, image), min_area=int(smallest_piece))
+    return editor_value(image, labels, store.info(dataset).colors), "Removed specks and filled small holes."
 
 
-def save(context: AppContext, dataset, painting, image, item):
+def save(context: AppContext, dataset, painting, image, item, request: gr.Request):
     """Save the ``painting`` of the open image as ``item`` of ``dataset`` (an earlier version of
     ``item`` is kept in the dataset's history)."""
-    dataset = _dataset(dataset)
-    labels = _painted_labels(context, dataset, painting, image)
-    result = context.store.save(dataset, item, image, labels)
+    store, dataset = context.workspace(request).store, _dataset(dataset)
+    labels = _painted_labels(store, dataset, painting, image)
+    result = store.save(dataset, item, image, labels)
     note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
-    return (f"Saved **{result['item']}**.{note}", *dataset_view(context, dataset)[3:])
+    return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset)[3:])
 
 
-def delete(context: AppContext, dataset, item):
+def delete(context: AppContext, dataset, item, request: gr.Request):
     """Delete ``item`` from ``dataset`` (it is kept in the dataset's history)."""
-    dataset = _dataset(dataset)
-    context.store.delete(dataset, item)
-    return (f"Deleted **{item}** (kept in the dataset's history).", *dataset_view(context, dataset)[3:])
+    store, dataset = context.workspace(request).store, _dataset(dataset)
+    store.delete(dataset, item)
+    return (f"Deleted **{item}** (kept in the dataset's history).", *dataset_view(store, dataset)[3:])
 
 
-def export_folder(context: AppContext, dataset):
+def export_folder(context: AppContext, dataset, request: gr.Request):
     """``dataset`` as a .zip in segdemo's folder format (classes.json, images/, masks/)."""
     dataset = _dataset(dataset)
-    return str(context.store.export_zip(dataset, scratch_folder("export-") / f"{dataset}.zip"))
+    return str(context.workspace(request).store.export_zip(dataset, scratch_folder("export-") / f"{dataset}.zip"))
 
 
-def export_voc(context: AppContext, dataset):
+def export_voc(context: AppContext, dataset, request: gr.Request):
     """``dataset`` as a .zip in Pascal VOC's layout."""
     dataset = _dataset(dataset)
-    return str(context.store.export_voc(dataset, scratch_folder("export-") / f"{dataset}-voc.zip"))
+    return str(context.workspace(request).store.export_voc(dataset, scratch_folder("export-") / f"{dataset}-voc.zip"))
 
 
-def import_dataset(context: AppContext, dataset_zip, name):
+def import_dataset(context: AppContext, dataset_zip, name, request: gr.Request):
     """A new dataset ``name`` (default: the file's name) from a .zip in segdemo's folder format."""
+    store = context.workspace(request).store
     path = required_upload(dataset_zip, "dataset zip", "choose a dataset .zip first", limit=1024 * 2**20)
-    result = context.store.import_zip(path, name or safe_name(Path(path).stem, "imported"))
-    return (gr.Dropdown(choices=context.store.datasets(), value=result["dataset"]),
+    result = store.import_zip(path, name or safe_name(Path(path).stem, "imported"))
+    return (gr.Dropdown(choices=store.datasets(), value=result["dataset"]),
             f"Imported **{result['dataset']}** with {result['items']} pairs.")
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
-    store = context.store
-    datasets = store.datasets()
+    # A public app's page is built once for everybody: each visitor's datasets fill in when it loads.
+    store = context.workspace().store if not context.public else None
+    datasets = store.datasets() if store is not None else []
     first = datasets[0] if datasets else None
     first_info = store.info(first) if first else CLASS_PRESETS["shapes"]
     image_state = gr.State(None)
@@ -276,7 +289,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")
     import_button.click(handler(import_dataset, context), [import_file, import_name], [dataset, message],
                         api_name="annotate_import")
-    return {"model": model, "dataset": dataset}
+    return {"model": model, "dataset": dataset, "list_datasets": handler(list_datasets, context)}
 
 
 __all__ = ["build"]

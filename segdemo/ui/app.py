@@ -8,23 +8,26 @@ default model once the page is served.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
 
-from ..annotations import DatasetStore
-from ..catalog import ModelCatalog
 from ..data import shapes
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
-from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab
+from ..workspaces import Workspaces
+from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
 from .context import AppContext
+from .visitors import Visitors
 from .messages import handler
 from .widgets import CSS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "unet_shapes"
+DEFAULT_QUEUE_LENGTH = 10     # public mode: runs that may wait behind the one training
+DEFAULT_RUN_SECONDS = 300     # public mode: the longest one run may train
 
 INTRO = """
 # segdemo
@@ -35,36 +38,42 @@ train on them.
 """
 
 
-def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *,
+def public_mode(flag: bool = False) -> bool:
+    """Whether the app keeps a workspace per visitor: on a Hugging Face Space (``SPACE_ID`` is
+    set), with ``--workspaces`` or with ``SEGDEMO_WORKSPACES=1``; plain ``python app.py`` is single-user."""
+    return flag or bool(os.environ.get("SPACE_ID")) or os.environ.get("SEGDEMO_WORKSPACES", "") in ("1", "true", "yes")
+
+
+def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, public: bool = False,
                    train_threads: int | None = None) -> AppContext:
     """The app's shared objects: the data folder (``data_dir``, else ``SEGDEMO_DATA_DIR``, else
-    ``./.segdemo``), the model catalog over it and the shipped checkpoints in ``shipped_dir``, the
-    background trainer, and the annotation store."""
+    ``./.segdemo``), its workspaces (one, or one per visitor when ``public``) with the shipped
+    checkpoints of ``shipped_dir`` in each, and the background trainer (in public mode a queue:
+    ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long)."""
     data = DataFolder.at(data_dir)
-    catalog = ModelCatalog(shipped_dir, data.models, default=DEFAULT_MODEL)
-
-    def register(run_id, result):
-        path = result.best_path or result.last_path
-        if path:
-            title = (result.meta or {}).get("title") or "trained"
-            catalog.add_trained(path, title=f"{title} {run_id}")
-
-    trainer = BackgroundTrainer(data.runs, threads=train_threads, on_finish=register)
-    return AppContext(catalog=catalog, trainer=trainer, data=data, store=DatasetStore(data.datasets))
+    workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL)
+    if public:
+        queue_length = int(os.environ.get("SEGDEMO_QUEUE_LENGTH", DEFAULT_QUEUE_LENGTH))
+        time_cap = float(os.environ.get("SEGDEMO_RUN_SECONDS", DEFAULT_RUN_SECONDS))
+    else:
+        queue_length, time_cap = 0, None
+    trainer = BackgroundTrainer(data.runs, threads=train_threads, queue_length=queue_length, time_cap=time_cap)
+    return AppContext(workspaces=workspaces, trainer=trainer, data=data, visitors=Visitors(data.secret("sessions")))
 
 
-def list_models(context: AppContext) -> list[str]:
-    """``/models``: the names of the models that can be picked (the default first)."""
-    return context.catalog.names()
+def list_models(context: AppContext, request: gr.Request) -> list[str]:
+    """``/models``: the names of the models you can pick (the default first)."""
+    return context.workspace(request).catalog.names()
 
 
 def build_demo(context: AppContext) -> gr.Blocks:
     """The whole app; nothing heavy happens here (models load on first use)."""
-    choices = context.catalog.names()
+    choices = context.page_catalog().names()
     # Gradio keeps every uploaded and served file in its cache; without delete_cache a long-running
     # Space would fill its disk. Files older than an hour go, checked every half hour.
     with gr.Blocks(title="segdemo", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
+        panel = workspace_panel.build(context) if context.public else None
         with gr.Tabs():
             with gr.Tab("Shapes", id="shapes"):
                 shapes_parts = shapes_tab.build(context, choices)
@@ -86,6 +95,16 @@ def build_demo(context: AppContext) -> gr.Blocks:
         demo.load(models_parts["show"], [models_parts["model"]],
                   [models_parts["details"], models_parts["stages"], models_parts["legend"]], api_visibility="private")
         demo.load(train_tab.model_choices, None, [train_parts["model"]], api_visibility="private", queue=False)
+        if panel is not None:
+            # The visitor's workspace first, then their own models and datasets in the pickers.
+            own = dict(api_visibility="private", queue=False)
+            shown = [panel["stored"], panel["shown"], panel["key"]]
+            opened = (demo.load(panel["open"], [panel["stored"]], shown, **own),
+                      panel["switch"].click(panel["switch_to"], [panel["other"]], [*shown, panel["other"], panel["said"]],
+                                            **own))
+            for event in opened:
+                event.success(handler(train_tab.refresh_pickers, context, len(dropdowns)), [panel["shown"]], dropdowns,
+                              **own).then(annotate_parts["list_datasets"], None, [annotate_parts["dataset"]], **own)
     demo.queue(default_concurrency_limit=2, max_size=128)
     calm_queue(demo)
     demo.segdemo_context = context
@@ -117,7 +136,7 @@ def warm_up(context: AppContext) -> None:
     thread reuses."""
     try:
         image = shapes.generate(1, 192, seed=0)[0][0]
-        context.catalog.get().predict(image)
+        context.page_catalog().get().predict(image)
     except Exception:  # noqa: BLE001  (the same error reaches the first visitor who asks, as a message)
         log.exception("warming up the default model failed")
 

@@ -1,23 +1,43 @@
 """The app's shared objects, created once per process and handed to every tab.
 
-Per-visitor values live in ``gr.State``; what every visitor shares (the model catalog, the one
-background trainer, the data folder and its annotation store) is made explicitly, here, by
-:func:`segdemo.ui.app.create_context`.
+Per-visitor values live in ``gr.State``; what every visitor shares (the workspaces, the one
+background trainer, the data folder) is made explicitly, here, by
+:func:`segdemo.ui.app.create_context`. A handler finds its visitor's own things (models,
+datasets, uploads) with :meth:`AppContext.workspace`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
+from ..workspaces import Workspace, Workspaces
+from .visitors import Visitors
 
 
 @dataclass
 class AppContext:
-    catalog: ModelCatalog
+    workspaces: Workspaces
     trainer: BackgroundTrainer
     data: DataFolder
-    store: DatasetStore
+    visitors: Visitors
+
+    @property
+    def public(self) -> bool:
+        return self.workspaces.public
+
+    def workspace(self, request=None) -> Workspace:
+        """The workspace of the visitor who sent ``request`` (a ``gr.Request``); in single-user
+        mode, the one workspace."""
+        return self.workspaces.get(self.visitors.key_for(request) if self.public else None)
+
+    def page_catalog(self) -> ModelCatalog:
+        """The models a page is built with: the one workspace's, or in public mode the ones every
+        visitor shares (each visitor's own join their pickers when their page loads)."""
+        return self.workspaces.shared if self.public else self.workspace().catalog
+
+    def owner(self, request=None) -> str | None:
+        """Who a training run belongs to: the visitor's key (None in single-user mode)."""
+        return self.visitors.key_for(request) if self.public else None

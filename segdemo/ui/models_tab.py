@@ -26,9 +26,9 @@ scores are blown up 32× at the end, so its masks are blobs. U²-Net nests a sma
 MAX_COMPARE = 3
 
 
-def model_card(context: AppContext, model):
+def model_card(context: AppContext, model, request: gr.Request):
     """Markdown card, stage table and legend of ``model``."""
-    segmenter = context.catalog.get(model)
+    segmenter = context.workspace(request).catalog.get(model)
     info = segmenter.card()
     metrics = info.get("metrics") or {}
     lines = [f"### {info['name']}",
@@ -60,14 +60,15 @@ def model_card(context: AppContext, model):
     return "\n".join(lines), table, legend
 
 
-def upload_checkpoint(context: AppContext, checkpoint):
-    """Add an uploaded segdemo ``checkpoint`` (.pt) to every model picker and show it."""
+def upload_checkpoint(context: AppContext, checkpoint, request: gr.Request):
+    """Add an uploaded segdemo ``checkpoint`` (.pt) to every model picker of this workspace and show it."""
+    catalog = context.workspace(request).catalog
     path = required_upload(checkpoint, "checkpoint", "choose a .pt checkpoint file first")
-    name = context.catalog.add_checkpoint(path)
-    return gr.Dropdown(choices=context.catalog.names(), value=name), None, f"Added **{name}**."
+    name = catalog.add_checkpoint(path)
+    return gr.Dropdown(choices=catalog.names(), value=name), None, f"Added **{name}**."
 
 
-def compare(context: AppContext, models, image_source, seed, image, threshold):
+def compare(context: AppContext, models, image_source, seed, image, threshold, request: gr.Request):
     """Segment one image (a shapes image from ``seed``, or an uploaded ``image``) with 2–3
     ``models``, side by side, with their inference times."""
     from ..metrics import score  # imports torch: not before the app has served its page
@@ -84,8 +85,9 @@ def compare(context: AppContext, models, image_source, seed, image, threshold):
         images, masks = shapes.generate(1, 192, seed=int(seed or 0))
         picture, truth = images[0], masks[0]
     gallery, rows = [], []
+    catalog = context.workspace(request).catalog
     for name in models:
-        segmenter = context.catalog.get(name)
+        segmenter = catalog.get(name)
         segmenter.predict(picture)  # warm-up, so the time below is the steady-state one
         prediction = segmenter.predict(picture)
         overlay = viz.overlay(picture, prediction, threshold=threshold, opacity=0.7)
@@ -107,7 +109,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                 elem_id="models-model")
             upload = gr.File(label="upload a segdemo checkpoint (.pt)", file_types=[".pt"], elem_id="models-upload")
-            unavailable = [e for e in context.catalog.entries() if not e.available]
+            unavailable = context.page_catalog().unavailable()
             if unavailable:
                 gr.Markdown("Unavailable here: " + "; ".join(f"{e.name} ({e.message})" for e in unavailable),
                             elem_classes="segdemo-explain")

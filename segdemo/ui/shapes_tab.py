@@ -60,13 +60,13 @@ def generate_shapes(count, seed, size):
     return gallery, {"images": images, "masks": masks}
 
 
-def segment_shapes(context: AppContext, shapes_images, model, threshold):
+def segment_shapes(context: AppContext, shapes_images, model, threshold, request: gr.Request):
     """Predict every generated image with ``model``; pictures, per-class Dice and channel maps."""
     from ..metrics import score  # imports torch: not before the app has served its page
 
     if not shapes_images:
         raise refuse("generate some images first")
-    segmenter = context.catalog.get(model)
+    segmenter = context.workspace(request).catalog.get(model)
     comparable = predicts_shapes(segmenter)
     rows, gallery, predictions = [], [], []
     for index, (image, mask) in enumerate(zip(shapes_images["images"], shapes_images["masks"])):

@@ -16,6 +16,8 @@ from ..data import open_source, spec_for_archive
 from ..engine import EpochDone, StepDone, configure, preset
 from ..filenames import safe_name
 from ..models import names as model_names
+from ..annotations import DatasetStore
+from ..catalog import ModelCatalog
 from .context import AppContext
 from .files import download, png_file, required_upload
 from .messages import handler
@@ -38,9 +40,9 @@ U-Net learning on 96×96 crops (shapes keep their scale, a step costs a quarter)
 NEW_MODEL = "(none: a new model)"
 
 
-def init_choices(context: AppContext) -> list[str]:
+def init_choices(catalog: ModelCatalog) -> list[str]:
     """Checkpoints that can be fine-tuned (the pretrained VOC models are inference-only)."""
-    return [NEW_MODEL, *[e.name for e in context.catalog.entries() if e.path and e.available]]
+    return [NEW_MODEL, *[e.name for e in catalog.entries() if e.path and e.available]]
 
 
 def model_choices() -> gr.Dropdown:
@@ -50,11 +52,13 @@ def model_choices() -> gr.Dropdown:
 
 
 def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, batch_size, learning_rate, crop_size,
-          time_limit_seconds, fine_tune_from=None):
+          time_limit_seconds, fine_tune_from=None, request: gr.Request = None):
     """Start a run on top of the ``live`` preset: ``model`` (a U-Net ``unet_width`` channels wide),
     on ``data`` (shapes, an uploaded ``dataset_zip``, or an annotation dataset), for ``epochs`` or
-    ``time_limit_seconds`` (0: none), optionally fine-tuning ``fine_tune_from``. The data is opened
-    here, so a broken upload is reported at once, and handed to the run."""
+    ``time_limit_seconds`` (0: none), optionally fine-tuning ``fine_tune_from``; in a shared app it
+    waits in the queue while another visitor's run trains. The data is opened here, so a broken
+    upload is reported at once, and handed to the run."""
+    space = context.workspace(request)
     base = preset("live")
     settings = dict(model=model, epochs=int(epochs), batch_size=int(batch_size), lr=float(learning_rate),
                     crop_size=int(crop_size or 0), max_seconds=float(time_limit_seconds or 0))
@@ -63,36 +67,61 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
         settings["data"] = "shapes"
     elif data == UPLOADED:
         path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
-        settings.update(data=spec_for_archive(str(context.data.keep_upload(path, "dataset"))), val_images=16)
+        settings.update(data=spec_for_archive(str(space.data.keep_upload(path, "dataset"))), val_images=16)
     elif data and data.startswith(ANNOTATIONS_PREFIX):
-        settings.update(data=f"folder:{context.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}", val_images=16)
+        settings.update(data=f"folder:{space.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}", val_images=16)
     else:
         raise gr.Error("pick the training data", print_exception=False)
     kind = settings["data"].split(":")[0]
     title = f"{model}{'-' + str(int(unet_width)) if model == 'unet' else ''} on {kind}"
     if fine_tune_from and fine_tune_from != NEW_MODEL:
-        entry = context.catalog.entry(fine_tune_from)
+        entry = space.catalog.entry(fine_tune_from)
         if not entry.path:
             raise gr.Error(f"{fine_tune_from} cannot be fine-tuned here", print_exception=False)
         settings["init_from"] = entry.path
         title = f"{fine_tune_from.split(': ')[-1]} fine-tuned on {kind}"
     config = configure(base, model_options=model_options, title=title, **settings)
     source = open_source(config.data, **config.data_options)
-    run_id = context.trainer.start(config, source)
+
+    def register(run_id, result):  # the new model joins its owner's pickers
+        path = result.best_path or result.last_path
+        if path:
+            space.catalog.add_trained(path, title=f"{(result.meta or {}).get('title') or 'trained'} {run_id}")
+
+    owner = context.owner(request)
+    run_id = context.trainer.start(config, source, owner=owner, runs_dir=space.data.runs, on_finish=register)
+    queue = context.trainer.queue(owner)
+    if queue["your_position"]:
+        wait = queue["your_wait_seconds"]
+        return (f"Queued run **{run_id}**: {html.escape(config.title)}. You are number {queue['your_position']} in "
+                f"the queue" + (f"; it should start in about {_duration(wait)}." if wait is not None else ".") +
+                " Stop cancels it.")
     return f"Started run **{run_id}**: {html.escape(config.title)}."
 
 
-def data_choices(context: AppContext) -> list[str]:
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def data_choices(store: DatasetStore) -> list[str]:
     """Shapes, an uploaded zip, and every annotation dataset."""
-    datasets = context.store.datasets() if context.store is not None else []
-    return [SHAPES, UPLOADED, *[ANNOTATIONS_PREFIX + name for name in datasets]]
+    return [SHAPES, UPLOADED, *[ANNOTATIONS_PREFIX + name for name in store.datasets()]]
 
 
-def stop(context: AppContext):
-    """Stop the run that is going (it validates and saves what it has learned)."""
-    if context.trainer.stop():
+def stop(context: AppContext, request: gr.Request):
+    """Stop your run (it validates and saves what it has learned), or take it out of the queue."""
+    outcome = context.trainer.stop(context.owner(request))
+    if outcome == "stopping":
         return "Stopping after this step; what was learned is validated and saved."
-    return "No run is going."
+    if outcome == "cancelled":
+        return "Your queued run is cancelled."
+    return "You have no run going or queued." if context.public else "No run is going."
+
+
+def workspace_choices(context: AppContext, request: gr.Request):
+    """The visitor's own annotation datasets and checkpoints in the data and fine-tune pickers."""
+    space = context.workspace(request)
+    return gr.Dropdown(choices=data_choices(space.store)), gr.Dropdown(choices=init_choices(space.catalog))
 
 
 CURVE_POINTS = 200         # per-step series are thinned to about this many points (plus the latest)
@@ -165,18 +194,20 @@ def progress_html(status: dict) -> str:
             f'<div id="train-status-line">{" · ".join(parts)}</div>')
 
 
-def status(context: AppContext) -> dict:
-    """``/train_status``: the run's state and its curves so far, as data."""
-    return {**context.trainer.status(),
+def status(context: AppContext, request: gr.Request) -> dict:
+    """``/train_status``: the run training now (else your latest), its curves so far, and your place
+    in the queue, as data."""
+    viewer, trainer = context.owner(request), context.trainer
+    return {**trainer.status(viewer),
             "steps": [{"step": e.step, "loss": e.loss, "dice": e.dice, "lr": e.lr,
                        "images_per_second": e.images_per_second, "elapsed": e.elapsed}
-                      for e in context.trainer.steps()],
+                      for e in trainer.steps(viewer)],
             "epochs": [{"epoch": e.epoch, "step": e.step, "train_loss": e.train_loss,
                         "val_mean_dice": e.val.get("mean_dice"), "val_dice": e.val.get("dice"), "elapsed": e.elapsed}
-                       for e in context.trainer.epochs()]}
+                       for e in trainer.epochs(viewer)]}
 
 
-def poll(context: AppContext, seen: dict | None):
+def poll(context: AppContext, seen: dict | None, request: gr.Request):
     """One timer tick: the progress line, the curves when they changed since ``seen``, and the
     keys of the rarer outputs (snapshot, checkpoint, model list).
 
@@ -185,34 +216,42 @@ def poll(context: AppContext, seen: dict | None):
     nine outputs cost about 15 ms of server time, every half second, for every open page.
     """
     seen = dict(seen or {"curves": -1})
-    status = context.trainer.status()
-    curves_version = context.trainer.curves_version()
+    viewer, trainer = context.owner(request), context.trainer
+    status = trainer.status(viewer)
+    curves_version = trainer.curves_version(viewer)
     frames = (None, None)
     if curves_version != seen["curves"]:
         seen["curves"] = curves_version
-        frames = curve_frames(context.trainer.steps(), context.trainer.epochs())
+        frames = curve_frames(trainer.steps(viewer), trainer.epochs(viewer))
     loss, dice = (gr.skip() if frame is None else frame for frame in frames)
-    snapshot = context.trainer.snapshot()
+    snapshot = trainer.snapshot(viewer)
     snapshot_key = f"{status.get('run_id')}:{snapshot.step}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
-    return progress_html(status), loss, dice, seen, snapshot_key, checkpoint, context.catalog.version
+    return (progress_html(status), loss, dice, seen, snapshot_key, checkpoint,
+            context.workspace(request).catalog.version)
 
 
-def show_snapshot(context: AppContext):
-    """The run's latest validation prediction, labelled with its step (as a file: every watching
-    page asks for the same picture at the same moment)."""
-    snapshot = context.trainer.snapshot()
+def show_snapshot(context: AppContext, snapshot_key, request: gr.Request):
+    """The watched run's latest validation prediction, labelled with its step (as a file: every
+    watching page asks for the same picture at the same moment)."""
+    snapshot = context.trainer.snapshot(context.owner(request))
     if snapshot is None:
         return gr.skip()
     return gr.Image(value=png_file(snapshot.image, "snapshot.png"),
                     label=f"validation prediction after step {snapshot.step}")
 
 
-def offer_checkpoint(context: AppContext, checkpoint: str | None):
-    """The finished run's checkpoint as a download (nothing changes while a run goes)."""
+def offer_checkpoint(context: AppContext, checkpoint: str | None, request: gr.Request):
+    """Your finished run's checkpoint as a download (nothing changes while a run goes)."""
     if not checkpoint:
         return gr.skip()
-    return download(checkpoint, f"{safe_name(context.trainer.status().get('run_id') or 'run')}.pt")
+    run_id = context.trainer.status(context.owner(request)).get("run_id")
+    return download(checkpoint, f"{safe_name(run_id or 'run')}.pt")
+
+
+def refresh_pickers(context: AppContext, count: int, catalog_version, request: gr.Request):
+    """Every model picker, with the visitor's models (when their list has changed)."""
+    return [gr.Dropdown(choices=context.workspace(request).catalog.names()) for _ in range(count)]
 
 
 def build(context: AppContext) -> dict:
@@ -224,9 +263,11 @@ def build(context: AppContext) -> dict:
             model = live_dropdown([base.model], value=base.model, label="model", elem_id="train-model")
             width = gr.Slider(4, 64, value=base.model_options["base_channels"], step=4,
                               label="U-Net width (channels of the first stage)")
-            data = live_dropdown(data_choices(context), value=SHAPES, label="data", elem_id="train-data")
+            page_store = None if context.public else context.workspace().store  # public: each visitor's own on focus
+            data = live_dropdown(data_choices(page_store) if page_store else [SHAPES, UPLOADED], value=SHAPES,
+                                 label="data", elem_id="train-data")
             data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"])
-            init_from = live_dropdown(init_choices(context), value=NEW_MODEL, label="fine-tune from",
+            init_from = live_dropdown(init_choices(context.page_catalog()), value=NEW_MODEL, label="fine-tune from",
                                       elem_id="train-init")
             with gr.Row():
                 epochs = gr.Number(value=base.epochs, precision=0, label="epochs")
@@ -241,7 +282,8 @@ def build(context: AppContext) -> dict:
             message = gr.Markdown(label="message", elem_id="train-message")
             download = gr.File(label="trained checkpoint", interactive=False, elem_id="train-download")
         with gr.Column(scale=2):
-            progress = gr.HTML(progress_html(context.trainer.status()), elem_id="train-progress-box")
+            progress = gr.HTML(progress_html(context.trainer.status()),
+                               elem_id="train-progress-box")
             with gr.Row():
                 loss_plot = gr.LinePlot(x="step", y="value", color="series", title="loss", height=260,
                                         elem_id="train-loss")
@@ -252,9 +294,9 @@ def build(context: AppContext) -> dict:
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
     start_button.click(handler(start, context), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
-    data.focus(lambda: gr.Dropdown(choices=data_choices(context)), None, [data], api_visibility="private", queue=False)
-    init_from.focus(lambda: gr.Dropdown(choices=init_choices(context)), None, [init_from], api_visibility="private",
-                    queue=False)
+    for picker in (data, init_from):
+        picker.focus(handler(workspace_choices, context), None, [data, init_from], api_visibility="private",
+                     queue=False)
     status_button = gr.Button(visible=False)
     status_json = gr.JSON(label="training status", visible=False)
     status_button.click(handler(status, context), None, [status_json], api_name="train_status", queue=False)
@@ -266,13 +308,13 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list) -> None:
     """Poll the trainer every REFRESH_SECONDS; redraw the snapshot, the download and every model picker
     only when what they show has changed."""
     seen = gr.State(None)
-    snapshot_key, checkpoint, catalog_version = gr.State(None), gr.State(None), gr.State(context.catalog.version)
+    snapshot_key, checkpoint = gr.State(None), gr.State(None)
+    catalog_version = gr.State(None if context.public else context.page_catalog().version)
     private = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll")
     timer = gr.Timer(REFRESH_SECONDS)
-    timer.tick(lambda s: poll(context, s), [seen],
+    timer.tick(handler(poll, context), [seen],
                [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version],
                trigger_mode="always_last", **private)
-    snapshot_key.change(lambda _: show_snapshot(context), [snapshot_key], [parts["snapshot"]], **private)
-    checkpoint.change(lambda path: offer_checkpoint(context, path), [checkpoint], [parts["download"]], **private)
-    catalog_version.change(lambda _: [gr.Dropdown(choices=context.catalog.names()) for _ in dropdowns],
-                           [catalog_version], dropdowns, **private)
+    snapshot_key.change(handler(show_snapshot, context), [snapshot_key], [parts["snapshot"]], **private)
+    checkpoint.change(handler(offer_checkpoint, context), [checkpoint], [parts["download"]], **private)
+    catalog_version.change(handler(refresh_pickers, context, len(dropdowns)), [catalog_version], dropdowns, **private)

@@ -43,12 +43,12 @@ class Shown:
     info: str
 
 
-def segment_upload(context: AppContext, image, ground_truth, model, threshold, opacity):
+def segment_upload(context: AppContext, image, ground_truth, model, threshold, opacity, request: gr.Request):
     """Run ``model`` on an uploaded ``image`` (and score it against its ``ground_truth`` mask, if
     any); the pictures, the metrics and what is kept for re-rendering."""
     image_path = required_upload(image, "image", "upload an image first")
     picture = read_image(image_path)
-    segmenter = context.catalog.get(model)
+    segmenter = context.workspace(request).catalog.get(model)
     mask_path = checked_upload(ground_truth, "mask")
     truth = None
     if mask_path:  # read before predicting: a mask that does not fit is reported at once
@@ -97,12 +97,12 @@ def render(shown: Shown | None, threshold, opacity):
     return annotated, label_map, channels, table, errors, shown.info
 
 
-def segment_image(context: AppContext, image, model):
+def segment_image(context: AppContext, image, model, request: gr.Request):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
     pixel value = label index) and the fraction of pixels of each label."""
     image_path = required_upload(image, "image", "send an image file")
     picture = read_image(image_path)
-    prediction = context.catalog.get(model or None).predict(picture)
+    prediction = context.workspace(request).catalog.get(model or None).predict(picture)
     overlay = viz.downscale(viz.overlay(picture, prediction), DISPLAY_SIDE)
     return (png_file(overlay, "overlay.png"),
             png_file(prediction.labels(), "labels.png", palette=prediction.label_colors),

@@ -1,0 +1,159 @@
+"""A classroom on one app: in public mode each gradio_client session (or workspace key) is a visitor
+whose data no other visitor can see or change, and training runs wait their turn in a fair queue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from apphelpers import start_app, wait_for
+from segdemo import checkpoints, models
+from segdemo.data import shapes
+from segdemo.workspaces import KEY_PATTERN, new_key
+
+pytestmark = pytest.mark.slow
+
+LONG_RUN = dict(model="unet", unet_width=4, data="synthetic shapes", dataset_zip=None, epochs=1000, batch_size=2,
+                learning_rate=0.003, crop_size=32, time_limit_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    """The real app in public mode: a workspace per visitor, a queue of at most 2 waiting runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGDEMO_QUEUE_LENGTH", "2")
+        patch.setenv("SEGDEMO_RUN_SECONDS", "120")
+        running = start_app(tmp_path_factory.mktemp("classroom"), public=True)
+    yield running
+    running.close()
+
+
+def visitor(app, key: str | None = None) -> Client:
+    """A visitor: a client session of its own, or one holding workspace ``key``."""
+    return Client(app.url, verbose=False, analytics_enabled=False, ssl_verify=False,
+                  headers={"x-segdemo-workspace": key} if key else None)
+
+
+def wait_idle(client, timeout=180):
+    return wait_for(lambda: (s := client.predict(api_name="/train_status"))["state"] not in
+                    ("starting", "running", "stopping") and s, timeout=timeout)
+
+
+def test_one_visitors_dataset_is_invisible_and_untouchable_to_another(classroom, tmp_path):
+    alice, bob = visitor(classroom), visitor(classroom)
+    alice.predict(name="alice-private", classes_from="shapes", class_list="", api_name="/annotate_create")
+    image = tmp_path / "photo.png"
+    Image.fromarray(shapes.generate(1, 64, seed=2)[0][0]).save(image)
+    alice.predict(dataset="alice-private", image=handle_file(str(image)), api_name="/annotate_open_upload")
+    layer = np.zeros((64, 64, 4), np.uint8)
+    layer[5:20, 5:20] = (201, 58, 64, 255)
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    painting = {"background": handle_file(str(image)), "layers": [handle_file(str(tmp_path / "layer.png"))],
+                "composite": None}
+    assert "Saved" in alice.predict(dataset="alice-private", painting=painting, item="first",
+                                    api_name="/annotate_save")[0]
+
+    with pytest.raises(Exception, match="no dataset named 'alice-private'"):
+        bob.predict(dataset="alice-private", api_name="/annotate_dataset")
+    created = bob.predict(name="bob-set", classes_from="shapes", class_list="", api_name="/annotate_create")[0]
+    assert "alice-private" not in str(created) and "bob-set" in str(created)
+    for call in (dict(dataset="alice-private", item="first", api_name="/annotate_open_item"),
+                 dict(dataset="alice-private", item="first", api_name="/annotate_delete"),
+                 dict(dataset="alice-private", api_name="/annotate_export"),
+                 dict(dataset="alice-private", api_name="/annotate_export_voc"),
+                 dict(dataset="alice-private", class_list="background\nx #ff0000", api_name="/annotate_classes"),
+                 dict(dataset="alice-private", painting=painting, item="first", api_name="/annotate_save")):
+        with pytest.raises(Exception, match="no dataset named"):
+            bob.predict(**call)
+    # Alice's pair is still there, unchanged, and only hers
+    stats = alice.predict(dataset="alice-private", api_name="/annotate_dataset")[4]
+    assert dict(map(tuple, stats["data"]))["filled square"] == 15 * 15
+    assert "Opened" in alice.predict(dataset="alice-private", item="first", api_name="/annotate_open_item")[-1]
+
+
+def test_uploaded_checkpoints_belong_to_their_uploader(classroom, tmp_path):
+    alice, bob = visitor(classroom), visitor(classroom)
+    model = models.create("unet", 3, 6, base_channels=4, depth=2)
+    meta = checkpoints.build_meta(model, task="multilabel", classes=shapes.CLASSES, colors=shapes.COLORS,
+                                  title="alice net")
+    path = checkpoints.save(tmp_path / "alice.pt", model, meta)
+    alice.predict(checkpoint=handle_file(str(path)), api_name="/upload_checkpoint")
+    assert "uploaded: alice net" in alice.predict(api_name="/models")
+    assert "uploaded: alice net" not in bob.predict(api_name="/models")
+    image = tmp_path / "s.png"
+    Image.fromarray(shapes.generate(1, 64, seed=1)[0][0]).save(image)
+    with pytest.raises(Exception, match="no model named"):
+        bob.predict(image=handle_file(str(image)), model="uploaded: alice net", api_name="/segment")
+    assert alice.predict(image=handle_file(str(image)), model="uploaded: alice net",
+                         api_name="/segment")[2]["model"] == "uploaded: alice net"
+    assert "unet_shapes" in bob.predict(api_name="/models")  # the shipped ones are everybody's
+
+
+def test_a_workspace_key_opens_the_same_workspace_from_any_client(classroom):
+    key = new_key()
+    first, same, other = visitor(classroom, key), visitor(classroom, key), visitor(classroom, new_key())
+    first.predict(name="keyed", classes_from="shapes", class_list="", api_name="/annotate_create")
+    assert "keyed" in str(same.predict(name="keyed-2", classes_from="shapes", class_list="",
+                                       api_name="/annotate_create")[0])
+    with pytest.raises(Exception, match="no dataset named 'keyed'"):
+        other.predict(dataset="keyed", api_name="/annotate_dataset")
+    for hostile in ("../../x", "a/b/c/d/e/f/g/h/i/j", "short", "x" * 100, "..%2F..%2Fetc"):
+        with pytest.raises(Exception, match="not a workspace key"):
+            visitor(classroom, hostile).predict(api_name="/models")
+    root = classroom.context.workspaces.root
+    assert all(len(folder.name) == 32 and all(c in "0123456789abcdef" for c in folder.name)
+               for folder in root.iterdir()), "workspace folders are digests, never keys"
+    assert not (classroom.context.data.root.parent / "x").exists()
+
+
+def test_runs_wait_their_turn_and_only_their_owner_stops_them(classroom):
+    alice, bob, carol, dave = (visitor(classroom) for _ in range(4))
+    assert "Started run" in alice.predict(**LONG_RUN, api_name="/train_start")
+    wait_for(lambda: alice.predict(api_name="/train_status")["step"] >= 2, timeout=120)
+    queued = bob.predict(**LONG_RUN, api_name="/train_start")
+    assert "queue" in queued and "number 1" in queued
+    with pytest.raises(Exception, match="one run per workspace"):
+        bob.predict(**LONG_RUN, api_name="/train_start")
+    assert "number 2" in carol.predict(**LONG_RUN, api_name="/train_start")
+    with pytest.raises(Exception, match="queue is full"):
+        dave.predict(**LONG_RUN, api_name="/train_start")
+
+    # Bob can neither stop Alice's run nor see her checkpoint; he sees her run train and his place
+    assert "no run going or queued" not in bob.predict(api_name="/train_stop")  # it cancels his own
+    assert alice.predict(api_name="/train_status")["state"] == "running"
+    seen_by_bob = bob.predict(api_name="/train_status")
+    assert seen_by_bob["state"] == "running" and not seen_by_bob["yours"] and seen_by_bob["your_position"] is None
+    seen_by_carol = carol.predict(api_name="/train_status")
+    assert seen_by_carol["your_position"] == 1 and seen_by_carol["your_wait_seconds"] is not None
+    assert "no run going or queued" in dave.predict(api_name="/train_stop")
+    assert alice.predict(api_name="/train_status")["state"] == "running"
+
+    # Alice stops hers; Carol's starts, and only Alice gets Alice's model
+    assert "Stopping" in alice.predict(api_name="/train_stop")
+    wait_for(lambda: (s := carol.predict(api_name="/train_status"))["yours"] and s["state"] == "running", timeout=120)
+    mine = wait_for(lambda: [n for n in alice.predict(api_name="/models") if n.startswith("trained: ")], timeout=60)
+    assert not any(n.startswith("trained: ") for n in bob.predict(api_name="/models"))
+    assert alice.predict(api_name="/train_status")["checkpoint"] is None  # Carol's run is the one shown now
+    assert "Stopping" in carol.predict(api_name="/train_stop")
+    final = wait_idle(carol)
+    assert final["yours"] and final["state"] == "stopped" and final["checkpoint"]
+    # with nothing training, each sees their own latest run again
+    back = wait_idle(alice)
+    assert back["yours"] and back["state"] == "stopped" and back["checkpoint"] != final["checkpoint"]
+    assert mine and not bob.predict(api_name="/train_status")["yours"]
+
+
+def test_every_run_is_held_to_the_time_cap(classroom):
+    carl = visitor(classroom)
+    carl.predict(**LONG_RUN, api_name="/train_start")
+    status = wait_for(lambda: (s := carl.predict(api_name="/train_status"))["state"] == "running" and s, timeout=120)
+    assert status["yours"] and status["time_limit"] == 120  # asked for no limit: the app's cap holds
+    carl.predict(api_name="/train_stop")
+    wait_idle(carl)
+
+
+def test_keys_are_long_and_random():
+    keys = {new_key() for _ in range(100)}
+    assert len(keys) == 100 and all(KEY_PATTERN.match(key) and len(key) == 32 for key in keys)
