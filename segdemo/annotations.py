@@ -24,6 +24,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -88,11 +89,22 @@ class Item:
 
 
 class DatasetStore:
-    """Annotation datasets under ``root`` (the app's data directory)."""
+    """Annotation datasets under ``root`` (a data folder's ``datasets``).
 
-    def __init__(self, root: str | Path):
+    Args:
+        root: the folder.
+        room: called as ``room(bytes, what)`` before anything is written (``what``: "dataset" for a
+            new one, "item" for a saved pair); it raises to refuse, e.g. a workspace over its quota.
+    """
+
+    def __init__(self, root: str | Path, room: Callable[[int, str], None] | None = None):
         self.root = Path(root).resolve()  # made by the first dataset: a visitor who only looks writes nothing
+        self.room = room
         self._lock = threading.RLock()
+
+    def _check_room(self, size: int, what: str) -> None:
+        if self.room is not None:
+            self.room(size, what)
 
     # --- paths ------------------------------------------------------------------------------------
     def _inside(self, path: Path) -> Path:
@@ -121,6 +133,7 @@ class DatasetStore:
             path = self._inside(self.root / dataset)
             if (path / CLASSES_FILE).exists():
                 raise AnnotationError(f"a dataset named {dataset!r} exists already")
+            self._check_room(0, "dataset")
             for folder in ("images", "masks", "history"):
                 (path / folder).mkdir(parents=True, exist_ok=True)
             self._write_classes(path, info, dataset)
@@ -190,6 +203,7 @@ class DatasetStore:
         with self._lock:
             if not targets["mask"].exists() and len(self.items(dataset)) >= MAX_ITEMS:
                 raise AnnotationError(f"{dataset} holds {MAX_ITEMS} items already")
+            self._check_room(sum(len(data) for data in contents.values()), "item")
             staged = {}
             try:
                 for kind in targets:
@@ -312,6 +326,7 @@ class DatasetStore:
         """Create dataset ``dataset`` from a zip in segdemo's folder format. Checks everything
         (layout, names, sizes, class values) before writing anything."""
         dataset = check_name(dataset, "dataset name")
+        self._check_room(Path(zip_path).stat().st_size, "dataset")  # about what the import will take
         tree = FileTree(zip_path)
         try:
             prefix = tree.find_prefix(CLASSES_FILE)

@@ -104,15 +104,19 @@ class ModelCatalog:
         models_dir: where uploaded and app-trained checkpoints are kept (a data folder's ``models``).
         default: name of the default model (listed first).
         cache: where loaded models are kept; share one between catalogs (default: a cache of its own).
+        room: called as ``room(bytes, "model")`` before a model is added; it raises to refuse (a
+            workspace over its quota).
     """
 
     def __init__(self, shipped_dir: str | Path, models_dir: str | Path, *, default: str = "unet_shapes",
-                 include_pretrained: bool = True, cache: ModelCache | None = None):
+                 include_pretrained: bool = True, cache: ModelCache | None = None,
+                 room: Callable[[int, str], None] | None = None):
         self.shipped_dir = Path(shipped_dir)
         self.models_dir = Path(models_dir)
         self.default = default
         self.include_pretrained = include_pretrained
         self.cache = cache or ModelCache()
+        self.room = room
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
         self.version = 0
@@ -198,6 +202,8 @@ class ModelCatalog:
         from . import checkpoints
 
         source = Path(source)
+        if self.room is not None:
+            self.room(source.stat().st_size, "model")
         payload = checkpoints.read(source)
         checkpoints.build_model(payload["meta"], payload["state_dict"], source.name)
         return self._add(UPLOADED, title or payload["meta"].get("title") or source.stem,
@@ -206,6 +212,8 @@ class ModelCatalog:
     def add_trained(self, path: str | Path, title: str) -> str:
         """List a checkpoint that a training run of the app has just written: it is linked into
         the catalog (no copy where the file system allows), not read again."""
+        if self.room is not None:
+            self.room(0, "model")  # a link takes no room, but counts as a model
         return self._add(TRAINED, title, lambda target: link_or_copy(path, target))
 
     def _add(self, kind: str, title: str, place) -> str:

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser tests
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def run_fresh(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -79,3 +85,21 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError("timed out waiting")
+
+
+FILE_ROUTES = ["file={}", "gradio_api/file={}", "file/{}", "gradio_api/file/{}", "static/{}", "assets/{}",
+               "gradio_api/static/{}", "svelte/{}", "gradio_api/proxy={}"]
+
+
+def assert_refused(url: str, targets: list[str], secrets: list[bytes]) -> None:
+    """No file route of the app at ``url`` serves any of ``targets`` (none of ``secrets`` comes back)."""
+    for route in FILE_ROUTES:
+        for target in targets:
+            tried = url + route.format(target)
+            try:
+                with urllib.request.urlopen(tried, timeout=10) as response:
+                    body, status = response.read(), response.status
+            except urllib.error.HTTPError as error:
+                body, status = error.read(), error.code
+            assert not any(secret in body for secret in secrets), tried
+            assert status >= 400 or b"<html" in body[:200].lower(), (tried, status)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from apphelpers import start_app, wait_for
-from test_browser import ARTIFACTS, browser, open_tab  # noqa: F401  (the browser fixture)
+from apphelpers import ARTIFACTS, start_app, wait_for
+from test_browser import open_tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from apphelpers import start_app, wait_for
+from apphelpers import assert_refused, start_app, wait_for
 from segdemo import checkpoints, models
 from segdemo.data import shapes
 from segdemo.workspaces import KEY_PATTERN, new_key
@@ -25,6 +25,7 @@ def classroom(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEGDEMO_QUEUE_LENGTH", "2")
         patch.setenv("SEGDEMO_RUN_SECONDS", "120")
+        patch.setenv("SEGDEMO_DATASETS", "3")
         running = start_app(tmp_path_factory.mktemp("classroom"), public=True)
     yield running
     running.close()
@@ -157,3 +158,24 @@ def test_every_run_is_held_to_the_time_cap(classroom):
 def test_keys_are_long_and_random():
     keys = {new_key() for _ in range(100)}
     assert len(keys) == 100 and all(KEY_PATTERN.match(key) and len(key) == 32 for key in keys)
+
+
+def test_a_workspace_holds_at_most_its_quota_of_datasets(classroom):
+    dora = visitor(classroom)
+    for index in range(3):
+        dora.predict(name=f"set-{index}", classes_from="shapes", class_list="", api_name="/annotate_create")
+    with pytest.raises(Exception, match="holds 3 datasets, the most it may"):
+        dora.predict(name="set-3", classes_from="shapes", class_list="", api_name="/annotate_create")
+    assert "set-2" in str(visitor(classroom).predict(name="set-2", classes_from="shapes", class_list="",
+                                                     api_name="/annotate_create")[0]), "others are not held back"
+
+
+def test_no_file_route_serves_a_workspace(classroom, tmp_path):
+    erin = visitor(classroom)
+    erin.predict(name="erin-secret", classes_from="custom (edit the list)",
+                 class_list="background\nerin-only-class #123456", api_name="/annotate_create")
+    folders = [path for path in classroom.context.workspaces.root.rglob("classes.json")]
+    assert folders
+    targets = [str(path) for path in folders] + [str(path.parent) for path in folders] + \
+        [str(classroom.context.workspaces.root)]
+    assert_refused(classroom.url, targets, [b"erin-only-class"])

@@ -16,7 +16,7 @@ import gradio as gr
 from ..data import shapes
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
-from ..workspaces import Workspaces
+from ..workspaces import Quotas, Workspaces
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
 from .context import AppContext
 from .visitors import Visitors
@@ -51,7 +51,8 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
     checkpoints of ``shipped_dir`` in each, and the background trainer (in public mode a queue:
     ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long)."""
     data = DataFolder.at(data_dir)
-    workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL)
+    workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL,
+                            quotas=Quotas.from_environment())
     if public:
         queue_length = int(os.environ.get("SEGDEMO_QUEUE_LENGTH", DEFAULT_QUEUE_LENGTH))
         time_cap = float(os.environ.get("SEGDEMO_RUN_SECONDS", DEFAULT_RUN_SECONDS))

@@ -67,7 +67,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
         settings["data"] = "shapes"
     elif data == UPLOADED:
         path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
-        settings.update(data=spec_for_archive(str(space.data.keep_upload(path, "dataset"))), val_images=16)
+        settings.update(data=spec_for_archive(str(space.keep_upload(path, "dataset"))), val_images=16)
     elif data and data.startswith(ANNOTATIONS_PREFIX):
         settings.update(data=f"folder:{space.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}", val_images=16)
     else:
@@ -88,6 +88,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
         if path:
             space.catalog.add_trained(path, title=f"{(result.meta or {}).get('title') or 'trained'} {run_id}")
 
+    space.room_for_run()
     owner = context.owner(request)
     run_id = context.trainer.start(config, source, owner=owner, runs_dir=space.data.runs, on_finish=register)
     queue = context.trainer.queue(owner)
@@ -189,6 +190,12 @@ def progress_html(status: dict) -> str:
         parts.append(f"about {status['eta_seconds']:.0f} s left")
     if state in ("finished", "stopped", "failed") and status.get("message"):
         parts.append(html.escape(status["message"]))
+    if status.get("run_id") and not status.get("yours", True):
+        parts.append("another visitor's run")
+    if status.get("your_position"):
+        wait = status.get("your_wait_seconds")
+        parts.append(f"<b>your run: number {status['your_position']} in the queue</b>"
+                     + (f", starts in about {_duration(wait)}" if wait is not None else ""))
     width = 100 * (1.0 if state in ("finished",) else progress)
     return (f'<div class="segdemo-progress" id="train-progress" data-state="{state}"><div style="width:{width:.1f}%"></div></div>'
             f'<div id="train-status-line">{" · ".join(parts)}</div>')
