@@ -9,6 +9,7 @@ layer           modules (top to bottom)
 ==============  ===========================================================================
 app             ``ui``: the Gradio app, one module per tab, thin over everything below
 commands        ``train``, ``predict``, ``evaluate``, ``export``: the command lines
+sharing         ``sharing``: share codes and the teacher's publications (public mode)
 workspaces      ``workspaces``: each visitor's data folder, models and datasets (public mode)
 services        ``catalog`` (pickable models), ``engine`` (training), ``annotations`` (the
                 dataset store), ``datafolder`` (where the app keeps its files)
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 LAYERS = (
     ("ui",),
     ("train", "predict", "evaluate", "export"),
+    ("sharing",),
     ("workspaces",),
     ("catalog", "engine", "annotations", "datafolder"),
     ("inference",),

@@ -14,6 +14,7 @@ builds its page from the listing, so it serves that page before torch is loaded.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHIPPED, TRAINED, UPLOADED, PRETRAINED_KIND = "shipped", "trained", "uploaded", "pretrained"
+SHIPPED, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND = "shipped", "published", "trained", "uploaded", "pretrained"
+KINDS = (SHIPPED, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND)  # the order pickers list them in
 MAX_LOADED = 4
 
 
@@ -45,7 +47,14 @@ class CatalogEntry:
 
 
 def _cache_key(entry: CatalogEntry) -> str:
-    return f"pretrained:{entry.pretrained}" if entry.kind == PRETRAINED_KIND else str(entry.path)
+    """The loaded model's key: its file as it is now (a model published again under the same name
+    is another model), or its pretrained name."""
+    if entry.kind == PRETRAINED_KIND:
+        return f"pretrained:{entry.pretrained}"
+    try:
+        return f"{entry.path}@{os.stat(entry.path).st_mtime_ns}"
+    except OSError:
+        return str(entry.path)
 
 
 class ModelCache:
@@ -82,10 +91,6 @@ class ModelCache:
                     self._loaded.popitem(last=False)
         return segmenter
 
-    def holds(self, key: str) -> bool:
-        with self._lock:
-            return key in self._loaded
-
     def keys(self) -> list[str]:
         """The keys in memory, the most recently used last."""
         with self._lock:
@@ -106,17 +111,19 @@ class ModelCatalog:
         cache: where loaded models are kept; share one between catalogs (default: a cache of its own).
         room: called as ``room(bytes, "model")`` before a model is added; it raises to refuse (a
             workspace over its quota).
+        published_dir: models a teacher published to every workspace (listed as ``published: NAME``).
     """
 
     def __init__(self, shipped_dir: str | Path, models_dir: str | Path, *, default: str = "unet_shapes",
                  include_pretrained: bool = True, cache: ModelCache | None = None,
-                 room: Callable[[int, str], None] | None = None):
+                 room: Callable[[int, str], None] | None = None, published_dir: str | Path | None = None):
         self.shipped_dir = Path(shipped_dir)
         self.models_dir = Path(models_dir)
         self.default = default
         self.include_pretrained = include_pretrained
         self.cache = cache or ModelCache()
         self.room = room
+        self.published_dir = Path(published_dir) if published_dir else None
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
         self.version = 0
@@ -125,11 +132,14 @@ class ModelCatalog:
     # --- listing ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Rescan the folders (cheap: file names only; nothing is loaded)."""
+        self._published_seen = self._published_stamp()
         entries: dict[str, CatalogEntry] = {}
         for path in sorted(self.shipped_dir.glob("*.pt")):
             entries[path.stem] = CatalogEntry(path.stem, SHIPPED, str(path))
-        for kind in (TRAINED, UPLOADED):
-            folder = self.models_dir / kind
+        folders = [(TRAINED, self.models_dir / TRAINED), (UPLOADED, self.models_dir / UPLOADED)]
+        if self.published_dir is not None:
+            folders.insert(0, (PUBLISHED, self.published_dir))
+        for kind, folder in folders:
             for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
                 name = f"{kind}: {path.stem}"
                 entries[name] = CatalogEntry(name, kind, str(path))
@@ -148,11 +158,17 @@ class ModelCatalog:
             if changed:
                 self.version += 1
 
+    def _published_stamp(self) -> int | None:
+        try:
+            return self.published_dir.stat().st_mtime_ns if self.published_dir is not None else None
+        except OSError:
+            return None
+
     def entries(self) -> list[CatalogEntry]:
+        if self._published_stamp() != self._published_seen:  # a teacher published a model: list it
+            self.refresh()
         with self._lock:
-            ordered = sorted(self._entries.values(), key=lambda e: (e.name != self.default,
-                                                                    [SHIPPED, TRAINED, UPLOADED, PRETRAINED_KIND].index(e.kind),
-                                                                    e.name))
+            ordered = sorted(self._entries.values(), key=lambda e: (e.name != self.default, KINDS.index(e.kind), e.name))
             return ordered
 
     def names(self, *, available_only: bool = True) -> list[str]:

@@ -160,12 +160,18 @@ class Workspaces:
         self._lock = threading.Lock()
         self._open: OrderedDict[str | None, Workspace] = OrderedDict()
         # The models every visitor has: the shipped ones and the pretrained ones.
-        self.shared = ModelCatalog(self.shipped_dir, data.root / "shared", default=default_model, cache=self.cache)
+        self.shared = ModelCatalog(self.shipped_dir, data.root / "shared", default=default_model, cache=self.cache,
+                                   published_dir=self.published_models)
 
     @property
     def root(self) -> Path:
         """Where the public workspaces' folders are."""
         return self.data.root / "workspaces"
+
+    @property
+    def published_models(self) -> Path:
+        """Models a teacher published: in every workspace's pickers (segdemo.sharing)."""
+        return self.data.root / "published" / "models"
 
     def get(self, key: str | None = None) -> Workspace:
         """The workspace of ``key`` (created on first use). In single-user mode the key is
@@ -196,8 +202,8 @@ class Workspaces:
         data = self.data if key is None else DataFolder((self.root / folder_name(key)).resolve())
         workspace = Workspace(key=key, data=data, catalog=None, store=None, quotas=self.quotas)
         room = workspace.room if self.quotas is not None else None
-        workspace.catalog = ModelCatalog(self.shipped_dir, data.models, default=self.default_model,
-                                         cache=self.cache, room=room)
+        workspace.catalog = ModelCatalog(self.shipped_dir, data.models, default=self.default_model, cache=self.cache,
+                                         room=room, published_dir=self.published_models if self.public else None)
         workspace.store = DatasetStore(data.datasets, room=room)
         return workspace
 

@@ -103,3 +103,24 @@ def assert_refused(url: str, targets: list[str], secrets: list[bytes]) -> None:
                 body, status = error.read(), error.code
             assert not any(secret in body for secret in secrets), tried
             assert status >= 400 or b"<html" in body[:200].lower(), (tried, status)
+
+
+def assert_api_is_named(client) -> dict:
+    """Every endpoint of the app behind ``client`` has a name, names what it takes and gives (no
+    ``param_N``, single letters, ``value_N`` or ordinals) and is in README's API table; its
+    ``view_api`` is returned."""
+    import re
+
+    api = client.view_api(return_format="dict", print_info=False)
+    assert not api["unnamed_endpoints"]
+    unnamed = re.compile(r"^(param_\d+|value_\d+|\d+(st|nd|rd|th)|.)$")
+    problems = []
+    for endpoint, info in api["named_endpoints"].items():
+        problems += [f"{endpoint} takes {p['parameter_name']!r}" for p in info["parameters"]
+                     if unnamed.match(p["parameter_name"] or "")]
+        problems += [f"{endpoint} gives {r['label']!r}" for r in info["returns"] if unnamed.match(r["label"] or "")]
+    assert not problems, problems
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [endpoint for endpoint in api["named_endpoints"] if f"`{endpoint}`" not in readme]
+    assert not undocumented, f"endpoints missing from README's API table: {undocumented}"
+    return api

@@ -5,7 +5,7 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from apphelpers import ROOT, run_fresh, save_image, wait_for
+from apphelpers import assert_api_is_named, run_fresh, save_image, wait_for
 from fakes import write_drive
 from segdemo import checkpoints, models
 from segdemo.data import shapes
@@ -220,20 +220,7 @@ def test_scratch_folders_are_pruned(monkeypatch):
 
 def test_every_endpoint_names_what_it_takes_and_gives(client):
     """An API client reads ``view_api`` to learn what to send: no ``param_3``, no ``m``, no ``value_105``."""
-    import re
-
-    api = client.view_api(return_format="dict", print_info=False)
-    assert not api["unnamed_endpoints"]
-    unnamed = re.compile(r"^(param_\d+|value_\d+|\d+(st|nd|rd|th)|.)$")
-    problems = []
-    for endpoint, info in api["named_endpoints"].items():
-        problems += [f"{endpoint} takes {p['parameter_name']!r}" for p in info["parameters"]
-                     if unnamed.match(p["parameter_name"] or "")]
-        problems += [f"{endpoint} gives {r['label']!r}" for r in info["returns"] if unnamed.match(r["label"] or "")]
-    assert not problems, problems
-    readme = (ROOT / "README.md").read_text()
-    undocumented = [endpoint for endpoint in api["named_endpoints"] if f"`{endpoint}`" not in readme]
-    assert not undocumented, f"endpoints missing from README's API table: {undocumented}"
+    api = assert_api_is_named(client)
     assert [p["parameter_name"] for p in api["named_endpoints"]["/segment"]["parameters"]] == ["image", "model"]
 
 

@@ -8,13 +8,14 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from apphelpers import assert_refused, start_app, wait_for
+from apphelpers import assert_api_is_named, assert_refused, start_app, wait_for
 from segdemo import checkpoints, models
 from segdemo.data import shapes
 from segdemo.workspaces import KEY_PATTERN, new_key
 
 pytestmark = pytest.mark.slow
 
+TEACHER_KEY = "the-teachers-own-key"
 LONG_RUN = dict(model="unet", unet_width=4, data="synthetic shapes", dataset_zip=None, epochs=1000, batch_size=2,
                 learning_rate=0.003, crop_size=32, time_limit_seconds=0)
 
@@ -26,6 +27,7 @@ def classroom(tmp_path_factory):
         patch.setenv("SEGDEMO_QUEUE_LENGTH", "2")
         patch.setenv("SEGDEMO_RUN_SECONDS", "120")
         patch.setenv("SEGDEMO_DATASETS", "3")
+        patch.setenv("SEGDEMO_ADMIN_KEY", TEACHER_KEY)
         running = start_app(tmp_path_factory.mktemp("classroom"), public=True)
     yield running
     running.close()
@@ -179,3 +181,72 @@ def test_no_file_route_serves_a_workspace(classroom, tmp_path):
     targets = [str(path) for path in folders] + [str(path.parent) for path in folders] + \
         [str(classroom.context.workspaces.root)]
     assert_refused(classroom.url, targets, [b"erin-only-class"])
+
+
+def saved_dataset(client, tmp_path, name: str, size: int = 64) -> None:
+    """A dataset ``name`` with one painted pair, made through the API."""
+    client.predict(name=name, classes_from="shapes", class_list="", api_name="/annotate_create")
+    image = tmp_path / f"{name}.png"
+    Image.fromarray(shapes.generate(1, size, seed=4)[0][0]).save(image)
+    layer = np.zeros((size, size, 4), np.uint8)
+    layer[2:12, 2:12] = (201, 58, 64, 255)
+    Image.fromarray(layer, "RGBA").save(tmp_path / f"{name}-layer.png")
+    painting = {"background": handle_file(str(image)), "layers": [handle_file(str(tmp_path / f"{name}-layer.png"))],
+                "composite": None}
+    client.predict(dataset=name, image=handle_file(str(image)), api_name="/annotate_open_upload")
+    client.predict(dataset=name, painting=painting, item="pair", api_name="/annotate_save")
+
+
+def test_a_share_code_gives_a_copy_that_leaves_the_original_alone(classroom, tmp_path):
+    frank, grace = visitor(classroom), visitor(classroom)
+    saved_dataset(frank, tmp_path, "frank-set")
+    said = frank.predict(dataset="frank-set", api_name="/share_dataset")
+    code = said.split("`")[1]
+    assert len(code) == 9 and code[4] == "-"
+    assert "frank-set" in grace.predict(code=code.lower().replace("-", " "), api_name="/take_shared")
+    grace.predict(dataset="frank-set", item="pair", api_name="/annotate_delete")   # her copy
+    assert frank.predict(dataset="frank-set", api_name="/annotate_dataset")[-1].startswith("**frank-set**: 1 ")
+    with pytest.raises(Exception, match="not a share code"):
+        grace.predict(code="../../etc", api_name="/take_shared")
+    with pytest.raises(Exception, match="no share has the code"):
+        grace.predict(code="AAAA-AAAA", api_name="/take_shared")
+
+    model = models.create("unet", 3, 6, base_channels=4, depth=2)
+    meta = checkpoints.build_meta(model, task="multilabel", classes=shapes.CLASSES, colors=shapes.COLORS,
+                                  title="frank net")
+    frank.predict(checkpoint=handle_file(str(checkpoints.save(tmp_path / "f.pt", model, meta))),
+                  api_name="/upload_checkpoint")
+    code = frank.predict(model="uploaded: frank net", api_name="/share_model").split("`")[1]
+    grace.predict(code=code, api_name="/take_shared")
+    assert "uploaded: frank net shared" in grace.predict(api_name="/models")
+    with pytest.raises(Exception, match="everybody's already"):
+        frank.predict(model="unet_shapes", api_name="/share_model")
+
+
+def test_the_teacher_publishes_to_every_workspace(classroom, tmp_path):
+    teacher, student, latecomer = visitor(classroom), visitor(classroom), visitor(classroom)
+    saved_dataset(teacher, tmp_path, "lesson-1")
+    model = models.create("unet", 3, 6, base_channels=4, depth=2)
+    meta = checkpoints.build_meta(model, task="multilabel", classes=shapes.CLASSES, colors=shapes.COLORS,
+                                  title="reference net")
+    teacher.predict(checkpoint=handle_file(str(checkpoints.save(tmp_path / "t.pt", model, meta))),
+                    api_name="/upload_checkpoint")
+    with pytest.raises(Exception, match="not the teacher's key"):
+        student.predict(model="unet_shapes", teacher_key="guess", api_name="/publish_model")
+    assert "published: reference net" in teacher.predict(model="uploaded: reference net", teacher_key=TEACHER_KEY,
+                                                         api_name="/publish_model")
+    assert "published: reference net" in student.predict(api_name="/models")
+    assert "published: reference net" in latecomer.predict(api_name="/models")
+    image = tmp_path / "p.png"
+    Image.fromarray(shapes.generate(1, 64, seed=9)[0][0]).save(image)
+    assert student.predict(image=handle_file(str(image)), model="published: reference net",
+                           api_name="/segment")[2]["model"] == "published: reference net"
+    teacher.predict(dataset="lesson-1", teacher_key=TEACHER_KEY, api_name="/publish_dataset")
+    assert "lesson-1" in student.predict(dataset="lesson-1", api_name="/take_published")
+    assert student.predict(dataset="lesson-1", api_name="/annotate_dataset")[-1].startswith("**lesson-1**: 1 ")
+
+
+def test_the_shared_apps_endpoints_are_named_and_documented(classroom):
+    api = assert_api_is_named(visitor(classroom))
+    assert {"/share_model", "/share_dataset", "/take_shared", "/publish_model", "/publish_dataset",
+            "/take_published"} <= set(api["named_endpoints"])

@@ -15,6 +15,7 @@ from ..filenames import check_name, safe_name
 from ..image_files import read_image
 from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
+from . import sharing_panel
 from .context import AppContext
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
@@ -243,6 +244,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                     export_button = gr.Button("Export .zip", size="sm", elem_id="annotate-export")
                     export_voc_button = gr.Button("Export as VOC", size="sm")
                 exported = gr.File(label="exported dataset", interactive=False, elem_id="annotate-exported")
+            if context.public:
+                sharing_panel.dataset_panel(context, dataset)
         with gr.Column(scale=3):
             message = gr.Markdown(label="message", elem_id="annotate-message")
             editor = gr.ImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),

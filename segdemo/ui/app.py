@@ -16,6 +16,7 @@ import gradio as gr
 from ..data import shapes
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
+from ..sharing import Sharing
 from ..workspaces import Quotas, Workspaces
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
 from .context import AppContext
@@ -59,7 +60,9 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
     else:
         queue_length, time_cap = 0, None
     trainer = BackgroundTrainer(data.runs, threads=train_threads, queue_length=queue_length, time_cap=time_cap)
-    return AppContext(workspaces=workspaces, trainer=trainer, data=data, visitors=Visitors(data.secret("sessions")))
+    sharing = Sharing(data, admin_key=os.environ.get("SEGDEMO_ADMIN_KEY")) if public else None
+    return AppContext(workspaces=workspaces, trainer=trainer, data=data, visitors=Visitors(data.secret("sessions")),
+                      sharing=sharing)
 
 
 def list_models(context: AppContext, request: gr.Request) -> list[str]:

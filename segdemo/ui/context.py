@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..catalog import ModelCatalog
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
+from ..sharing import Sharing
 from ..workspaces import Workspace, Workspaces
 from .visitors import Visitors
 
@@ -23,6 +24,7 @@ class AppContext:
     trainer: BackgroundTrainer
     data: DataFolder
     visitors: Visitors
+    sharing: Sharing | None = None   # public mode only
 
     @property
     def public(self) -> bool:

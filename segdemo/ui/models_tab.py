@@ -9,6 +9,7 @@ import gradio as gr
 from .. import viz
 from ..data import shapes
 from ..image_files import read_image
+from . import sharing_panel
 from .context import AppContext
 from .files import required_upload
 from .messages import handler, refuse
@@ -117,6 +118,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             legend = gr.HTML(label="legend")
             details = gr.Markdown(label="model card", elem_id="models-card")
             stages = gr.Dataframe(label="feature maps for a 192×192 input", interactive=False, elem_id="models-stages")
+            if context.public:
+                sharing_panel.model_panel(context, model)
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     gr.Markdown("### Compare models on the same image")
     with gr.Row():
