@@ -79,10 +79,11 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_section(name: str, title: str, rows: list[dict], notes: str = "",
-                  command: str | None = None) -> str:
-    """Replace (or append) the section ``name`` of BENCHMARKS.md and return its text."""
+                  command: str | None = None, machine_line: str | None = None) -> str:
+    """Replace (or append) the section ``name`` of BENCHMARKS.md and return its text
+    (``machine_line``: the machine as described before the bench pinned itself to some cores)."""
     body = (f"<!-- bench:{name} -->\n### {title}\n\n"
-            f"Machine: {machine()}  \nCommand: `{command or command_line()}`  \n"
+            f"Machine: {machine_line or machine()}  \nCommand: `{command or command_line()}`  \n"
             f"Date: {time.strftime('%Y-%m-%d')}\n\n{markdown_table(rows)}\n"
             + (f"\n{notes.strip()}\n" if notes else "") + f"<!-- /bench:{name} -->")
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"

@@ -70,6 +70,11 @@ def test_one_visitors_dataset_is_invisible_and_untouchable_to_another(classroom,
                  dict(dataset="alice-private", painting=painting, item="first", api_name="/annotate_save")):
         with pytest.raises(Exception, match="no dataset named"):
             bob.predict(**call)
+    # Bob may import a dataset of the same name: it lands in his workspace, and changing it leaves hers be
+    exported = alice.predict(dataset="alice-private", api_name="/annotate_export")
+    assert "1 pairs" in bob.predict(dataset_zip=handle_file(exported), name="alice-private",
+                                    api_name="/annotate_import")[1]
+    bob.predict(dataset="alice-private", item="first", api_name="/annotate_delete")
     # Alice's pair is still there, unchanged, and only hers
     stats = alice.predict(dataset="alice-private", api_name="/annotate_dataset")[4]
     assert dict(map(tuple, stats["data"]))["filled square"] == 15 * 15
