@@ -60,17 +60,28 @@ def take_published(context: AppContext, dataset, request: gr.Request):
     return f"Added {_sharing(context).take_published(context.workspace(request), dataset)} to your workspace."
 
 
+def _take_row(label: str, **textbox):
+    """A share-code field and its Take button."""
+    with gr.Row():
+        code = gr.Textbox(label=label, placeholder="K7QM-4XPA", scale=2, **textbox)
+        take = gr.Button("Take", size="sm")
+    return code, take
+
+
+def _publish_row(what: str):
+    """The teacher's key and a button that publishes ``what``."""
+    with gr.Row():
+        teacher_key = gr.Textbox(label="teacher key", type="password", scale=2)
+        publish = gr.Button(f"Publish {what} to everybody", size="sm")
+    return teacher_key, publish
+
+
 def model_panel(context: AppContext, model: gr.Dropdown) -> None:
     """The Models tab's sharing: share the picked model, take by code, publish (teacher)."""
     with gr.Accordion("share with the class", open=False, elem_id="share-models"):
-        with gr.Row():
-            share = gr.Button("Share the model picked above", size="sm", elem_id="share-model")
-            code = gr.Textbox(label="a share code (for a model or a dataset)", placeholder="K7QM-4XPA", scale=2,
-                              elem_id="take-code")
-            take = gr.Button("Take", size="sm", elem_id="take-shared")
-        with gr.Row():
-            teacher_key = gr.Textbox(label="teacher key", type="password", scale=2)
-            publish = gr.Button("Publish the picked model to everybody", size="sm")
+        share = gr.Button("Share the model picked above", size="sm", elem_id="share-model")
+        code, take = _take_row("a share code (for a model or a dataset)", elem_id="take-code")
+        teacher_key, publish = _publish_row("the picked model")
         said = gr.Markdown(label="message", elem_id="share-message")
     share.click(handler(share_model, context), [model], [said], api_name="share_model")
     take.click(handler(take_shared, context), [code], [said], api_name="take_shared")
@@ -81,16 +92,12 @@ def dataset_panel(context: AppContext, dataset: gr.Dropdown) -> None:
     """The Annotate tab's sharing: share the picked dataset, take by code or from the teacher, publish."""
     with gr.Accordion("share with the class", open=False, elem_id="share-datasets"):
         share = gr.Button("Share this dataset", size="sm", elem_id="share-dataset")
-        with gr.Row():
-            code = gr.Textbox(label="a share code", placeholder="K7QM-4XPA", scale=2)
-            take = gr.Button("Take", size="sm")
+        code, take = _take_row("a share code")
         with gr.Row():
             published = gr.Dropdown([], label="datasets the teacher published", allow_custom_value=True, scale=2,
                                     elem_id="published-datasets")
             take_it = gr.Button("Take", size="sm", elem_id="take-published")
-        with gr.Row():
-            teacher_key = gr.Textbox(label="teacher key", type="password", scale=2)
-            publish = gr.Button("Publish this dataset to everybody", size="sm")
+        teacher_key, publish = _publish_row("this dataset")
         said = gr.Markdown(label="message", elem_id="share-dataset-message")
     share.click(handler(share_dataset, context), [dataset], [said], api_name="share_dataset")
     take.click(handler(take_shared, context), [code], [said], api_visibility="private")
