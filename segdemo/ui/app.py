@@ -20,8 +20,8 @@ from ..sharing import Sharing
 from ..workspaces import Quotas, Workspaces
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
 from .context import AppContext
-from .visitors import Visitors
 from .messages import handler
+from .visitors import Visitors
 from .widgets import CSS
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ class AppContext:
     def workspace(self, request=None) -> Workspace:
         """The workspace of the visitor who sent ``request`` (a ``gr.Request``); in single-user
         mode, the one workspace."""
-        return self.workspaces.get(self.visitors.key_for(request) if self.public else None)
+        return self.workspaces.get(self.owner(request))
 
     def page_catalog(self) -> ModelCatalog:
         """The models a page is built with: the one workspace's, or in public mode the ones every
@@ -41,5 +41,6 @@ class AppContext:
         return self.workspaces.shared if self.public else self.workspace().catalog
 
     def owner(self, request=None) -> str | None:
-        """Who a training run belongs to: the visitor's key (None in single-user mode)."""
+        """The visitor's workspace key, which also names who a training run belongs to (None in
+        single-user mode)."""
         return self.visitors.key_for(request) if self.public else None
