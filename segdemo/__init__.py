@@ -19,7 +19,7 @@ building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
 labels          ``labels``: probabilities, targets and label maps turned into each other
 foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
-                ``files``, ``filenames``
+                ``files``, ``filenames``, ``limits`` (what one request or run may ask for)
 errors          ``errors``: the errors a user should read
 ==============  ===========================================================================
 """
@@ -38,6 +38,6 @@ LAYERS = (
     ("models", "losses", "metrics", "viz", "painting"),
     ("prediction",),
     ("labels",),
-    ("tasks", "runtime", "image_files", "files", "filenames"),
+    ("tasks", "runtime", "image_files", "files", "filenames", "limits"),
     ("errors",),
 )
