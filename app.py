@@ -13,7 +13,7 @@ from pathlib import Path
 # and telemetry cost about 0.3 s of start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from segdemo.ui import build_demo, create_context, launch_options, public_mode, warm_up  # noqa: E402  (after the setting above)
+from segdemo.ui import build_demo, create_context, launch_options, public_mode, reserve_cores, warm_up  # noqa: E402  (after the setting above)
 
 
 def parse_args(argv=None):
@@ -33,6 +33,7 @@ demo = build_demo(create_context(_args.data_dir, shipped_dir=Path(__file__).reso
                                  public=public_mode(_args.workspaces)))
 
 if __name__ == "__main__":
+    print(reserve_cores(demo.segdemo_context), flush=True)
     # Serve the page first (nothing so far has imported torch; the server runs in its own
     # threads), then load torch and the default model while the first visitor reads it.
     demo.launch(server_name=_args.host, server_port=_args.port, prevent_thread_lock=True, **launch_options())

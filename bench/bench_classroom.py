@@ -1,46 +1,57 @@
 """A class on one shared app: 30 pages watching a run while 16 clients segment.
 
-    python bench/bench_classroom.py [--pages 30] [--clients 16] [--pace 3] [--seconds 60]
+    python bench/bench_classroom.py [--watchers 30] [--pages 3] [--clients 16] [--pace 3] [--seconds 60]
 
-The app runs in public mode (a workspace per visitor) on core 0 with one torch thread, as a
-2-core Space's server would have the machine to itself; the 30 pages (Chromium, each in a browser
-context of its own, so each its own visitor, on the Train tab) and the 16 clients (each a
-``gradio_client`` session, so each its own visitor, asking for ``/segment`` every ``--pace`` seconds
-as a student clicking would, or back to back with ``--pace 0``) run on core 1, standing in for the
-class's own machines. Measured: the live run's speed alone and with the class, ``/segment``
-round trips during the run, and the server's resident memory.
+The app runs in public mode (a workspace per visitor) on the machine's two cores, as a 2-core
+Space's server would. Each of the class's members is its own visitor:
+
+- **watchers** speak the page's own protocol: every 0.8 s each sends the Train tab's timer tick
+  (gradio's queue, its own session) and reads the answer, as an open Train tab does, at a
+  fraction of a browser's cost;
+- **pages** are real Chromium pages on the Train tab, to check that a page shows the run's step;
+- **clients** are ``gradio_client`` sessions asking for ``/segment`` every ``--pace`` seconds, as a
+  student clicking would (back to back with ``--pace 0``).
+
+The class runs on core 0, the core the app keeps for requests (``SEGDEMO_SERVING_CORES=1``, the
+default of public mode), so the run's own core is left to it as it would be on a Space. The
+``shared`` layout (``SEGDEMO_SERVING_CORES=0``, the app pinned to core 0 with one torch thread)
+is the app before it kept a core for the run, measured the same way. Measured: the live run's
+speed alone and with the class, ``/segment`` round trips during the run, the server's memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import uuid
 from pathlib import Path
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from bench_app import CHROMIUM, FLAGS, local_client, percentile, segment_latencies, start_app  # noqa: E402
+from bench_app import (local_client, percentile, segment_latencies, start_app, start_live_run,  # noqa: E402
+                       train_tab_pages)
 from common import machine, write_section  # noqa: E402
 
-
-def live_run(client, seconds: float) -> None:
-    client.predict(model="unet", unet_width=8, data="synthetic shapes", dataset_zip=None, epochs=100, batch_size=16,
-                   learning_rate=0.003, crop_size=96, time_limit_seconds=seconds, api_name="/train_start")
+TICK_SECONDS = 0.8   # the Train tab's timer (segdemo.ui.train_tab.REFRESH_SECONDS)
+LAYOUTS = {"reserved": ("a core kept for the run (SEGDEMO_SERVING_CORES=1)", None, {}),
+           "shared": ("all on one core, shared (SEGDEMO_SERVING_CORES=0)", "0",
+                      {"SEGDEMO_SERVING_CORES": "0", "OMP_NUM_THREADS": "1"})}
 
 
 def run_speed(client, seconds: float, during=None) -> tuple[float, int]:
     """Median images/s (after the first 5 steps) and steps of a live run of ``seconds`` started by
     ``client``, with ``during()`` called once it trains."""
-    live_run(client, seconds)
+    start_live_run(client, seconds)
     while client.predict(api_name="/train_status")["state"] in ("queued", "starting"):
         time.sleep(0.5)
     if during is not None:
@@ -51,116 +62,150 @@ def run_speed(client, seconds: float, during=None) -> tuple[float, int]:
     return statistics.median(speeds), len(status["steps"])
 
 
-def open_watchers(playwright, url: str, count: int):
-    """``count`` Chromium pages on the Train tab, each in a context of its own (its own visitor),
-    Chromium pinned to core 1."""
-    wrapper = Path(tempfile.mkdtemp()) / "chromium"
-    wrapper.write_text(f'#!/bin/sh\nexec taskset -c 1 {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
-    browser = playwright.chromium.launch(executable_path=str(wrapper), args=FLAGS)
-    pages = []
-    for _ in range(count):
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.get_by_role("tab", name="Train").click()
-        pages.append(page)
-    return browser, pages
+def timer_tick(url: str) -> tuple[int, int]:
+    """The ``fn_index`` and trigger id of the Train tab's timer tick, read from the page's config."""
+    with urllib.request.urlopen(url + "config") as response:
+        config = json.load(response)
+    timers = {c["id"] for c in config["components"] if c.get("type") == "timer"}
+    for index, dependency in enumerate(config["dependencies"]):
+        for target, event in dependency["targets"]:
+            if target in timers and event == "tick":
+                return index, target
+    raise RuntimeError("the page has no timer")
+
+
+def watch(url: str, stop: threading.Event, ticks: list[float], failures: list[str]) -> None:
+    """One watcher: the Train tab's timer tick every TICK_SECONDS, in a session of its own, as an
+    open page sends it (join the queue, read the answer from the event stream)."""
+    import httpx
+
+    fn_index, trigger = timer_tick(url)
+    session = uuid.uuid4().hex[:11]
+    with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
+        while not stop.is_set():
+            begun = time.perf_counter()
+            try:
+                http.post("queue/join", json={"data": [None], "event_data": None, "fn_index": fn_index,
+                                              "trigger_id": trigger, "session_hash": session}).raise_for_status()
+                with http.stream("GET", "queue/data", params={"session_hash": session}) as stream:
+                    for line in stream.iter_lines():
+                        if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
+                            break
+                ticks.append(time.perf_counter() - begun)
+            except httpx.HTTPError as error:
+                failures.append(type(error).__name__)
+            stop.wait(max(0.0, TICK_SECONDS - (time.perf_counter() - begun)))
+
+
+def measure(layout: str, args, image: Path, folder: Path) -> dict:
+    """The run alone, then with the class, in one app started in ``layout``."""
+    import psutil
+
+    _, cpus, env = LAYOUTS[layout]
+    process, url, _ = start_app(folder / layout, cpus=cpus, env={"SEGDEMO_WORKSPACES": "1", **env})
+    try:
+        teacher = local_client(url)
+        segment_latencies(teacher, image, 5)  # the default model loaded
+        alone, alone_steps = run_speed(teacher, args.seconds)
+        idle = segment_latencies(local_client(url), image, 30)
+        latencies, ticks, failures, memory = [], [], [], [0.0]
+        stop = threading.Event()
+
+        def segmenting(index: int):
+            client = local_client(url)
+            stop.wait(args.pace * index / max(args.clients, 1))  # spread out, as a class would be
+            while not stop.is_set():
+                try:
+                    latencies.extend(segment_latencies(client, image, 1))
+                except Exception as error:  # noqa: BLE001  (counted, reported)
+                    failures.append(type(error).__name__)
+                stop.wait(args.pace)
+
+        def sample_memory():
+            while not stop.is_set():
+                memory[0] = max(memory[0], psutil.Process(process.pid).memory_info().rss / 2**20)
+                time.sleep(0.5)
+
+        with train_tab_pages(url, args.pages) as pages:  # Chromium inherits this process's core
+            threads = [threading.Thread(target=segmenting, args=(i,), daemon=True) for i in range(args.clients)]
+            threads += [threading.Thread(target=watch, args=(url, stop, ticks, failures), daemon=True)
+                        for _ in range(args.watchers)]
+            threads.append(threading.Thread(target=sample_memory, daemon=True))
+
+            def class_starts():
+                for thread in threads:
+                    thread.start()
+
+            loaded, loaded_steps = run_speed(teacher, args.seconds, during=class_starts)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            shown = sum(1 for page in pages if "step" in page.inner_text("#train-status-line"))
+    finally:
+        process.terminate()
+        process.wait()
+    return {"alone": alone, "alone_steps": alone_steps, "loaded": loaded, "loaded_steps": loaded_steps,
+            "latencies": latencies, "ticks": ticks, "failures": failures, "idle": idle, "shown": shown,
+            "memory": memory[0]}
+
+
+def rows_for(layout: str, result: dict, args) -> list[dict]:
+    name = LAYOUTS[layout][0]
+    pace = f"each every {args.pace:g} s" if args.pace else "back to back"
+    slowdown = 100 * (result["loaded"] / result["alone"] - 1)
+    return [
+        {"layout": name, "what": "live run alone", "value":
+            f"{result['alone']:.1f} images/s ({result['alone_steps']} steps in {args.seconds:.0f} s)", "target": "–"},
+        {"layout": name, "what": f"the same run with {args.watchers} watchers, {args.pages} pages and {args.clients} "
+                                 f"clients segmenting ({pace})",
+         "value": f"{result['loaded']:.1f} images/s ({result['loaded_steps']} steps; {slowdown:+.1f} %)",
+         "target": "slowed ≤ 10 %"},
+        {"layout": name, "what": "`/segment` 192×192 round trip during the run",
+         "value": f"median {1e3 * statistics.median(result['latencies']):.0f} ms, p95 "
+                  f"{1e3 * percentile(result['latencies'], 95):.0f} ms, {len(result['latencies'])} answered, "
+                  f"{len(result['failures'])} failed", "target": "p95 ≤ 1 s"},
+        {"layout": name, "what": "a watcher's timer tick during the run (answer time)",
+         "value": f"median {1e3 * statistics.median(result['ticks']):.0f} ms, p95 "
+                  f"{1e3 * percentile(result['ticks'], 95):.0f} ms, {len(result['ticks'])} ticks", "target": "≤ 1 s"},
+        {"layout": name, "what": "`/segment` with nothing else going (one client)",
+         "value": f"median {1e3 * statistics.median(result['idle']):.0f} ms", "target": "–"},
+        {"layout": name, "what": "Chromium pages showing the run's step at its end",
+         "value": f"{result['shown']} of {args.pages}", "target": "all"},
+        {"layout": name, "what": "server's peak resident memory during the run", "value": f"{result['memory']:.0f} MB",
+         "target": "–"},
+    ]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pages", type=int, default=30)
+    parser.add_argument("--watchers", type=int, default=30, help="open Train tabs, simulated by their timer tick")
+    parser.add_argument("--pages", type=int, default=3, help="real Chromium pages on the Train tab")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--pace", type=float, default=3.0, help="seconds between a client's requests (0: none)")
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--layouts", default="reserved,shared", help="comma-separated: " + ", ".join(LAYOUTS))
     args = parser.parse_args(argv)
-    import psutil
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     from segdemo.data import shapes
 
     described = machine()  # before this process pins itself to one core
-    os.sched_setaffinity(0, {1})  # this process (the clients) stands in for the class's machines
+    os.sched_setaffinity(0, {0})  # the class: on the core the app keeps for requests
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         image = folder / "shapes.png"
         Image.fromarray(shapes.generate(1, 192, seed=1)[0][0]).save(image)
-        process, url, _ = start_app(folder / "data", cpus="0",
-                                    env={"OMP_NUM_THREADS": "1", "SEGDEMO_WORKSPACES": "1"})
-        try:
-            teacher = local_client(url)
-            segment_latencies(teacher, image, 5)  # the default model loaded
-            alone, alone_steps = run_speed(teacher, args.seconds)
-            idle = segment_latencies(local_client(url), image, 30)
-
-            latencies: list[float] = []
-            failures: list[str] = []
-            memory = [0.0]
-            stop = threading.Event()
-
-            def segmenting(index: int):
-                client = local_client(url)
-                stop.wait(args.pace * index / max(args.clients, 1))  # spread out, as a class would be
-                while not stop.is_set():
-                    try:
-                        latencies.extend(segment_latencies(client, image, 1))
-                    except Exception as error:  # noqa: BLE001  (counted, reported)
-                        failures.append(type(error).__name__)
-                    stop.wait(args.pace)
-
-            def sample_memory():
-                while not stop.is_set():
-                    memory[0] = max(memory[0], psutil.Process(process.pid).memory_info().rss / 2**20)
-                    time.sleep(0.5)
-
-            with sync_playwright() as playwright:
-                started = time.perf_counter()
-                browser, pages = open_watchers(playwright, url, args.pages)
-                opened = time.perf_counter() - started
-                threads = [threading.Thread(target=segmenting, args=(i,), daemon=True) for i in range(args.clients)]
-                threads.append(threading.Thread(target=sample_memory, daemon=True))
-
-                def class_starts():
-                    for thread in threads:
-                        thread.start()
-
-                loaded, loaded_steps = run_speed(teacher, args.seconds, during=class_starts)
-                stop.set()
-                for thread in threads:
-                    thread.join(timeout=60)
-                shown = sum(1 for page in pages if "step" in page.inner_text("#train-status-line"))
-                browser.close()
-        finally:
-            process.terminate()
-            process.wait()
-    rows.append({"what": "live run alone (app on core 0, one torch thread)",
-                 "value": f"{alone:.1f} images/s ({alone_steps} steps in {args.seconds:.0f} s)", "target": "–"})
-    pace = f"each every {args.pace:g} s" if args.pace else "back to back"
-    rows.append({"what": f"the same run with {args.pages} pages watching and {args.clients} clients segmenting ({pace})",
-                 "value": f"{loaded:.1f} images/s ({loaded_steps} steps; {100 * (loaded / alone - 1):+.1f} %)",
-                 "target": "slowed ≤ 10 %"})
-    rows.append({"what": f"`/segment` 192×192 round trip during the run ({args.clients} clients, {pace})",
-                 "value": f"median {1e3 * statistics.median(latencies):.0f} ms, p95 {1e3 * percentile(latencies, 95):.0f} ms, "
-                          f"{len(latencies)} answered, {len(failures)} failed", "target": "p95 ≤ 1 s"})
-    rows.append({"what": "`/segment` round trip with nothing else going (one client)",
-                 "value": f"median {1e3 * statistics.median(idle):.0f} ms, p95 {1e3 * percentile(idle, 95):.0f} ms",
-                 "target": "–"})
-    rows.append({"what": f"{args.pages} pages opened (each its own visitor), and showing the run's step",
-                 "value": f"opened in {opened:.0f} s; {shown} of {args.pages} showed the step line", "target": "–"})
-    rows.append({"what": "server's peak resident memory during the run", "value": f"{memory[0]:.0f} MB", "target": "–"})
+        for layout in args.layouts.split(","):
+            rows += rows_for(layout, measure(layout, args, image, folder), args)
+            print(*rows[-7:], sep="\n", flush=True)
     write_section("classroom", "A class on one shared app", rows, notes=(
-        f"`python bench/bench_classroom.py --pages {args.pages} --clients {args.clients} --pace {args.pace:g} "
-        f"--seconds {args.seconds:g}`. "
-        "The app runs with `SEGDEMO_WORKSPACES=1` pinned to core 0 with one torch thread; the pages (Chromium, "
-        "one browser context each) and the clients (one `gradio_client` session each) run on core 1, standing in "
-        "for the students' machines, so the figures are the server's own: its polling work for every watching "
-        "page and the inference the clients ask for, on the core that also trains. The run is the Train tab's "
+        "The class (watchers, pages and clients, each its own visitor) runs on core 0 beside the app's requests. "
+        "With a core kept for the run, the run trains on core 1 with one torch thread; shared, the whole app is "
+        "pinned to core 0 with one torch thread, as the bench measured before. Watchers send the Train tab's own "
+        "timer tick every 0.8 s through gradio's queue, in sessions of their own; the snapshot and model-list "
+        "refreshes a page also asks for (once per validation) are not simulated. The run is the Train tab's "
         "default; speeds are medians of its steps after the fifth."), machine_line=described)
-    for row in rows:
-        print(row)
 
 
 if __name__ == "__main__":

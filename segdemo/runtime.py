@@ -7,6 +7,8 @@ the same precision whichever of them runs it.
   the pair it was trained with; the shapes use :data:`IDENTITY` (white on black, 0..1 as is),
   photos and pretrained trunks :data:`IMAGENET`.
 - **Device**: ``auto`` is the GPU when there is one.
+- **Cores**: on a shared app, training and serving can be given cores of their own
+  (:func:`split_cores`, :func:`pin_this_thread`), so that a class's requests do not slow the run.
 - **Precision**: ``auto`` is bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with
   native bf16 (AVX512-BF16/AMX), fp32 elsewhere: on CPUs without native bf16 it is emulated and was
   measured many times slower than fp32 (BENCHMARKS.md).
@@ -17,6 +19,7 @@ refer to the normalizations before torch is loaded.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,6 +59,24 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
         if local_rank is not None and device.index is None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+def split_cores(serving: int) -> tuple[set[int], set[int]] | None:
+    """This process's cores as ``(serving, training)``: the first ``serving`` for answering
+    requests, the rest for a training run; None where that leaves training no core (or the
+    platform cannot pin threads)."""
+    if serving < 1 or not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) <= serving:
+        return None
+    return set(cores[:serving]), set(cores[serving:])
+
+
+def pin_this_thread(cores: set[int]) -> None:
+    """Keep the calling thread (and the threads it starts from now on, which inherit it) on
+    ``cores``. On Linux an affinity set through pid 0 is the calling thread's alone."""
+    os.sched_setaffinity(0, cores)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import torch
 
 from apphelpers import run_fresh
 from fakes import write_drive, write_folder, write_voc
-from segdemo import checkpoints
+from segdemo import checkpoints, limits
 from segdemo.engine import (BackgroundTrainer, EpochDone, RunEnded, RunStarted, SnapshotTaken, StepDone, TrainConfig,
                             Trainer, configure, preset)
 from segdemo.engine.steps import lr_factor
@@ -96,8 +97,9 @@ def test_resume_continues_from_the_saved_step(tmp_path):
     assert resumed.elapsed > first.elapsed  # the clock carries on from the first part
 
 
-def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path):
-    trainer = BackgroundTrainer(tmp_path)
+@pytest.mark.parametrize("separate_process", [False, True], ids=["thread", "child process"])
+def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path, separate_process):
+    trainer = BackgroundTrainer(tmp_path, separate_process=separate_process)
     run_id = trainer.start(tiny(epochs=200, steps_per_epoch=50))
     deadline = time.time() + 60
     while (trainer.status()["step"] or 0) < 3 and time.time() < deadline:
@@ -116,13 +118,14 @@ def test_stop_is_quick_and_leaves_a_loadable_checkpoint(tmp_path):
     assert len(trainer.steps()) >= 3 and len(trainer.epochs()) >= 1
 
 
-def test_exiting_python_mid_run_stops_it_cleanly_and_keeps_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("separate_process", [False, True], ids=["thread", "child process"])
+def test_exiting_python_mid_run_stops_it_cleanly_and_keeps_its_checkpoint(tmp_path, separate_process):
     """Ctrl-C on the app while a run goes: the process exits normally (no abort from a daemon
-    thread inside torch) and the run's checkpoint is saved."""
+    thread inside torch) and the run's checkpoint is saved (by the child, when the run has one)."""
     script = f"""
 import time
 from segdemo.engine import BackgroundTrainer, TrainConfig
-trainer = BackgroundTrainer({str(tmp_path)!r})
+trainer = BackgroundTrainer({str(tmp_path)!r}, separate_process={separate_process})
 trainer.start(TrainConfig(model="unet", model_options={{"base_channels": 4, "depth": 2}}, data="shapes",
                           data_options={{"size": 32, "val_length": 8}}, epochs=1000, steps_per_epoch=50,
                           batch_size=4, val_images=8))
@@ -166,12 +169,40 @@ def test_configure_gives_each_setting_one_meaning():
     assert on_files.data_options == {} and on_files.crop_size == 64
 
 
-def test_background_run_that_fails_in_setup_is_reported(tmp_path):
-    trainer = BackgroundTrainer(tmp_path)
+@pytest.mark.parametrize("separate_process", [False, True], ids=["thread", "child process"])
+def test_background_run_that_fails_in_setup_is_reported(tmp_path, separate_process):
+    trainer = BackgroundTrainer(tmp_path, separate_process=separate_process)
     trainer.start(tiny(data=f"folder:{tmp_path / 'missing'}", data_options={}))
-    assert trainer.wait(30)
+    assert trainer.wait(60)
     status = trainer.status()
-    assert status["state"] == "failed" and "does not exist" in status["message"]
+    assert status["state"] == "failed" and status["message"].endswith("does not exist")
+
+
+def test_a_run_in_a_child_process_that_outgrows_its_memory_budget_is_ended_and_says_why(tmp_path, monkeypatch):
+    """The watchdog: a budget far below what the child needs (torch alone is a few hundred MB)
+    ends the run, and the app process lives on to say so."""
+    monkeypatch.setenv("SEGDEMO_MEMORY_SHARE", str(32 * 2**20 / limits.usable_memory()))
+    limits.configure(public=False)
+    try:
+        trainer = BackgroundTrainer(tmp_path, separate_process=True)
+        trainer.start(tiny(epochs=1000, steps_per_epoch=50))
+        assert trainer.wait(60)
+    finally:
+        monkeypatch.delenv("SEGDEMO_MEMORY_SHARE")
+        limits.configure(public=False)
+    status = trainer.status()
+    assert status["state"] == "failed", status
+    assert re.search(r"memory grew past the budget of 32 MB \(to \d+ MB\)", status["message"]), status["message"]
+
+
+def test_run_messages_explain_allocation_failures_without_allocator_text():
+    from segdemo.engine.worker import OUT_OF_MEMORY, failure_message
+
+    raw = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 4294967296 bytes")
+    assert failure_message(raw) == OUT_OF_MEMORY and "alloc" not in OUT_OF_MEMORY
+    assert failure_message(MemoryError()) == OUT_OF_MEMORY
+    assert failure_message(SettingsError("batch too big")) == "batch too big"
 
 
 def test_learning_rate_schedules():

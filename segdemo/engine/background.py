@@ -1,7 +1,8 @@
-"""Training in a background thread, for the app: one run at a time, the next ones in a fair queue.
+"""Training in the background, for the app: one run at a time, the next ones in a fair queue.
 
-:class:`BackgroundTrainer` runs one :class:`~segdemo.engine.loop.Trainer` at a time in a daemon
-thread: the cores are the limit. What happens to a second Start depends on ``queue_length``:
+:class:`BackgroundTrainer` runs one :class:`~segdemo.engine.loop.Trainer` at a time, in a child
+process for the app (:mod:`segdemo.engine.worker` says why) or in a daemon thread for scripts and
+tests, followed from a thread of this process: the cores are the limit. What happens to a second Start depends on ``queue_length``:
 
 - 0 (single-user, ``python app.py``): it is **refused** with
   :class:`~segdemo.errors.TrainerBusy`: the person who started the run is watching it.
@@ -14,8 +15,8 @@ thread: the cores are the limit. What happens to a second Start depends on ``que
 bounded wait. The UI polls :meth:`status` and :meth:`steps`, which only copy from a bounded,
 lock-guarded history, so any number of pages can watch without slowing the run.
 
-The training loop, and torch with it, is imported by the run's thread: the app creates its
-trainer before it serves its first page, and loads torch only after that.
+The training loop, and torch with it, is imported by the run's thread (or its process): the app
+creates its trainer before it serves its first page, and loads torch only after that.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import TrainerBusy
+from ..errors import TrainerBusy, UserError
+from ..limits import memory_budget, size_text
 from .config import TrainConfig
 from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
+from .worker import RunFailed, failure_message
 
 if TYPE_CHECKING:
     from ..data import DataSource
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 IDLE, QUEUED, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED, CANCELLED = (
     "idle", "queued", "starting", "running", "stopping", "finished", "stopped", "failed", "cancelled")
 GOING = (STARTING, RUNNING, STOPPING)
+
+WATCHDOG_SECONDS = 0.25   # how often a run in a child process has its memory looked at
 
 _LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
 
@@ -88,16 +93,27 @@ class BackgroundTrainer:
             which bounds it). Measured on 2 cores (``bench/bench_threads.py``): with the run held
             to one thread, predictions made meanwhile were slower at the 95th percentile (129 vs
             33 ms at 192×192) and so was the run; the OS shares the cores better than a fixed split.
+        separate_process: train in a child process (:mod:`segdemo.engine.worker`) rather than a
+            thread of this one: what the app does, so that its requests cannot slow a run through
+            Python's interpreter lock, and a run that outgrows its memory budget
+            (:func:`segdemo.limits.memory_budget`) is stopped (killed if it goes on growing) without
+            taking the app down. Scripts and tests keep the thread.
+        cores: the CPU cores the training thread keeps to (None: all of the process's). On a
+            shared app the run gets cores of its own, so that requests cannot slow it; its torch
+            threads are then one per core of its own unless ``threads`` says otherwise.
         on_finish: called with ``(run_id, TrainResult)`` when a run ends, unless ``start`` gives
             one of its own (e.g. to add the checkpoint to its owner's model list).
         queue_length: how many runs may wait (0: a Start while one runs is refused).
         time_cap: the longest a run may train, in seconds (None: no cap).
     """
 
-    def __init__(self, runs_dir: str | Path, *, threads: int | None = None, on_finish=None,
-                 queue_length: int = 0, time_cap: float | None = None):
+    def __init__(self, runs_dir: str | Path, *, threads: int | None = None, cores: set[int] | None = None,
+                 separate_process: bool = False, on_finish=None, queue_length: int = 0,
+                 time_cap: float | None = None):
         self.runs_dir = Path(runs_dir)
+        self.separate_process = separate_process
         self.threads = threads
+        self.cores = cores
         self.on_finish = on_finish
         self.queue_length = queue_length
         self.time_cap = time_cap
@@ -195,13 +211,6 @@ class BackgroundTrainer:
 
     # --- the thread ---------------------------------------------------------------------------------
     def _run(self, run: Run) -> None:
-        import torch
-
-        from .loop import Trainer
-
-        if self.threads:
-            torch.set_num_threads(self.threads)  # OpenMP: applies to this thread's parallel regions
-
         def listen(event) -> None:
             run.history(event)
             if isinstance(event, RunStarted):
@@ -211,12 +220,13 @@ class BackgroundTrainer:
 
         result = None
         try:
-            result = Trainer(run.config, [listen], run.stop, source=run.source).run()
+            result = self._train_in_child(run, listen) if self.separate_process else self._train_here(run, listen)
             state = {"finished": FINISHED, "time limit": FINISHED, "stopped": STOPPED}.get(result.reason, FAILED)
             message = result.message
         except Exception as error:  # bad data or settings found while setting up, or a bug: show it
-            log.error("training run %s failed:\n%s", run.run_id, traceback.format_exc())
-            state, message = FAILED, f"{type(error).__name__}: {error}"
+            if not isinstance(error, (UserError, RunFailed)):
+                log.error("training run %s failed:\n%s", run.run_id, traceback.format_exc())
+            state, message = FAILED, failure_message(error)
             run.history(RunEnded(reason="failed", message=message))
         with self._lock:
             run.state, run.message, run.result, run.source = state, message, result, None
@@ -228,6 +238,61 @@ class BackgroundTrainer:
         with self._lock:
             if self._waiting and not self._closing:
                 self._begin(self._waiting.popleft())
+
+    def _train_here(self, run: Run, listen) -> TrainResult:
+        """The run in this thread (scripts and tests)."""
+        import torch
+
+        from ..runtime import pin_this_thread
+        from .loop import Trainer
+
+        if self.cores:
+            pin_this_thread(self.cores)  # before torch starts this thread's OpenMP team: it inherits them
+        threads = self.threads or (len(self.cores) if self.cores else None)
+        if threads:
+            torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
+        return Trainer(run.config, [listen], run.stop, source=run.source).run()
+
+    def _train_in_child(self, run: Run, listen) -> TrainResult:
+        """The run in a child process, its events relayed to ``listen``; a watchdog forwards
+        Stop, and stops the run when its memory passes the budget (kills it past half as much
+        again, or when it takes too long to save)."""
+        from .worker import TrainingProcess, exit_explained
+
+        child = TrainingProcess(run.config, cores=self.cores, threads=self.threads)
+        budget, peak, ended = memory_budget(), [0], threading.Event()
+
+        def watchdog() -> None:
+            while not ended.wait(WATCHDOG_SECONDS):
+                resident = child.resident_bytes()
+                peak[0] = max(peak[0], resident)
+                if run.stop.is_set() or resident > budget:
+                    child.stop()
+                if resident > 1.5 * budget or child.overdue():
+                    child.kill()
+
+        threading.Thread(target=watchdog, name=f"segdemo-watchdog-{run.run_id}", daemon=True).start()
+        result = failure = None
+        try:
+            for kind, payload in child.messages():
+                if kind == "event":
+                    listen(payload)
+                elif kind == "result":
+                    result = payload
+                elif kind == "failed":
+                    failure = payload
+        finally:
+            code = child.wait()
+            ended.set()
+        over = (f"its memory grew past the budget of {size_text(budget)} (to {size_text(peak[0])})"
+                if peak[0] > budget else None)
+        if result is not None:
+            if over:
+                result.message = f"stopped at step {result.steps}: {over}; what it had learned is saved"
+            return result
+        if over:
+            raise RunFailed(f"stopped: {over}, and it was ended before it could save")
+        raise RunFailed(failure or exit_explained(code))
 
     # --- what the page polls -----------------------------------------------------------------------
     def _shown(self, viewer: str | None) -> Run | None:

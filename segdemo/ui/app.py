@@ -13,9 +13,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import limits
 from ..data import shapes
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
+from ..runtime import pin_this_thread, split_cores
 from ..sharing import Sharing
 from ..workspaces import Quotas, Workspaces
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "unet_shapes"
 DEFAULT_QUEUE_LENGTH = 10     # public mode: runs that may wait behind the one training
 DEFAULT_RUN_SECONDS = 300     # public mode: the longest one run may train
+DEFAULT_SERVING_CORES = 1     # public mode: cores kept for requests; the run trains on the others
 
 INTRO = """
 # segdemo
@@ -51,6 +54,7 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
     ``./.segdemo``), its workspaces (one, or one per visitor when ``public``) with the shipped
     checkpoints of ``shipped_dir`` in each, and the background trainer (in public mode a queue:
     ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long)."""
+    limits.configure(public)
     data = DataFolder.at(data_dir)
     workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL,
                             quotas=Quotas.from_environment())
@@ -59,7 +63,8 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
         time_cap = float(os.environ.get("SEGDEMO_RUN_SECONDS", DEFAULT_RUN_SECONDS))
     else:
         queue_length, time_cap = 0, None
-    trainer = BackgroundTrainer(data.runs, threads=train_threads, queue_length=queue_length, time_cap=time_cap)
+    trainer = BackgroundTrainer(data.runs, threads=train_threads, separate_process=True, queue_length=queue_length,
+                                time_cap=time_cap)
     sharing = Sharing(data, admin_key=os.environ.get("SEGDEMO_ADMIN_KEY")) if public else None
     return AppContext(workspaces=workspaces, trainer=trainer, data=data, visitors=Visitors(data.secret("sessions")),
                       sharing=sharing)
@@ -143,6 +148,23 @@ def warm_up(context: AppContext) -> None:
         context.page_catalog().get().predict(image)
     except Exception:  # noqa: BLE001  (the same error reaches the first visitor who asks, as a message)
         log.exception("warming up the default model failed")
+
+
+def reserve_cores(context: AppContext) -> str:
+    """On a shared app, give the training run cores of its own: the requests of a class (pages
+    polling the run, students segmenting) then cannot slow it, and it cannot slow them. Call it in
+    the main thread before ``launch``: the server's threads, started later, inherit the serving
+    cores. ``SEGDEMO_SERVING_CORES`` sets how many serve (default 1; 0: everything shares every
+    core, as on your own machine, where the one visitor's run should have them all). A line for
+    the log saying what was decided."""
+    serving = int(os.environ.get("SEGDEMO_SERVING_CORES", DEFAULT_SERVING_CORES if context.public else 0))
+    split = split_cores(serving)
+    if split is None:
+        return "training and requests share every core"
+    serving_cores, training_cores = split
+    pin_this_thread(serving_cores)
+    context.trainer.cores = training_cores
+    return f"requests are served on cores {sorted(serving_cores)}, training runs on {sorted(training_cores)}"
 
 
 def launch_options() -> dict:

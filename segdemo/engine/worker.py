@@ -1,0 +1,202 @@
+"""A training run in a process of its own, for the app.
+
+Why a process and not a thread: the app answers requests in threads of its own process. A run in
+a thread there shares Python's one interpreter lock with every request: measured on 2 cores with a
+core kept for the run, 4 watching pages and 2 students segmenting slowed it by a third, because
+between two small tensor operations it waited for the lock behind the requests' Python code. In a
+process of its own it shares nothing but the machine; and a run that grows past its memory can be
+stopped, or killed, without taking the app and every visitor's work with it.
+
+The parent (:class:`TrainingProcess`) starts ``python -m segdemo.engine.worker FD``, writes the
+request (the config, the cores to keep to, the torch threads) to its stdin as a pickle, and reads
+``(kind, payload)`` pickles from the pipe ``FD``: ``("event", Event)`` for each of the run's
+events, then ``("result", TrainResult)`` or ``("failed", message)``. A line ``stop`` on stdin (or
+stdin closing: the app has gone) ends the run the way Stop does: it validates and saves first.
+Only segdemo's own code writes that pipe, so unpickling it trusts nothing from outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+OUT_OF_MEMORY = "ran out of memory: try a smaller batch, crop or model"
+STOP_GRACE_SECONDS = 60.0   # a stopped run validates and saves; after this long it is killed
+
+
+class RunFailed(Exception):
+    """A run in a child process failed; the message is for the visitor (the child logged the rest)."""
+
+
+@dataclass
+class Request:
+    """What the child needs: the run's settings, the cores it keeps to, its torch threads."""
+
+    config: TrainConfig
+    cores: set[int] | None = None
+    threads: int | None = None
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure (torch raises RuntimeError, not MemoryError)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and (
+        "can't allocate memory" in text or "DefaultCPUAllocator" in text or "out of memory" in text))
+
+
+def failure_message(error: BaseException) -> str:
+    """What a visitor reads when a run fails: a user error's own words, an allocation failure
+    explained, anything else by its type and message (the log keeps the traceback)."""
+    if isinstance(error, (UserError, RunFailed)):
+        return str(error)
+    if out_of_memory(error):
+        return OUT_OF_MEMORY
+    return f"{type(error).__name__}: {error}"
+
+
+class TrainingProcess:
+    """One run in a child process, seen from the app (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, *, cores: set[int] | None = None, threads: int | None = None):
+        read_end, write_end = os.pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "segdemo.engine.worker", str(write_end)], stdin=subprocess.PIPE,
+            pass_fds=(write_end,), cwd=os.getcwd(),
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_package_root(),
+                                                                           os.environ.get("PYTHONPATH")]))})
+        os.close(write_end)
+        self._messages = os.fdopen(read_end, "rb")
+        pickle.dump(Request(config, cores, threads), self._process.stdin)
+        self._process.stdin.flush()
+        self._stop_sent: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def messages(self) -> Iterator[tuple[str, object]]:
+        """The child's messages until it ends (its pipe closes)."""
+        while True:
+            try:
+                yield pickle.load(self._messages)
+            except EOFError:
+                return
+
+    def stop(self) -> None:
+        """Ask the run to end as Stop does (harmless twice, or once it has ended)."""
+        if self._stop_sent is None:
+            self._stop_sent = time.monotonic()
+            try:
+                self._process.stdin.write(b"stop\n")
+                self._process.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+
+    def overdue(self) -> bool:
+        """Whether a stop was asked for longer ago than the run may take to save."""
+        return self._stop_sent is not None and time.monotonic() - self._stop_sent > STOP_GRACE_SECONDS
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+
+    def resident_bytes(self) -> int:
+        """The child's resident memory now (0 once it has ended)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def wait(self) -> int:
+        """The child's exit code, once it has ended."""
+        code = self._process.wait()
+        for stream in (self._messages, self._process.stdin):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        return code
+
+
+def _package_root() -> str:
+    """The folder holding the ``segdemo`` package, so the child imports this very copy."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def exit_explained(code: int) -> str:
+    """Why a child that sent no result ended, for a person."""
+    if code < 0 and -code == signal.SIGKILL:
+        return "the training process was killed (most likely the machine ran out of memory)"
+    return f"the training process ended unexpectedly (exit code {code})"
+
+
+# --- the child ---------------------------------------------------------------------------------------
+def _watch_stdin(stop: threading.Event) -> None:
+    """Set ``stop`` on a ``stop`` line or when stdin closes (the app has gone). Reads the file
+    descriptor itself: a daemon thread blocked inside a buffered ``sys.stdin`` aborts the
+    interpreter's shutdown."""
+    while (chunk := os.read(0, 64)) and b"stop" not in chunk:
+        pass
+    stop.set()
+
+
+def main(argv: list[str]) -> int:
+    from ..runtime import pin_this_thread
+
+    out = os.fdopen(int(argv[0]), "wb")
+    # Unbuffered, so nothing after the request is read ahead of the stop watcher.
+    request: Request = pickle.load(os.fdopen(0, "rb", buffering=0, closefd=False))
+    # Keep to the run's cores before torch starts any thread: they inherit them.
+    if request.cores:
+        pin_this_thread(request.cores)
+    threads = request.threads or (len(request.cores) if request.cores else None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    import torch
+
+    from .loop import Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    lock = threading.Lock()
+
+    def send(kind: str, payload) -> None:
+        with lock:
+            pickle.dump((kind, payload), out)
+            out.flush()
+
+    stop = threading.Event()
+    threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+    try:
+        result = Trainer(request.config, [lambda event: send("event", event)], stop).run()
+        result.model = None  # the weights are in its checkpoint; the app loads that
+        send("result", result)
+    except Exception as error:  # noqa: BLE001  (reported to the app as the run's message)
+        if not isinstance(error, UserError):
+            log.exception("training run failed")
+        send("failed", failure_message(error))
+    out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
