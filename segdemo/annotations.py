@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import numpy as np
 
 from .errors import AnnotationError, ArchiveError
 from .filenames import check_name, follows_rule
-from .files import atomic_write, staged_write
+from .files import atomic_write, folder_lock, staged_write
 from .data.archive import FileTree, check_member_name
 from .data.base import DatasetInfo
 from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
@@ -100,7 +99,7 @@ class DatasetStore:
     def __init__(self, root: str | Path, room: Callable[[int, str], None] | None = None):
         self.root = Path(root).resolve()  # made by the first dataset: a visitor who only looks writes nothing
         self.room = room
-        self._lock = threading.RLock()
+        self._lock = folder_lock(self.root)
 
     def _check_room(self, size: int, what: str) -> None:
         if self.room is not None:

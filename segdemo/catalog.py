@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import CheckpointError, SettingsError
 from .filenames import safe_name
-from .files import atomic_write, link_or_copy
+from .files import atomic_write, folder_lock, link_or_copy
 from .models.pretrained import PRETRAINED
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class ModelCatalog:
         self.cache = cache or ModelCache()
         self.room = room
         self.published_dir = Path(published_dir) if published_dir else None
-        self._lock = threading.RLock()
+        self._lock = folder_lock(self.models_dir)
         self._entries: dict[str, CatalogEntry] = {}
         self.version = 0
         self.refresh()

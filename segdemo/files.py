@@ -10,7 +10,21 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
+
+_FOLDER_LOCKS: dict[Path, threading.RLock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+def folder_lock(folder: str | os.PathLike) -> threading.RLock:
+    """The one lock of ``folder`` in this process. Objects that write into a folder (a dataset
+    store, a model catalog) take it rather than a lock of their own: two objects for one folder
+    (a workspace reopened after it left the cache while a request still held the old one) then
+    cannot interleave their writes."""
+    key = Path(folder).resolve()
+    with _FOLDER_LOCKS_GUARD:
+        return _FOLDER_LOCKS.setdefault(key, threading.RLock())
 
 
 def staged_write(path: str | os.PathLike, write) -> Path:

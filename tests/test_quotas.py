@@ -79,3 +79,26 @@ def test_the_single_user_app_has_no_quotas(tmp_path):
     for index in range(25):
         space.store.create(f"d{index}", CLASS_PRESETS["shapes"])
     assert len(space.store.datasets()) == 25
+
+
+def test_a_workspace_reopened_after_leaving_the_cache_shares_its_folders_locks(tmp_path, monkeypatch):
+    """A request may still hold a workspace object that the cache has let go of; the object
+    reopened for the next request must not write the same folder under a lock of its own."""
+    import threading
+
+    from segdemo import workspaces
+
+    monkeypatch.setattr(workspaces, "OPEN_WORKSPACES", 1)
+    spaces, key = classroom(tmp_path), new_key()
+    old = spaces.get(key)
+    spaces.get(new_key())               # pushes the first one out of the cache
+    new = spaces.get(key)
+    assert new is not old and new.store._lock is old.store._lock and new.catalog._lock is old.catalog._lock
+    old.store.create("d", CLASS_PRESETS["shapes"])
+    savers = [threading.Thread(target=space.store.save, args=("d", f"item{i}", *pair(32)))
+              for i, space in enumerate([old, new] * 10)]
+    for saver in savers:
+        saver.start()
+    for saver in savers:
+        saver.join()
+    assert sorted(item.name for item in new.store.items("d")) == sorted(f"item{i}" for i in range(20))
