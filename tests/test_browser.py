@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -174,3 +175,25 @@ def test_annotate_paint_save_reopen_round_trips(page, app):
     wait_for(lambda: "previous version" in page.inner_text("#annotate-message"), timeout=60)
     _, again = store.load("browser-set", "painted")
     assert np.array_equal(again, labels)
+
+
+def test_a_page_polls_the_trainer_often_only_while_the_train_tab_shows(page, app):
+    """The timer's period follows the tab in the browser: every 0.8 s on Train, every 5 s
+    elsewhere (a class of pages on other tabs costs the server little)."""
+    from segdemo.ui.train_tab import AWAY_SECONDS, REFRESH_SECONDS
+
+    events: list[float] = []
+    page.on("request", lambda request: events.append(time.monotonic()) if "queue/join" in request.url else None)
+
+    def events_in(seconds: float) -> int:
+        events.clear()
+        page.wait_for_timeout(1000 * seconds)  # (Playwright delivers the page's events while it waits)
+        return len(events)
+
+    assert AWAY_SECONDS >= 4 * REFRESH_SECONDS
+    open_tab(page, "Shapes")
+    page.wait_for_timeout(1000 * AWAY_SECONDS)  # a tick set to the old period may still be due
+    away = events_in(2 * AWAY_SECONDS)
+    open_tab(page, "Train")
+    on_train = events_in(2 * AWAY_SECONDS)
+    assert away <= 3 and on_train >= 2 * AWAY_SECONDS / REFRESH_SECONDS - 3, (away, on_train)

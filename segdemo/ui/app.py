@@ -84,19 +84,20 @@ def build_demo(context: AppContext) -> gr.Blocks:
         gr.Markdown(INTRO)
         panel = workspace_panel.build(context) if context.public else None
         with gr.Tabs():
-            with gr.Tab("Shapes", id="shapes"):
+            with gr.Tab("Shapes", id="shapes") as shapes_page:
                 shapes_parts = shapes_tab.build(context, choices)
-            with gr.Tab("Upload", id="upload"):
+            with gr.Tab("Upload", id="upload") as upload_page:
                 upload_parts = upload_tab.build(context, choices)
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models") as models_page:
                 models_parts = models_tab.build(context, choices)
-            with gr.Tab("Train", id="train"):
+            with gr.Tab("Train", id="train") as train_page:
                 train_parts = train_tab.build(context)
-            with gr.Tab("Annotate", id="annotate"):
+            with gr.Tab("Annotate", id="annotate") as annotate_page:
                 annotate_parts = annotate_tab.build(context, choices)
         dropdowns = [shapes_parts["model"], upload_parts["model"], models_parts["model"], models_parts["compare"],
                      annotate_parts["model"]]
-        train_tab.wire_timer(context, train_parts, dropdowns)
+        train_tab.wire_timer(context, train_parts, dropdowns, train_page,
+                             [shapes_page, upload_page, models_page, annotate_page])
         with gr.Group(visible=False):
             models_button = gr.Button("models (API)")
             model_names = gr.JSON(label="model names")
