@@ -31,6 +31,7 @@ fi
 LOG=${OUT:+$OUT/gpu_check.log}
 LOG=${LOG:-$WORK/gpu_check.log}
 exec > >(tee -a "$LOG") 2>&1
+TEE=$!
 
 export GRADIO_ANALYTICS_ENABLED=False SEGDEMO_OFFLINE=1 HF_HUB_OFFLINE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -109,6 +110,8 @@ finish() {
     fi
     echo "log: $LOG"
     if [[ -n "${OUT:-}" ]]; then rm -rf "$WORK"; fi  # else the log is in it
+    exec >&- 2>&-
+    wait "$TEE" || true  # the log is whole before the script ends
 }
 
 describe_machine
@@ -122,6 +125,7 @@ elif has_gpu; then
     BENCH_OPTIONS=(--device "$DEVICE" --live-seeds 0 1 --live-seconds 45)
 else
     echo "no CUDA GPU: skipping (torch is missing or torch.cuda.is_available() is False; GPU_CHECK_DEVICE=cpu runs a dry run)"
+    rm -rf "$WORK"
     exit 0
 fi
 trap finish EXIT
