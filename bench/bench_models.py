@@ -35,7 +35,7 @@ def gflops(model, height, width) -> float:
     model = model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, 3, height, width))
+        model(torch.zeros(1, 3, height, width, device=next(model.parameters()).device))
     return counter.get_total_flops() / 1e9
 
 
@@ -67,20 +67,32 @@ def candidates():
     return rows
 
 
-def latency_rows(quick: bool):
-    images = {size: (shapes.generate(1, size, seed=3)[0][0]) for size in SIZES}
+def latency(exact: Segmenter, fast: Segmenter, image: np.ndarray, repeats: int) -> tuple[float, float, float]:
+    """Median seconds per ``predict`` of the fp32 and the fast-path segmenter of one model on ``image``
+    (each ends in a copy to the CPU, so a GPU's time is all counted), and the share of labels they
+    agree on."""
+    exact_time = median_time(lambda: exact.predict(image), repeats=repeats, warmup=1)
+    fast_time = median_time(lambda: fast.predict(image), repeats=repeats, warmup=1)
+    agreement = float((fast.predict(image).labels() == exact.predict(image).labels()).mean())
+    return exact_time, fast_time, agreement
+
+
+def sample_images() -> dict:
+    """One shapes image per size in SIZES, the same every run."""
+    return {size: (shapes.generate(1, size, seed=3)[0][0]) for size in SIZES}
+
+
+def latency_rows(quick: bool, device=None):
+    images = sample_images()
     rows = []
     for label, model, meta in candidates():
-        exact = Segmenter(model, meta, precision="fp32")
-        fast = Segmenter(model, meta, precision="fast")
+        exact = Segmenter(model, meta, precision="fp32", device=device)
+        fast = Segmenter(model, meta, precision="fast", device=device)
         row = {"model": label, "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
                "GFLOPs 192²": f"{gflops(exact.reference, 192, 192):.2f}"}
         for size in SIZES:
-            image = images[size]
             repeats = 3 if quick or "classic" in label or "full" in label else 15
-            exact_time = median_time(lambda: exact.predict(image), repeats=repeats, warmup=1)
-            fast_time = median_time(lambda: fast.predict(image), repeats=repeats, warmup=1)
-            agreement = (fast.predict(image).labels() == exact.predict(image).labels()).mean()
+            exact_time, fast_time, agreement = latency(exact, fast, images[size], repeats)
             key = f"{size[0]}×{size[1]}"
             row[f"{key} fp32 eager"] = f"{exact_time * 1e3:.1f} ms"
             row[f"{key} fast path"] = f"{fast_time * 1e3:.1f} ms ({exact_time / fast_time:.2f}×, {100 * agreement:.2f} % same labels)"

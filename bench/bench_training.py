@@ -18,12 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 
-from common import median_time, write_section  # noqa: E402
+from common import median_time, synchronize, write_section  # noqa: E402
 from segdemo import models  # noqa: E402
 from segdemo.data import open_source  # noqa: E402
 from segdemo.engine import StepDone, preset  # noqa: E402
 from segdemo.engine.loop import Trainer  # noqa: E402
 from segdemo.losses import build_loss  # noqa: E402
+from segdemo.runtime import autocast_dtype  # noqa: E402
 
 CASES = [
     ("unet 8 residual (live / shipped)", "unet", dict(base_channels=8, depth=3, residual=True), 96, 16),
@@ -44,19 +45,25 @@ def batches(crop: int, batch: int, count: int):
     return result
 
 
-def images_per_second(name, options, crop, batch, steps=4):
+def images_per_second(name, options, crop, batch, steps=4, *, device="cpu", precision="fp32"):
+    """Training images/s of one model on ``device`` under ``precision`` (as ``TrainConfig.precision``;
+    fp16 is timed without loss scaling, which costs next to nothing)."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device, precision)
     torch.manual_seed(0)
-    model = models.create(name, 3, 6, **options).to(memory_format=torch.channels_last)
+    model = models.create(name, 3, 6, **options).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     loss_fn = build_loss("multilabel")
-    data = batches(crop, batch, 2)
+    data = [(images.to(device), target.to(device)) for images, target in batches(crop, batch, 2)]
 
     def step():
         for images, target in data[:1]:
-            loss = loss_fn(model(images), target)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(model(images), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        synchronize(device)
 
     seconds = median_time(step, repeats=steps, warmup=1)
     return batch / seconds

@@ -48,6 +48,15 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}{gpu}")
 
 
+def synchronize(device) -> None:
+    """Wait for the GPU's queued work: CUDA calls return before they finish, so a timing that does not
+    wait measures only the launches. Nothing to wait for on the CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def median_time(function, *, repeats: int = 20, warmup: int = 3, min_seconds: float = 0.0) -> float:
     """Median wall time of ``function()`` in seconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -79,19 +88,21 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_section(name: str, title: str, rows: list[dict], notes: str = "",
-                  command: str | None = None, machine_line: str | None = None) -> str:
-    """Replace (or append) the section ``name`` of BENCHMARKS.md and return its text
-    (``machine_line``: the machine as described before the bench pinned itself to some cores)."""
+                  command: str | None = None, machine_line: str | None = None, path: Path | None = None) -> str:
+    """Replace (or append) the section ``name`` of BENCHMARKS.md (or of ``path``: a dry run writes a
+    copy) and return its text (``machine_line``: the machine as described before the bench pinned
+    itself to some cores)."""
+    path = path or BENCHMARKS_MD
     body = (f"<!-- bench:{name} -->\n### {title}\n\n"
             f"Machine: {machine_line or machine()}  \nCommand: `{command or command_line()}`  \n"
             f"Date: {time.strftime('%Y-%m-%d')}\n\n{markdown_table(rows)}\n"
             + (f"\n{notes.strip()}\n" if notes else "") + f"<!-- /bench:{name} -->")
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: body, text)
     else:
         text = text.rstrip() + "\n\n" + body + "\n"
-    BENCHMARKS_MD.write_text(text)
+    path.write_text(text)
     print(body)
     return body

@@ -37,14 +37,7 @@ class DistributedContext:
             return cls()
         rank = int(os.environ["RANK"])
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        initialized_here = False
-        if not dist.is_initialized():
-            backend = "nccl" if device_type == "cuda" else "gloo"
-            if device_type == "cuda":
-                torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend=backend)
-            initialized_here = True
-        return cls(rank, world_size, local_rank, initialized_here)
+        return cls(rank, world_size, local_rank, join_process_group(device_type, local_rank))
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over ranks (in place, returned)."""
@@ -79,3 +72,17 @@ class DistributedContext:
     def close(self) -> None:
         if self.initialized_here and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def join_process_group(device_type: str, local_rank: int) -> bool:
+    """Join the process group that torchrun's environment describes (NCCL on GPUs, gloo on CPUs),
+    unless this process is in one already; True when it joined here (and so leaves it in ``close``).
+
+    Separate from :meth:`DistributedContext.from_env` so that a one-process group (the only NCCL run
+    a single GPU allows) can be tested through the same call (``tests/one_rank_worker.py``)."""
+    if dist.is_initialized():
+        return False
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return True
