@@ -103,3 +103,12 @@ def size_text(count_bytes: float) -> str:
     if count_bytes >= GB:
         return f"{count_bytes / GB:.0f} GB" if count_bytes >= 10 * GB else f"{count_bytes / GB:.1f} GB"
     return f"{count_bytes / MB:.0f} MB"
+
+
+def count_text(count: float) -> str:
+    """A count for a person: "950", "3.2 thousand", "207 million", "1.3 billion"."""
+    for size, word in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+        if count >= size:
+            value = count / size
+            return f"{value:.1f} {word}" if value < 10 and round(value, 1) != round(value) else f"{value:.0f} {word}"
+    return f"{count:.0f}"
