@@ -30,6 +30,7 @@ class Limits:
 
     model_parameters: int = 100_000_000   # any model built from metadata: upload, Train tab, API, CLI
     memory_share: float = 0.6             # of the memory this process may use, what one model or run may take
+    model_cache_mb: int = 2048            # weights of the models kept loaded between requests, all together
 
     @classmethod
     def from_environment(cls, base: "Limits | None" = None) -> "Limits":
@@ -44,7 +45,7 @@ class Limits:
 
 
 # A shared app: many visitors share one machine, so one visitor's model or run gets less of it.
-PUBLIC = Limits(memory_share=0.3)
+PUBLIC = Limits(memory_share=0.3, model_cache_mb=1024)
 
 _lock = threading.Lock()
 _current = Limits()
