@@ -21,10 +21,11 @@ A checkpoint is small and what it describes may not be: 2 KB of metadata can ask
 ``expand`` (one value, stored once). So nothing is built or converted before it is measured:
 :func:`check_weights` reads the model's size from its skeleton on the ``meta`` device (see
 :func:`segdemo.models.skeleton`), refuses one past ``segdemo.limits.current().model_parameters``,
-and compares the keys, shapes and kinds of the state dict's tensors with the skeleton's before a
-single value is copied. Metadata that would break every later use of the file (a normalization
-for other channels, colors that are not RGB, 200,000 class names, weights that are NaN) is
-refused too, when the file is read and when it is saved.
+and compares the keys, shapes and kinds of the state dict's tensors with the skeleton's (and that
+each stores all its values, not one repeated) before a single value is copied. Metadata that
+would break every later use of the file (a normalization for other channels, colors that are not
+RGB, 200,000 class names) is refused when the file is read and when it is saved, and weights that
+are NaN or infinite when they are checked.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ from .tasks import BINARY, MAX_CLASS_NAME, MAX_LABELS, TASKS, check_task, max_cl
 
 FORMAT = "segdemo-checkpoint"
 FORMAT_VERSION = 1
-MAX_CHECKPOINT_BYTES = 1024 * 2**20
+MAX_CHECKPOINT_BYTES = 1024 * 2**20   # on disk, and unpacked: torch reads compressed zip entries too
+# The pickle inside the file (metadata, and the names and shapes of the tensors, whose values are
+# stored beside it) is unpickled in Python, about 2.5 MB a second, each small value a Python object:
+# shipped files' are 0.2 MB, a 10,000-epoch history of 21 classes about 6 MB.
+MAX_PICKLE_BYTES = 16 * 2**20
+MAX_ENTRIES = 20_000   # files in the zip (one per tensor): U²-Net with its optimizer's state has ~2,500
 # segdemo feeds every model RGB images (image_files reads them so, runtime.normalize scales three
 # channels), so a checkpoint for other input channels could never predict.
 IMAGE_CHANNELS = 3
@@ -199,6 +205,7 @@ def read(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{name} is empty")
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_CHECKPOINT_BYTES / 2**20:.0f} MB")
+    _check_archive(path, name)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -225,6 +232,53 @@ def read(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{name} lacks its metadata or weights")
     _check_meta(payload["meta"], name)
     return payload
+
+
+def _declared_entries(path: Path) -> int | None:
+    """The number of files a zip's end record declares (zip64 too), read from its last 64 KB
+    without parsing its directory (a directory of millions of entries takes gigabytes to parse);
+    None where there is no end record."""
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - 65_557))  # the end record (22 bytes) and its comment (at most 65,535)
+        tail = file.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        entries = int.from_bytes(tail[at + 10:at + 12], "little")
+        if entries != 0xFFFF:
+            return entries
+        if at < 20 or tail[at - 20:at - 16] != b"PK\x06\x07":  # zip64: a locator precedes the record
+            return None
+        file.seek(int.from_bytes(tail[at - 12:at - 4], "little"))
+        record = file.read(40)
+        return int.from_bytes(record[32:40], "little") if record[:4] == b"PK\x06\x06" else None
+
+
+def _check_archive(path: Path, name: str) -> None:
+    """Refuse a file whose zip directory promises more than it may unpack to, before torch reads
+    it: torch's reader inflates compressed entries (40 KB of zeros became a 40 MB tensor) and
+    unpickles the pickle in Python. segdemo writes torch's zip format; the legacy format, a bare
+    pickle, is refused with the other unreadable files."""
+    unreadable = f"{name} is not a readable PyTorch checkpoint (it may be truncated or another kind of file)"
+    entries = _declared_entries(path)
+    if entries is None:
+        raise CheckpointError(f"{unreadable}: it is not in the zip format torch.save writes")
+    if entries > MAX_ENTRIES:
+        raise CheckpointError(f"{name} holds {entries:,} files; a checkpoint holds at most {MAX_ENTRIES:,}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(f"{unreadable}: {error}") from error
+    unpacked = sum(member.file_size for member in members)
+    if unpacked > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{name} unpacks to {limits.size_text(unpacked)}; the limit is "
+                              f"{limits.size_text(MAX_CHECKPOINT_BYTES)}")
+    pickled = sum(member.file_size for member in members if member.filename.rpartition("/")[2] == "data.pkl")
+    if pickled > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{name} holds {limits.size_text(pickled)} of metadata; the limit is "
+                              f"{limits.size_text(MAX_PICKLE_BYTES)} (segdemo's own checkpoints hold under 1 MB)")
 
 
 def _unpickling_detail(message: str) -> str:
@@ -255,8 +309,9 @@ def check_weights(meta: dict, state_dict: dict | None, name: str = "checkpoint")
 
     In order: the metadata; the model's parameter count, read from its skeleton, against
     ``segdemo.limits.current().model_parameters``; the state dict's keys; each tensor's shape
-    (and so its number of values) and kind against the skeleton's; only then, tensor by tensor,
-    that every value is finite. Raises :class:`~segdemo.errors.CheckpointError` naming what is wrong.
+    (and so its number of values) and kind against the skeleton's, and that its storage holds every
+    value (not one value repeated by ``expand``); only then, tensor by tensor, that every value is
+    finite. Raises :class:`~segdemo.errors.CheckpointError` naming what is wrong.
     """
     _check_meta(meta, name)
     try:
@@ -292,6 +347,12 @@ def check_weights(meta: dict, state_dict: dict | None, name: str = "checkpoint")
         if tensor.is_floating_point() != wanted.is_floating_point() or tensor.is_complex():
             raise CheckpointError(f"{unfit}: {key} holds {str(tensor.dtype).replace('torch.', '')} values where "
                                   f"the model has {str(wanted.dtype).replace('torch.', '')}")
+        if tensor.numel() and tensor.untyped_storage().nbytes() < tensor.numel() * tensor.element_size():
+            # expand() and as_strided() make tensors whose values repeat a few stored ones: a 40 KB
+            # file becomes gigabytes once copied into a model. segdemo saves every weight in full.
+            raise CheckpointError(f"{name}: {key} holds {limits.count_text(tensor.numel())} values in "
+                                  f"{tensor.untyped_storage().nbytes():,} bytes (made by expand?); a checkpoint "
+                                  "stores every weight")
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{name}: the weights hold NaN or infinite values ({key}); such a model "
