@@ -126,11 +126,11 @@ def _check_meta(meta: dict, name: str = "the checkpoint") -> None:
     classes, colors = meta["classes"], meta["colors"]
     if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
         raise CheckpointError(f"{name}'s class names are not a list of names")
-    most = 1 if task == BINARY else max_classes(task)
-    if not 1 <= len(classes) <= most:
-        raise CheckpointError(f"{name} names {len(classes):,} classes; a {task} model has "
-                              f"{'exactly one' if task == BINARY else f'1 to {most}'} (a label map is 8-bit and "
-                              f"names at most {MAX_LABELS} labels)")
+    if task == BINARY and len(classes) != 1:
+        raise CheckpointError(f"{name} names {len(classes):,} classes; a binary model has exactly one")
+    if not 1 <= len(classes) <= max_classes(task):
+        raise CheckpointError(f"{name} names {len(classes):,} classes; a {task} model has 1 to "
+                              f"{max_classes(task)} (a label map is 8-bit and names at most {MAX_LABELS} labels)")
     for label in classes:
         if not label.strip() or len(label) > MAX_CLASS_NAME:
             raise CheckpointError(f"{name}: class names are 1 to {MAX_CLASS_NAME} characters; one is "

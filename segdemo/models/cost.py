@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -98,8 +99,9 @@ def _activation_peak(model: torch.nn.Module, in_channels: int, input_hw: tuple[i
     return meter.peak // _MEASURED_BATCH
 
 
-_cache: dict[str, ModelCost] = {}
+_cache: OrderedDict[str, ModelCost] = OrderedDict()  # the latest estimates (API callers choose the keys)
 _cache_lock = threading.Lock()
+_CACHE_SIZE = 256
 
 
 def estimate(name: str, in_channels: int = 3, num_classes: int | None = None, *,
@@ -138,4 +140,6 @@ def estimate(name: str, in_channels: int = 3, num_classes: int | None = None, *,
                          inference_bytes_per_image=_activation_peak(model, in_channels, input_hw, training=False))
     with _cache_lock:
         _cache[key] = cost
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
     return cost
