@@ -2,10 +2,11 @@
 torchvision's pretrained VOC models where their weights are at hand.
 
 :class:`ModelCatalog` lists them by display name and loads each lazily through a
-:class:`ModelCache`, which keeps a few loaded :class:`~segdemo.inference.Segmenter` objects and is
-shared by every catalog of the app (one per workspace), so a shipped model is in memory once however
-many visitors use it. Both are thread-safe: the app's request handlers and the background trainer's
-``on_finish`` call them concurrently.
+:class:`ModelCache`, which keeps loaded :class:`~segdemo.inference.Segmenter` objects up to a budget
+of bytes (``segdemo.limits``' ``model_cache_mb``: a count would let four 400 MB models in as easily
+as four 1 MB ones) and is shared by every catalog of the app (one per workspace), so a shipped model
+is in memory once however many visitors use it. Both are thread-safe: the app's request handlers
+and the background trainer's ``on_finish`` call them concurrently.
 
 Listing reads file names only and imports no torch; the first model loaded imports it. The app
 builds its page from the listing, so it serves that page before torch is loaded.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from . import limits
 from .errors import CheckpointError, SettingsError
 from .filenames import safe_name
 from .files import atomic_write, folder_lock, link_or_copy
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 
 SHIPPED, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND = "shipped", "published", "trained", "uploaded", "pretrained"
 KINDS = (SHIPPED, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND)  # the order pickers list them in
-MAX_LOADED = 4
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,27 @@ def _cache_key(entry: CatalogEntry) -> str:
 
 
 class ModelCache:
-    """Loaded models by key (their file, or ``pretrained:NAME``): at most ``max_loaded``, the least
-    recently used dropped first, and one load per model at a time (a request that comes while the
-    app's warm-up or another visitor is loading the same model waits for that load)."""
+    """Loaded models by key (their file, or ``pretrained:NAME``), as many as their weights fit
+    ``budget_bytes`` (default: ``segdemo.limits.current().model_cache_mb``, read at each load), the
+    least recently used dropped first; a model larger than the whole budget is kept alone (it was
+    just asked for, and the next request will likely want it again). One load per model at a time:
+    a request that comes while the app's warm-up or another visitor is loading the same model waits
+    for that load."""
 
-    def __init__(self, max_loaded: int = MAX_LOADED):
-        self.max_loaded = max_loaded
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, Segmenter] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
+
+    def budget(self) -> int:
+        """Bytes of weights this cache may hold."""
+        return self.budget_bytes if self.budget_bytes is not None else limits.current().model_cache_mb * limits.MB
+
+    def held_bytes(self) -> int:
+        """Bytes of the weights of the models in memory."""
+        with self._lock:
+            return sum(segmenter.weight_bytes() for segmenter in self._loaded.values())
 
     def _recall(self, key: str) -> Segmenter | None:
         with self._lock:
@@ -87,8 +100,11 @@ class ModelCache:
             segmenter = load()
             with self._lock:
                 self._loaded[key] = segmenter
-                while len(self._loaded) > self.max_loaded:
-                    self._loaded.popitem(last=False)
+                sizes = {name: loaded.weight_bytes() for name, loaded in self._loaded.items()}
+                held, budget = sum(sizes.values()), self.budget()
+                while held > budget and len(self._loaded) > 1:
+                    dropped, _ = self._loaded.popitem(last=False)
+                    held -= sizes[dropped]
         return segmenter
 
     def keys(self) -> list[str]:
@@ -212,8 +228,9 @@ class ModelCatalog:
 
     # --- adding -----------------------------------------------------------------------------------
     def add_checkpoint(self, source: str | Path, *, title: str | None = None) -> str:
-        """Check an uploaded file as a segdemo checkpoint (readable without running code, and its
-        weights fit the model it names), copy it into the catalog and return its display name.
+        """Check an uploaded file as a segdemo checkpoint (readable without running code, a model
+        within the limits, and weights that fit it: :func:`segdemo.checkpoints.check_weights`, which
+        builds nothing), copy it into the catalog and return its display name.
         A bad file raises :class:`~segdemo.errors.CheckpointError` and adds nothing."""
         from . import checkpoints
 
@@ -221,7 +238,7 @@ class ModelCatalog:
         if self.room is not None:
             self.room(source.stat().st_size, "model")
         payload = checkpoints.read(source)
-        checkpoints.build_model(payload["meta"], payload["state_dict"], source.name)
+        checkpoints.check_weights(payload["meta"], payload["state_dict"], source.name)  # builds nothing
         return self._add(UPLOADED, title or payload["meta"].get("title") or source.stem,
                          lambda target: atomic_write(target, lambda file: file.write(source.read_bytes())))
 

@@ -148,6 +148,13 @@ class Segmenter(LabelSpace):
             "date": self.meta.get("date"),
         }
 
+    def weight_bytes(self) -> int:
+        """Bytes of the weights this segmenter holds (its fp32 reference and, while it is used,
+        its fast copy): what keeping it loaded costs."""
+        models = [self.reference] + ([self._fast_model] if self._fast_model is not None else [])
+        return sum(t.numel() * t.element_size() for model in models
+                   for t in (*model.parameters(), *model.buffers()))
+
     # --- prediction -------------------------------------------------------------------------------
     def _to_input(self, image: np.ndarray) -> torch.Tensor:
         """The image as a ``(1, 3, H, W)`` uint8 tensor: it is normalized to float tile by tile in

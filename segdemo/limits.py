@@ -30,6 +30,7 @@ class Limits:
 
     model_parameters: int = 100_000_000   # any model built from metadata: upload, Train tab, API, CLI
     memory_share: float = 0.6             # of the memory this process may use, what one model or run may take
+    model_cache_mb: int = 2048            # weights of the models kept loaded between requests, all together
 
     @classmethod
     def from_environment(cls, base: "Limits | None" = None) -> "Limits":
@@ -44,7 +45,7 @@ class Limits:
 
 
 # A shared app: many visitors share one machine, so one visitor's model or run gets less of it.
-PUBLIC = Limits(memory_share=0.3)
+PUBLIC = Limits(memory_share=0.3, model_cache_mb=1024)
 
 _lock = threading.Lock()
 _current = Limits()
@@ -103,3 +104,12 @@ def size_text(count_bytes: float) -> str:
     if count_bytes >= GB:
         return f"{count_bytes / GB:.0f} GB" if count_bytes >= 10 * GB else f"{count_bytes / GB:.1f} GB"
     return f"{count_bytes / MB:.0f} MB"
+
+
+def count_text(count: float) -> str:
+    """A count for a person: "950", "3.2 thousand", "207 million", "1.3 billion"."""
+    for size, word in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+        if count >= size:
+            value = count / size
+            return f"{value:.1f} {word}" if value < 10 and round(value, 1) != round(value) else f"{value:.0f} {word}"
+    return f"{count:.0f}"

@@ -20,6 +20,12 @@ TASKS = (MULTILABEL, MULTICLASS, BINARY)
 
 IGNORE_INDEX = 255
 
+# A label map is uint8 and 255 is IGNORE_INDEX, so it names at most 255 labels (values 0..254): a
+# multiclass model has that many classes at most, a multi-label or binary one (whose value 0 is
+# "no class") one fewer. More could never be shown, scored or saved as a mask.
+MAX_LABELS = 255
+MAX_CLASS_NAME = 64   # characters of one class name: legends, pickers and class lists show it whole
+
 BACKGROUND_NAME = "background"
 BACKGROUND_COLOR = (0, 0, 0)
 
@@ -42,6 +48,11 @@ def check_task(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     return task
+
+
+def max_classes(task: str) -> int:
+    """The most classes a model of ``task`` may have, so that its label maps fit :data:`MAX_LABELS`."""
+    return MAX_LABELS if check_task(task) == MULTICLASS else MAX_LABELS - 1
 
 
 def label_space(task: str, classes, colors):

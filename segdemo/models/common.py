@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SettingsError
+
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Zero-pad the bottom and right of ``(N, C, H, W)`` up to a multiple of ``multiple``.
@@ -27,14 +29,25 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def check_choice(name: str, value, choices) -> None:
-    """Raise a ``ValueError`` naming the argument when ``value`` is not one of ``choices``."""
+    """Raise a :class:`~segdemo.errors.SettingsError` (a ``ValueError``) naming the argument when
+    ``value`` is not one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        raise SettingsError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 def check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        raise SettingsError(f"{name} must be a positive integer; got {value!r}")
+
+
+def check_range(name: str, value: int, low: int, high: int, why: str) -> None:
+    """Raise a :class:`~segdemo.errors.SettingsError` naming the argument, its range and the reason
+    for the range when ``value`` is not an integer from ``low`` to ``high``. Every size option has
+    one, checked before any layer is built: a checkpoint's metadata or an API call can ask for any
+    number, and the model would be allocated before anything else looked at it."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        raise SettingsError(f"{name} must be a whole number from {low} to {high} ({why}); got {shown}")
 
 
 class TorchvisionSegmentation(nn.Module):

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import crop_to, pad_to_multiple
+from ..errors import SettingsError
+from .common import check_range, crop_to, pad_to_multiple
 from .registry import register_model
 from .weights import TORCHVISION_WEIGHTS, WeightsUnavailable, load_weights
 
@@ -37,6 +38,9 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
 
 
 RESNET18_BLOCKS = (2, 2, 2, 2)  # basic blocks per stage; each stage doubles the width and halves the size
+# Trunk widths: from 4 (a toy) to four times ResNet-18's 64 (the parameters grow as width², 11 M at 64;
+# the parameter limit, segdemo.limits, decides what is built in between).
+MIN_WIDTH, MAX_WIDTH = 4, 256
 
 
 def resnet18_trunk(in_channels: int = 3, width: int = 64) -> nn.Sequential:
@@ -100,7 +104,9 @@ class FCNResNet18(nn.Module):
             otherwise starts random with a logged warning; ``True`` requires them; ``False``
             never looks.
         width: channels of the trunk's first stage (64: the paper's ResNet-18, which ImageNet
-            weights fit; 32 is a quarter of the parameters, for a small checkpoint trained here).
+            weights fit; 32 is a quarter of the parameters, for a small checkpoint trained here;
+            :data:`MIN_WIDTH` to :data:`MAX_WIDTH`). The upsampling weights grow as
+            ``num_classes² · 4096``, so the parameter limit bounds the classes too.
 
     Shapes: ``(N, in_channels, H, W) → (N, num_classes, H, W)`` for any H, W.
     """
@@ -108,10 +114,9 @@ class FCNResNet18(nn.Module):
     def __init__(self, in_channels: int = 3, num_classes: int = 1, pretrained_backbone: bool | str = "auto",
                  width: int = 64):
         super().__init__()
-        if width < 4:
-            raise ValueError(f"width must be at least 4 (got {width})")
+        check_range("width", width, MIN_WIDTH, MAX_WIDTH, "four times ResNet-18's 64")
         if pretrained_backbone is True and width != 64:
-            raise ValueError(f"ImageNet weights exist for width 64 only (got width {width})")
+            raise SettingsError(f"ImageNet weights exist for width 64 only (got width {width})")
         self.backbone = resnet18_trunk(in_channels, width)
         if pretrained_backbone and width == 64:
             load_imagenet_weights(self.backbone, in_channels, pretrained_backbone)

@@ -18,11 +18,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import check_choice, check_positive, crop_to, pad_to_multiple
+from .common import check_choice, check_range, crop_to, pad_to_multiple
 from .registry import register_model
 
 UPSAMPLE_MODES = ("bilinear", "transpose")
 NORMS = ("batch", "none")
+# The widest first stage: four times the classic U-Net's 64 (its deepest stage then has
+# 256 · 2^depth channels; the parameter limit, segdemo.limits, decides what is built of the rest).
+MAX_BASE_CHANNELS = 256
+# The most poolings: a stride of 32, as the FCN's and as inference's tiles assume. Each level more
+# doubles the deepest stage's width and the padding every input gets (depth 12 pads a photo to
+# 4096×4096), and no image segdemo sees needs a wider view.
+MAX_DEPTH = 5
 
 
 class DoubleConv(nn.Module):
@@ -88,8 +95,10 @@ class UNet(nn.Module):
     Args:
         in_channels: input channels.
         num_classes: output channels (logits).
-        base_channels: width of the first stage; stage ``i`` has ``base_channels · 2^i``.
-        depth: number of poolings (the input is padded to a multiple of ``2^depth``).
+        base_channels: width of the first stage; stage ``i`` has ``base_channels · 2^i``
+            (1 to :data:`MAX_BASE_CHANNELS`).
+        depth: number of poolings (the input is padded to a multiple of ``2^depth``; 1 to
+            :data:`MAX_DEPTH`).
         upsample: ``"bilinear"`` or ``"transpose"``.
         norm: ``"batch"`` or ``"none"``.
         residual: ResUNet blocks (a shortcut around each double convolution).
@@ -100,8 +109,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, num_classes: int = 1, base_channels: int = 64, depth: int = 4,
                  upsample: str = "bilinear", norm: str = "batch", residual: bool = False):
         super().__init__()
-        check_positive("base_channels", base_channels)
-        check_positive("depth", depth)
+        check_range("base_channels", base_channels, 1, MAX_BASE_CHANNELS, "four times the classic U-Net's 64")
+        check_range("depth", depth, 1, MAX_DEPTH, f"a stride of {2 ** MAX_DEPTH}, the FCN's")
         check_choice("upsample", upsample, UPSAMPLE_MODES)
         check_choice("norm", norm, NORMS)
         widths = [base_channels * 2 ** level for level in range(depth + 1)]
