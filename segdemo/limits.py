@@ -16,8 +16,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from .errors import LimitError
 
 MB = 2**20
 GB = 2**30
@@ -31,6 +35,11 @@ class Limits:
     model_parameters: int = 100_000_000   # any model built from metadata: upload, Train tab, API, CLI
     memory_share: float = 0.6             # of the memory this process may use, what one model or run may take
 
+    # One request's inference (segdemo.inference.Segmenter.work; 0: no limit of its own).
+    request_gflop: float = 0.0            # model cost × pixels; about 20 GFLOP/s on 2 CPU cores (measured)
+    request_mb: float = 0.0               # the image and its probabilities (0: the memory budget)
+    request_seconds: float = 0.0          # wall time of the inference in one request
+
     @classmethod
     def from_environment(cls, base: "Limits | None" = None) -> "Limits":
         """``base`` (default: these defaults) with every ``SEGDEMO_<FIELD>`` that is set."""
@@ -43,8 +52,10 @@ class Limits:
         return dataclasses.replace(base, **values)
 
 
-# A shared app: many visitors share one machine, so one visitor's model or run gets less of it.
-PUBLIC = Limits(memory_share=0.3)
+# A shared app: many visitors share one machine, so one visitor's model, run or request gets less of
+# it. A request: about 20 s of both cores on a 2-core Space (measured 19-24 GFLOP/s for the shipped
+# models), enough for the default U-Net on a 12-megapixel phone photo, U²-Net(P) on one megapixel.
+PUBLIC = Limits(memory_share=0.3, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0)
 
 _lock = threading.Lock()
 _current = Limits()
@@ -96,6 +107,42 @@ def memory_budget(limits: Limits | None = None) -> int:
     """Bytes one model or one training run may take: ``memory_share`` of :func:`usable_memory`."""
     limits = limits or current()
     return int(limits.memory_share * usable_memory())
+
+
+def request_bytes(limits: Limits | None = None) -> int:
+    """Bytes one request's image and its prediction may take: ``request_mb``, else the memory budget."""
+    limits = limits or current()
+    return int(limits.request_mb * MB) if limits.request_mb > 0 else memory_budget(limits)
+
+
+class Deadline:
+    """When one request's work must stop: ``seconds`` after it began (0: no time limit), or as
+    soon as ``wanted()`` returns False (its visitor has gone: nobody would see the answer).
+
+    Long work calls :meth:`check` between its steps (:class:`segdemo.inference.Segmenter` before
+    every convolution), which raises :class:`~segdemo.errors.LimitError` once the time is up."""
+
+    def __init__(self, seconds: float = 0.0, wanted: Callable[[], bool] | None = None):
+        self.seconds = float(seconds or 0.0)
+        self.started = time.monotonic()
+        self.wanted = wanted
+
+    @classmethod
+    def for_request(cls, wanted: Callable[[], bool] | None = None, limits: Limits | None = None) -> "Deadline":
+        """A deadline of ``request_seconds`` from now."""
+        return cls((limits or current()).request_seconds, wanted)
+
+    def left(self) -> float | None:
+        """Seconds left (None: no time limit)."""
+        return None if self.seconds <= 0 else self.seconds - (time.monotonic() - self.started)
+
+    def check(self) -> None:
+        left = self.left()
+        if left is not None and left < 0:
+            raise LimitError(f"stopped after {self.seconds:g} s, the time one request may take here "
+                             "(request_seconds): try a smaller image or a lighter model")
+        if self.wanted is not None and not self.wanted():
+            raise LimitError("stopped: the request was cancelled or its page was closed")
 
 
 def size_text(count_bytes: float) -> str:
