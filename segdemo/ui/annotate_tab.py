@@ -16,6 +16,7 @@ from ..image_files import read_image
 from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
 from . import sharing_panel
+from .budget import predict_within_budget
 from .context import AppContext
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
@@ -156,11 +157,11 @@ def prefill(context: AppContext, dataset, image, model, threshold, request: gr.R
         raise refuse("open an image first")
     space = context.workspace(request)
     info = space.store.info(dataset)
-    prediction = space.catalog.get(model).predict(image)
+    prediction, note = predict_within_budget(space.catalog.get(model), image, context.deadline(request))
     table, unmatched = relabel_table(prediction.label_names, info.classes)
     labels = table[prediction.labels(threshold)]
     unmatched = [name for name in unmatched if name != prediction.label_names[0]]  # its background is ours
-    message = f"Pre-filled from **{prediction.model}**: correct what it got wrong, then save."
+    message = f"Pre-filled from **{prediction.model}**: correct what it got wrong, then save.{note}"
     if unmatched:
         message += f" Its classes {unmatched[:5]} are not in this dataset and were left as background."
         gr.Warning(f"{len(unmatched)} of the model's classes are not in this dataset")

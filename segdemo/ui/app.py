@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import limits
 from ..data import shapes
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
@@ -50,7 +51,9 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
     """The app's shared objects: the data folder (``data_dir``, else ``SEGDEMO_DATA_DIR``, else
     ``./.segdemo``), its workspaces (one, or one per visitor when ``public``) with the shipped
     checkpoints of ``shipped_dir`` in each, and the background trainer (in public mode a queue:
-    ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long)."""
+    ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long). The
+    process's limits (segdemo.limits) are set here, tighter in public mode."""
+    limits.configure(public)
     data = DataFolder.at(data_dir)
     workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL,
                             quotas=Quotas.from_environment())
@@ -111,6 +114,7 @@ def build_demo(context: AppContext) -> gr.Blocks:
                               **own).then(annotate_parts["list_datasets"], None, [annotate_parts["dataset"]], **own)
     demo.queue(default_concurrency_limit=2, max_size=128)
     calm_queue(demo)
+    context.queue = demo._queue   # a request's deadline ends when its visitor has gone (AppContext.deadline)
     demo.segdemo_context = context
     return demo
 
