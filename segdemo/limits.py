@@ -40,6 +40,19 @@ class Limits:
     request_mb: float = 0.0               # the image and its probabilities (0: the memory budget)
     request_seconds: float = 0.0          # wall time of the inference in one request
 
+    # Images and annotations.
+    annotation_side: int = 4096           # a saved annotation pair, either side
+    editor_side: int = 2048               # what the annotation editor opens, and each layer it sends back
+    editor_layers: int = 4                # layers of one painting sent to the editor's endpoints
+    dataset_items: int = 5000             # pairs in one annotation dataset
+
+    # Dataset zips and folders (segdemo.data.archive); the annotation import allows fewer files.
+    zip_files: int = 200_000              # files in one zip
+    zip_mb: float = 4096.0                # what a zip unpacks to in all
+    zip_member_mb: float = 256.0          # one file in it
+    zip_ratio: float = 200.0              # compression of one file over 1 MB: images compress a few times, bombs 1000×
+    zip_depth: int = 16                   # folders within folders
+
     @classmethod
     def from_environment(cls, base: "Limits | None" = None) -> "Limits":
         """``base`` (default: these defaults) with every ``SEGDEMO_<FIELD>`` that is set."""
@@ -55,7 +68,8 @@ class Limits:
 # A shared app: many visitors share one machine, so one visitor's model, run or request gets less of
 # it. A request: about 20 s of both cores on a 2-core Space (measured 19-24 GFLOP/s for the shipped
 # models), enough for the default U-Net on a 12-megapixel phone photo, U²-Net(P) on one megapixel.
-PUBLIC = Limits(memory_share=0.3, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0)
+PUBLIC = Limits(memory_share=0.3, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0,
+                zip_files=20_000, zip_mb=1024.0)
 
 _lock = threading.Lock()
 _current = Limits()
