@@ -12,7 +12,8 @@ from .. import viz
 from ..annotations import CLASS_PRESETS, DatasetStore, class_lines, parse_class_lines
 from ..data import shapes
 from ..filenames import check_name, safe_name
-from ..image_files import read_image
+from ..image_files import image_size, read_image
+from ..limits import current
 from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
 from . import sharing_panel
@@ -20,10 +21,9 @@ from .budget import predict_within_budget
 from .context import AppContext
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
-from .widgets import hex_color, legend_html, live_dropdown
+from .widgets import CheckedImageEditor, hex_color, legend_html, live_dropdown
 
 CUSTOM = "custom (edit the list)"
-MAX_ANNOTATE_SIDE = 2048
 
 EXPLAIN = """
 **How to annotate.** Pick or create a dataset (its classes come from a preset or your own list; the
@@ -55,7 +55,7 @@ def dataset_view(store: DatasetStore, dataset: str):
     stats = store.stats(dataset)
     table = {"headers": ["class", "pixels"], "data": [[name, count] for name, count in stats["pixels"].items()]}
     progress = f"**{dataset}**: {stats['items']} annotated image{'s' if stats['items'] != 1 else ''}."
-    editor = gr.ImageEditor(brush=brush_for(info.colors))
+    editor = CheckedImageEditor(brush=brush_for(info.colors))
     return class_lines(info), legend_html(info.classes, info.colors), editor, gallery, table, progress
 
 
@@ -92,18 +92,21 @@ def _dataset(dataset) -> str:
     return dataset
 
 
-def _checked_image(image: np.ndarray) -> np.ndarray:
-    if max(image.shape[:2]) > MAX_ANNOTATE_SIDE:
-        raise refuse(f"the image is {image.shape[1]}×{image.shape[0]}; images up to {MAX_ANNOTATE_SIDE} pixels a "
-                     "side can be annotated here")
-    return image
+def _checked_image(path: str) -> np.ndarray:
+    """The image at ``path`` if the editor may open it (its size read from the header first)."""
+    height, width = image_size(path)
+    side = current().editor_side
+    if max(height, width) > side:
+        raise refuse(f"the image is {width}×{height}; images up to {side} pixels a side can be annotated here "
+                     "(editor_side)")
+    return read_image(path)
 
 
 def open_upload(context: AppContext, dataset, image, request: gr.Request):
     """Open an uploaded ``image`` for annotating in ``dataset``."""
     info = context.workspace(request).store.info(_dataset(dataset))
     path = required_upload(image, "image", "upload an image first")
-    picture = _checked_image(read_image(path))
+    picture = _checked_image(path)
     return editor_value(picture, None, info.colors), picture, safe_name(Path(path).stem, "image"), "Opened the upload."
 
 
@@ -249,7 +252,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 sharing_panel.dataset_panel(context, dataset)
         with gr.Column(scale=3):
             message = gr.Markdown(label="message", elem_id="annotate-message")
-            editor = gr.ImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
+            editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
                                     eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
                                     label="paint the classes (eraser = background)", elem_id="annotate-editor")
             with gr.Row():
