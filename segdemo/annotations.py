@@ -6,6 +6,7 @@ A dataset is a folder under the store's root::
     <root>/<dataset>/images/<item>.png
     <root>/<dataset>/masks/<item>.png      # palette PNG of class indices (0 = background)
     <root>/<dataset>/history/<item>-<time>-{image,mask}.png   # earlier versions, deleted pairs
+    <root>/<dataset>/.thumbnails/<item>.{json,png,mask.png}   # a cache: pixel counts, small pictures
 
 Every write goes to a temporary file and is renamed into place (a crash leaves the old file);
 saving over an existing item first moves the old pair into ``history/``, and deleting moves it
@@ -41,6 +42,8 @@ from .image_files import check_same_size, image_size, png_bytes, read_image, rea
 from .limits import current
 from .tasks import IGNORE_INDEX, MULTICLASS
 
+THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
+THUMBNAIL_SIDE = 256
 IMPORTING = ".importing-"   # a dataset being imported is written under this hidden name, then renamed
 HEADER_BYTES = 2**20         # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
@@ -191,6 +194,7 @@ class DatasetStore:
         info = self.info(dataset)
         targets = {"image": path / "images" / f"{item}.png", "mask": path / "masks" / f"{item}.png"}
         contents = self._encoded(dataset, info, image, labels)
+        image, labels = np.asarray(image, dtype=np.uint8), np.asarray(labels, dtype=np.uint8)
         with self._lock:
             items = current().dataset_items
             if not targets["mask"].exists() and len(self.items(dataset)) >= items:
@@ -210,6 +214,7 @@ class DatasetStore:
             finally:
                 for temporary in staged.values():
                     Path(temporary).unlink(missing_ok=True)
+            self._write_summary(path, item, image, labels, self._stamp(Item(item, targets["image"], targets["mask"])))
         return {"item": item, "replaced": str(kept["mask"]) if kept.get("mask") else None}
 
     @staticmethod
@@ -282,18 +287,74 @@ class DatasetStore:
             kept = self._keep_in_history(path, item, "deleted", link=False)
             if not any(kept.values()):
                 raise AnnotationError(f"{dataset} has no item named {item!r}")
+            for cached in (path / THUMBNAILS).glob(f"{item}.*"):
+                cached.unlink(missing_ok=True)
 
     def history(self, dataset: str) -> list[str]:
         return sorted(p.name for p in (self.dataset_path(dataset) / "history").glob("*.png"))
 
     def stats(self, dataset: str) -> dict:
-        """How many pairs, and how many pixels of each class."""
+        """How many pairs, and how many pixels of each class (from each pair's cached counts)."""
         info = self.info(dataset)
         counts = np.zeros(256, dtype=np.int64)
         items = self.items(dataset)
         for item in items:
-            counts += np.bincount(read_label_map(item.mask).ravel(), minlength=256)
+            counts += self._summary(item, pictures=False)[0]
         return {"items": len(items), "pixels": {name: int(counts[i]) for i, name in enumerate(info.classes)}}
+
+    def thumbnail(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
+        """A saved pair at most ``THUMBNAIL_SIDE`` pixels a side: ``(image (h, w, 3), labels (h, w))``."""
+        return self._summary(item, pictures=True)[1:]
+
+    # --- the cache of pixel counts and thumbnails ------------------------------------------------------
+    @staticmethod
+    def _stamp(item: Item) -> list[int]:
+        """What a pair's cache entry is valid for: its two files' sizes and modification times."""
+        image, mask = item.image.stat(), item.mask.stat()
+        return [image.st_size, image.st_mtime_ns, mask.st_size, mask.st_mtime_ns]
+
+    def _summary(self, item: Item, *, pictures: bool) -> tuple:
+        """``(pixel counts (256,), image thumbnail, labels thumbnail)`` of a pair, from its cache
+        entry when that is valid for the pair as saved, else decoded from the pair (one pair in
+        memory at a time) and cached. Without ``pictures`` only the counts are wanted."""
+        cache = item.image.parent.parent / THUMBNAILS
+        try:
+            record = json.loads((cache / f"{item.name}.json").read_text())
+            if record["stamp"] == self._stamp(item):
+                counts = np.zeros(256, dtype=np.int64)
+                for value, count in record["counts"].items():
+                    counts[int(value)] = int(count)
+                if not pictures:
+                    return counts, None, None
+                return (counts, read_image(cache / f"{item.name}.png"),
+                        read_label_map(cache / f"{item.name}.mask.png"))
+        except (OSError, ValueError, KeyError, TypeError, ImageError):
+            pass  # none yet, or the pair changed, or a damaged entry: made again
+        stamp = self._stamp(item)  # before reading: a save meanwhile leaves an entry that is made again
+        image, labels = read_image(item.image), read_label_map(item.mask)
+        return self._write_summary(item.image.parent.parent, item.name, image, labels, stamp)
+
+    def _write_summary(self, path: Path, name: str, image: np.ndarray, labels: np.ndarray, stamp: list[int]) -> tuple:
+        """Cache the counts and thumbnails of the pair ``name`` of the dataset at ``path``, valid
+        for its files as ``stamp`` describes them (a cache: written without fsync, rebuilt if lost)."""
+        counts = np.bincount(labels.ravel(), minlength=256).astype(np.int64)
+        scale = min(1.0, THUMBNAIL_SIDE / max(image.shape[:2]))
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
+        small_labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else labels
+        cache = path / THUMBNAILS
+        try:
+            cache.mkdir(exist_ok=True)
+            record = {"stamp": stamp, "counts": {str(v): int(counts[v]) for v in np.flatnonzero(counts)}}
+            for target, data in ((cache / f"{name}.png", png_bytes(small_image)),
+                                 (cache / f"{name}.mask.png", png_bytes(small_labels)),
+                                 (cache / f"{name}.json", json.dumps(record).encode())):
+                temporary = target.with_name(f".{target.name}.tmp")
+                temporary.write_bytes(data)
+                os.replace(temporary, target)
+        except OSError:
+            pass  # a full disk loses only the cache
+        return counts, small_image, small_labels
 
     # --- exchange ---------------------------------------------------------------------------------
     def export_zip(self, dataset: str, target: str | Path) -> Path:
@@ -338,7 +399,8 @@ class DatasetStore:
 
         Everything that can be known without decoding is checked first: the number of files
         (from the zip's last record, at most two per ``dataset_items`` pair), names, the layout,
-        and every image's and mask's size from its header (``annotation_side``), so a zip of
+        and every image's and mask's size from its header (``annotation_side``; all images
+        together within ``import_megapixels``), so a zip of
         100,000 files or of 8000² PNGs is refused before one pixel is decoded. Then the pairs are
         decoded, checked and written one at a time (memory for one pair) into a hidden folder
         that becomes the dataset only once all are in: a refusal or a crash leaves no dataset."""
@@ -362,8 +424,12 @@ class DatasetStore:
                                    "(dataset_items)")
             items = [(check_name(Path(image_name).stem, "item name"), image_name, mask_name)
                      for image_name, mask_name in pairs]
-            for item, image_name, mask_name in items:
-                self._check_declared_sizes(tree, item, image_name, mask_name, limits.annotation_side)
+            pixels = sum(self._declared_pixels(tree, item, image_name, mask_name, limits.annotation_side)
+                         for item, image_name, mask_name in items)
+            if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
+                raise ArchiveError(f"the zip's {len(items):,} images hold {pixels / 1e6:,.0f} megapixels; one import may "
+                                   f"decode {limits.import_megapixels:,.0f} here (import_megapixels): import fewer or "
+                                   "smaller images at a time")
             with self._lock:
                 if (self.root / dataset / CLASSES_FILE).exists():
                     raise AnnotationError(f"a dataset named {dataset!r} exists already")
@@ -382,6 +448,8 @@ class DatasetStore:
                         target = staging / f"{kind}s" / f"{item}.png"
                         target.write_bytes(data)   # hidden until the folder is renamed: no temporary file
                         written.append(target)
+                    self._write_summary(staging, item, image, labels, self._stamp(
+                        Item(item, staging / "images" / f"{item}.png", staging / "masks" / f"{item}.png")))
                     del image, labels
                 sync_all(written)   # all durable before the dataset appears
                 with self._lock:
@@ -406,9 +474,9 @@ class DatasetStore:
                 pass
 
     @staticmethod
-    def _check_declared_sizes(tree: FileTree, item: str, image_name: str, mask_name: str, side: int) -> None:
-        """Refuse a pair whose image or mask is larger than ``side``, or whose sizes differ, from
-        their headers alone."""
+    def _declared_pixels(tree: FileTree, item: str, image_name: str, mask_name: str, side: int) -> int:
+        """The pixels of a pair's image, from its header; a pair whose image or mask is larger than
+        ``side``, or whose sizes differ, is refused from the headers alone."""
         sizes = []
         for name in (image_name, mask_name):
             try:
@@ -422,3 +490,4 @@ class DatasetStore:
         if (height, width) != (mask_height, mask_width):
             raise ArchiveError(f"the mask of {item} is {mask_width}×{mask_height} pixels but its image is "
                                f"{width}×{height}; they must be the same size")
+        return height * width

@@ -45,6 +45,7 @@ class Limits:
     editor_side: int = 2048               # what the annotation editor opens, and each layer it sends back
     editor_layers: int = 4                # layers of one painting sent to the editor's endpoints
     dataset_items: int = 5000             # pairs in one annotation dataset
+    import_megapixels: float = 0.0        # images of one dataset import, decoded and written (0: no limit)
 
     # Dataset zips and folders (segdemo.data.archive); the annotation import allows fewer files.
     zip_files: int = 200_000              # files in one zip
@@ -68,8 +69,9 @@ class Limits:
 # A shared app: many visitors share one machine, so one visitor's model, run or request gets less of
 # it. A request: about 20 s of both cores on a 2-core Space (measured 19-24 GFLOP/s for the shipped
 # models), enough for the default U-Net on a 12-megapixel phone photo, U²-Net(P) on one megapixel.
+# An import decodes and re-encodes every pair: about 20 megapixels a second here, so 400 is 20 s.
 PUBLIC = Limits(memory_share=0.3, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0,
-                zip_files=20_000, zip_mb=1024.0)
+                import_megapixels=400.0, zip_files=20_000, zip_mb=1024.0)
 
 _lock = threading.Lock()
 _current = Limits()
