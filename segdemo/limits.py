@@ -54,6 +54,9 @@ class Limits:
     zip_ratio: float = 200.0              # compression of one file over 1 MB: images compress a few times, bombs 1000×
     zip_depth: int = 16                   # folders within folders
 
+    # Disk.
+    runs_kept: int = 20                   # a workspace's run folders (checkpoints, logs); older ones go
+
     @classmethod
     def from_environment(cls, base: "Limits | None" = None) -> "Limits":
         """``base`` (default: these defaults) with every ``SEGDEMO_<FIELD>`` that is set."""
@@ -71,7 +74,7 @@ class Limits:
 # models), enough for the default U-Net on a 12-megapixel phone photo, U²-Net(P) on one megapixel.
 # An import decodes and re-encodes every pair: about 20 megapixels a second here, so 400 is 20 s.
 PUBLIC = Limits(memory_share=0.3, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0,
-                import_megapixels=400.0, zip_files=20_000, zip_mb=1024.0)
+                import_megapixels=400.0, zip_files=20_000, zip_mb=1024.0, runs_kept=5)
 
 _lock = threading.Lock()
 _current = Limits()

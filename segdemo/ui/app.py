@@ -21,6 +21,7 @@ from ..sharing import Sharing
 from ..workspaces import Quotas, Workspaces
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
 from .context import AppContext
+from .files import remove_stale_scratch
 from .messages import handler
 from .visitors import Visitors
 from .widgets import CSS
@@ -54,6 +55,9 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
     ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long). The
     process's limits (segdemo.limits) are set here, tighter in public mode."""
     limits.configure(public)
+    removed = remove_stale_scratch()
+    if removed:
+        log.info("removed the scratch folders of %d stopped app processes", len(removed))
     data = DataFolder.at(data_dir)
     workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL,
                             quotas=Quotas.from_environment())
