@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import shutil
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -22,7 +23,7 @@ from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
 from .context import AppContext
 from .files import download, png_file, required_upload
-from .messages import handler
+from .messages import handler, readable
 from .widgets import live_dropdown
 
 SHAPES = "synthetic shapes"
@@ -212,7 +213,7 @@ def progress_html(status: dict) -> str:
     if status.get("eta_seconds") is not None:
         parts.append(f"about {status['eta_seconds']:.0f} s left")
     if state in ("finished", "stopped", "failed") and status.get("message"):
-        parts.append(html.escape(status["message"]))
+        parts.append(html.escape(readable(status["message"])))
     if status.get("run_id") and not status.get("yours", True):
         parts.append("another visitor's run")
     if status.get("your_position"):
@@ -226,9 +227,13 @@ def progress_html(status: dict) -> str:
 
 def status(context: AppContext, request: gr.Request) -> dict:
     """``/train_status``: the run training now (else your latest), its curves so far, and your place
-    in the queue, as data."""
+    in the queue, as data (the checkpoint named by run and file, not where the server keeps it)."""
     viewer, trainer = context.owner(request), context.trainer
-    return {**trainer.status(viewer),
+    shown = trainer.status(viewer)
+    if shown.get("checkpoint"):  # where the app keeps it is no visitor's business: the run and the file
+        checkpoint = Path(shown["checkpoint"])
+        shown["checkpoint"] = f"{checkpoint.parent.name}/{checkpoint.name}"
+    return {**shown, "message": readable(shown.get("message")),
             "steps": [{"step": e.step, "loss": e.loss, "dice": e.dice, "lr": e.lr,
                        "images_per_second": e.images_per_second, "elapsed": e.elapsed}
                       for e in trainer.steps(viewer)],
