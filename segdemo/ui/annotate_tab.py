@@ -306,12 +306,12 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     view_outputs = [classes, legend, editor, gallery, stats, progress, page]
     opened = [editor, image_state, item, message]
     listing = [message, gallery, stats, progress, page]
-    dataset.change(handler(show_dataset, context), [dataset], view_outputs, api_name="annotate_dataset")
+    dataset.change(handler(show_dataset, context, heavy=True), [dataset], view_outputs, api_name="annotate_dataset")
     create_button.click(handler(create_dataset, context), [new_name, preset, classes], [dataset, message],
                         api_name="annotate_create")
-    save_classes_button.click(handler(save_classes, context), [dataset, classes], view_outputs,
+    save_classes_button.click(handler(save_classes, context, heavy=True), [dataset, classes], view_outputs,
                               api_name="annotate_classes")
-    upload.upload(handler(open_upload, context), [dataset, upload], opened, api_name="annotate_open_upload")
+    upload.upload(handler(open_upload, context, heavy=True), [dataset, upload], opened, api_name="annotate_open_upload")
     shapes_button.click(handler(open_shapes, context), [dataset, seed, size], opened, api_name="annotate_open_shapes")
     gallery.select(handler(open_clicked, context), [dataset, page], opened, api_visibility="private")
     for button, step in ((previous_page, -1), (next_page, 1)):
@@ -326,16 +326,16 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                      api_name="annotate_gallery")
     open_hidden = gr.Button(visible=False)
     open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
-    prefill_button.click(handler(prefill, context), [dataset, image_state, model, threshold], [editor, message],
+    prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold], [editor, message],
                          api_name="annotate_prefill", concurrency_id="inference")
-    cleanup_button.click(handler(cleanup, context), [dataset, editor, image_state, min_area], [editor, message],
+    cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
                          api_name="annotate_cleanup")
-    save_button.click(handler(save, context), [dataset, editor, image_state, item, page], listing,
+    save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page], listing,
                       api_name="annotate_save")
-    delete_button.click(handler(delete, context), [dataset, item, page], listing, api_name="annotate_delete")
+    delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")
     export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")
-    import_button.click(handler(import_dataset, context), [import_file, import_name], [dataset, message],
+    import_button.click(handler(import_dataset, context, heavy=True), [import_file, import_name], [dataset, message],
                         api_name="annotate_import")
     return {"model": model, "dataset": dataset, "list_datasets": handler(list_datasets, context)}
 

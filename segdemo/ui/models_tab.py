@@ -145,8 +145,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
 
     show = handler(model_card, context)
     model.change(show, [model], [details, stages, legend], api_name="model_card", concurrency_id="inference")
-    upload.upload(handler(upload_checkpoint, context), [upload], [model, upload, details],
+    upload.upload(handler(upload_checkpoint, context, heavy=True), [upload], [model, upload, details],
                   api_name="upload_checkpoint")
-    run.click(handler(compare, context), [chosen, source, seed, image_file, threshold], [gallery, times],
+    run.click(handler(compare, context, heavy=True), [chosen, source, seed, image_file, threshold], [gallery, times],
               api_name="compare", concurrency_id="inference")
     return {"model": model, "compare": chosen, "details": details, "stages": stages, "legend": legend, "show": show}

@@ -131,7 +131,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="shapes-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
-    run_segment = handler(segment_shapes, context)
+    run_segment = handler(segment_shapes, context, heavy=True)
     generate_event = run.click(handler(generate_shapes), [count, seed, size], [gallery, generated],
                                api_name="generate_shapes", concurrency_id="inference")
     generate_event.success(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],

@@ -327,7 +327,7 @@ def build(context: AppContext) -> dict:
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
-    start_button.click(handler(start, context), widgets, [message], api_name="train_start")
+    start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
     for picker in (data, init_from):
         picker.focus(handler(workspace_choices, context), None, [data, init_from], api_visibility="private",

@@ -146,7 +146,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="upload-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     outputs = [annotated, label_map, channels, metrics, errors, info]
-    run.click(handler(segment_upload, context), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
+    run.click(handler(segment_upload, context, heavy=True), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
               api_name="segment_upload", concurrency_id="inference")
     for slider in (threshold, opacity):
         slider.release(handler(render), [kept, threshold, opacity], outputs, api_visibility="private")
@@ -159,6 +159,6 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
         api_labels = gr.File(label="label map PNG")
         api_fractions = gr.JSON(label="class fractions")
         api_button = gr.Button("segment (API)")
-    api_button.click(handler(segment_image, context), [api_image, api_model],
+    api_button.click(handler(segment_image, context, heavy=True), [api_image, api_model],
                      [api_overlay, api_labels, api_fractions], api_name="segment", concurrency_id="inference")
     return {"model": model}
