@@ -62,13 +62,13 @@ def _still_wanted(queue, http_request):
     are attributes of gradio's queue, not public settings: ``tests/test_resources_requests.py``
     checks that they still exist. An event that was never seen there (a call outside the queue)
     counts as wanted."""
-    if queue is None or http_request is None:
+    if queue is None or http_request is None or not hasattr(queue, "active_jobs"):
         return None
 
     def running():
-        return [event for job in list(queue.active_jobs) if job for event in job if event.request is http_request]
+        return [event for job in list(queue.active_jobs) if job for event in job
+                if getattr(event, "request", None) is http_request]
 
-    seen = running()
-    if not seen:
+    if not running():
         return None
-    return lambda: any(event.alive for event in running())
+    return lambda: any(getattr(event, "alive", True) for event in running())
