@@ -21,7 +21,8 @@ from .budget import predict_within_budget
 from .context import AppContext
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
-from .widgets import CheckedImageEditor, hex_color, legend_html, live_dropdown
+from .editor import CheckedImageEditor
+from .widgets import hex_color, legend_html, live_dropdown
 
 CUSTOM = "custom (edit the list)"
 GALLERY_PAGE = 24   # saved pairs shown at a time, each at most THUMBNAIL_SIDE (256) pixels a side

@@ -1,54 +1,18 @@
-"""What the tabs show alike: legends, numbers, pickers that grow, and the page's style."""
+"""The annotation editor: gradio's ImageEditor, with the pictures it is sent checked before they are decoded.
+
+Gradio writes a typing stub (``editor.pyi``) beside any module that defines a component class;
+it is kept in the repository so that nothing is written at run time.
+"""
 
 from __future__ import annotations
 
-import html
 import io
 import warnings
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from ..limits import current
-
-# Largest side of pictures sent to the browser: bigger images are predicted at full size but
-# shown downscaled (a 4000×4000 overlay would be a 48 MB PNG).
-DISPLAY_SIDE = 1600
-
-CSS = """
-.segdemo-legend { display: flex; flex-wrap: wrap; gap: 6px 14px; margin: 4px 0; }
-.segdemo-chip { display: inline-flex; align-items: center; gap: 6px; font-size: 0.9em; }
-.segdemo-chip span { display: inline-block; width: 14px; height: 14px; border-radius: 3px;
-                     border: 1px solid rgba(0,0,0,0.25); }
-.segdemo-progress { height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
-.segdemo-progress div { height: 100%; background: #4f46e5; transition: width 0.4s; }
-.segdemo-explain { font-size: 0.92em; opacity: 0.85; }
-"""
-
-
-def hex_color(color) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*[int(v) for v in color[:3]])
-
-
-def legend_html(names, colors) -> str:
-    """Colored chips naming each class."""
-    chips = "".join(
-        f'<span class="segdemo-chip"><span style="background:{hex_color(c)}"></span>{html.escape(str(n))}</span>'
-        for n, c in zip(names, colors))
-    return f'<div class="segdemo-legend">{chips}</div>'
-
-
-def format_dice(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.3f}"
-
-
-def live_dropdown(choices, **options) -> gr.Dropdown:
-    """A picker whose choices grow while the app runs (trained models, new datasets). Gradio
-    checks a value against the choices the session was built with, which would refuse a model
-    trained after the page (or API client) connected; the handlers check names themselves, with
-    a clear message, so the server accepts any value here."""
-    return gr.Dropdown(choices, allow_custom_value=True, **options)
 
 from gradio.events import Dependency
 
