@@ -36,7 +36,7 @@ class Limits:
     memory_share: float = 0.6             # of the memory this process may use, what one model or run may take
 
     # One request's inference (segdemo.inference.Segmenter.work; 0: no limit of its own).
-    request_gflop: float = 0.0            # model cost × pixels; about 20 GFLOP/s on 2 CPU cores (measured)
+    request_gflop: float = 0.0            # model cost × pixels: 44-104 GFLOP/s on 2 cores here (measured)
     request_mb: float = 0.0               # the image and its probabilities (0: the memory budget)
     request_seconds: float = 0.0          # wall time of the inference in one request
 
@@ -70,9 +70,11 @@ class Limits:
 
 
 # A shared app: many visitors share one machine, so one visitor's model, run or request gets less of
-# it. A request: about 20 s of both cores on a 2-core Space (measured 19-24 GFLOP/s for the shipped
-# models), enough for the default U-Net on a 12-megapixel phone photo, U²-Net(P) on one megapixel.
-# An import decodes and re-encodes every pair: about 20 megapixels a second here, so 400 is 20 s.
+# it. A request: 400 GFLOP took 3-9 s of both cores on this project's 2-core Xeon (bf16: the U-Net
+# tiled at 44 GFLOP/s, U²-Net(P) at 104; a CPU without bf16 is slower), enough for the default U-Net
+# on a 12-megapixel phone photo, U²-Net(P) on 0.7 megapixels.
+# An import decodes and re-encodes every pair: 22 megapixels a second here (60 pairs at 4096², with
+# other work on the cores), so 400 is about 20 s.
 PUBLIC = Limits(memory_share=0.3, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0,
                 import_megapixels=400.0, zip_files=20_000, zip_mb=1024.0, runs_kept=5)
 

@@ -66,11 +66,11 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     height, width = shown.shape[:2]
     info = (f"**{prediction.model}** on a {picture.shape[1]}×{picture.shape[0]} image: "
             f"{1000 * prediction.seconds:.0f} ms ({prediction.path}, {segmenter.device})")
-    note = shrunk_note(picture, sent)
-    info += f".{note}" if note else ""
     if shown is not picture:
         info += f"; shown at {width}×{height}"
         truth = None if truth is None else cv2.resize(truth, (width, height), interpolation=cv2.INTER_NEAREST)
+    note = shrunk_note(picture, sent)
+    info += f".{note}" if note else ""
     kept = Shown(shown, prediction.resized(height, width, dtype=np.float16), truth, info)
     return (*render(kept, threshold, opacity), kept)
 
