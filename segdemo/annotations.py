@@ -6,6 +6,7 @@ A dataset is a folder under the store's root::
     <root>/<dataset>/images/<item>.png
     <root>/<dataset>/masks/<item>.png      # palette PNG of class indices (0 = background)
     <root>/<dataset>/history/<item>-<time>-{image,mask}.png   # earlier versions, deleted pairs
+    <root>/<dataset>/.thumbnails/<item>.{json,png,mask.png}   # a cache: pixel counts, small pictures
 
 Every write goes to a temporary file and is renamed into place (a crash leaves the old file);
 saving over an existing item first moves the old pair into ``history/``, and deleting moves it
@@ -28,19 +29,22 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import AnnotationError, ArchiveError
+from .errors import AnnotationError, ArchiveError, ImageError
 from .filenames import check_name, follows_rule
-from .files import atomic_write, folder_lock, staged_write
+from .files import atomic_write, folder_lock, staged_write, sync_all
 from .data.archive import FileTree, check_member_name
 from .data.base import DatasetInfo
 from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
 from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
 from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
-from .image_files import check_same_size, png_bytes, read_image, read_label_map
+from .image_files import check_same_size, image_size, png_bytes, read_image, read_label_map
+from .limits import current
 from .tasks import IGNORE_INDEX, MULTICLASS
 
-MAX_ITEMS = 5000
-MAX_SIDE = 4096
+THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
+THUMBNAIL_SIDE = 256
+IMPORTING = ".importing-"   # a dataset being imported is written under this hidden name, then renamed
+HEADER_BYTES = 2**20         # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
 # Class lists a new dataset can start from (the first class is the background).
 CLASS_PRESETS: dict[str, DatasetInfo] = {
@@ -187,21 +191,13 @@ class DatasetStore:
         path = self.dataset_path(dataset)
         item = check_name(item, "item name")
         info = self.info(dataset)
-        image = np.asarray(image, dtype=np.uint8)
-        labels = np.asarray(labels, dtype=np.uint8)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise AnnotationError("the image must be RGB")
-        if max(image.shape[:2]) > MAX_SIDE:
-            raise AnnotationError(f"images larger than {MAX_SIDE} pixels a side cannot be annotated")
-        check_same_size(image, labels, "mask")
-        unknown = sorted(set(np.unique(labels).tolist()) - set(range(info.num_classes)) - {IGNORE_INDEX})
-        if unknown:
-            raise AnnotationError(f"the mask uses class values {unknown[:5]} that {dataset} does not define")
         targets = {"image": path / "images" / f"{item}.png", "mask": path / "masks" / f"{item}.png"}
-        contents = {"image": png_bytes(image), "mask": png_bytes(labels, palette=info.colors)}
+        contents = self._encoded(dataset, info, image, labels)
+        image, labels = np.asarray(image, dtype=np.uint8), np.asarray(labels, dtype=np.uint8)
         with self._lock:
-            if not targets["mask"].exists() and len(self.items(dataset)) >= MAX_ITEMS:
-                raise AnnotationError(f"{dataset} holds {MAX_ITEMS} items already")
+            items = current().dataset_items
+            if not targets["mask"].exists() and len(self.items(dataset)) >= items:
+                raise AnnotationError(f"{dataset} holds {items} items already, the most a dataset may (dataset_items)")
             self._check_room(sum(len(data) for data in contents.values()), "item")
             staged = {}
             try:
@@ -217,7 +213,27 @@ class DatasetStore:
             finally:
                 for temporary in staged.values():
                     Path(temporary).unlink(missing_ok=True)
+            self._write_summary(path, item, image, labels, self._stamp(Item(item, targets["image"], targets["mask"])))
         return {"item": item, "replaced": str(kept["mask"]) if kept.get("mask") else None}
+
+    @staticmethod
+    def _encoded(dataset: str, info: DatasetInfo, image, labels) -> dict[str, bytes]:
+        """The PNGs of a pair after checking it: an RGB image within ``annotation_side``, a mask
+        of its size whose values ``info`` defines."""
+        image = np.asarray(image, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise AnnotationError("the image must be RGB")
+        side = current().annotation_side
+        if max(image.shape[:2]) > side:
+            raise AnnotationError(f"the image is {image.shape[1]}×{image.shape[0]}; images up to {side} pixels a side "
+                                  "can be annotated (annotation_side)")
+        check_same_size(image, labels, "mask")
+        used = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+        unknown = sorted(set(used.tolist()) - set(range(info.num_classes)) - {IGNORE_INDEX})
+        if unknown:
+            raise AnnotationError(f"the mask uses class values {unknown[:5]} that {dataset} does not define")
+        return {"image": png_bytes(image), "mask": png_bytes(labels, palette=info.colors)}
 
     def _keep_in_history(self, path: Path, item: str, why: str, *, link: bool) -> dict:
         """Put the item's current files into history/: hard-linked (they stay in place) or moved."""
@@ -270,18 +286,74 @@ class DatasetStore:
             kept = self._keep_in_history(path, item, "deleted", link=False)
             if not any(kept.values()):
                 raise AnnotationError(f"{dataset} has no item named {item!r}")
+            for cached in (path / THUMBNAILS).glob(f"{item}.*"):
+                cached.unlink(missing_ok=True)
 
     def history(self, dataset: str) -> list[str]:
         return sorted(p.name for p in (self.dataset_path(dataset) / "history").glob("*.png"))
 
     def stats(self, dataset: str) -> dict:
-        """How many pairs, and how many pixels of each class."""
+        """How many pairs, and how many pixels of each class (from each pair's cached counts)."""
         info = self.info(dataset)
         counts = np.zeros(256, dtype=np.int64)
         items = self.items(dataset)
         for item in items:
-            counts += np.bincount(read_label_map(item.mask).ravel(), minlength=256)
+            counts += self._summary(item, pictures=False)[0]
         return {"items": len(items), "pixels": {name: int(counts[i]) for i, name in enumerate(info.classes)}}
+
+    def thumbnail(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
+        """A saved pair at most ``THUMBNAIL_SIDE`` pixels a side: ``(image (h, w, 3), labels (h, w))``."""
+        return self._summary(item, pictures=True)[1:]
+
+    # --- the cache of pixel counts and thumbnails ------------------------------------------------------
+    @staticmethod
+    def _stamp(item: Item) -> list[int]:
+        """What a pair's cache entry is valid for: its two files' sizes and modification times."""
+        image, mask = item.image.stat(), item.mask.stat()
+        return [image.st_size, image.st_mtime_ns, mask.st_size, mask.st_mtime_ns]
+
+    def _summary(self, item: Item, *, pictures: bool) -> tuple:
+        """``(pixel counts (256,), image thumbnail, labels thumbnail)`` of a pair, from its cache
+        entry when that is valid for the pair as saved, else decoded from the pair (one pair in
+        memory at a time) and cached. Without ``pictures`` only the counts are wanted."""
+        cache = item.image.parent.parent / THUMBNAILS
+        try:
+            record = json.loads((cache / f"{item.name}.json").read_text())
+            if record["stamp"] == self._stamp(item):
+                counts = np.zeros(256, dtype=np.int64)
+                for value, count in record["counts"].items():
+                    counts[int(value)] = int(count)
+                if not pictures:
+                    return counts, None, None
+                return (counts, read_image(cache / f"{item.name}.png"),
+                        read_label_map(cache / f"{item.name}.mask.png"))
+        except (OSError, ValueError, KeyError, TypeError, ImageError):
+            pass  # none yet, or the pair changed, or a damaged entry: made again
+        stamp = self._stamp(item)  # before reading: a save meanwhile leaves an entry that is made again
+        image, labels = read_image(item.image), read_label_map(item.mask)
+        return self._write_summary(item.image.parent.parent, item.name, image, labels, stamp)
+
+    def _write_summary(self, path: Path, name: str, image: np.ndarray, labels: np.ndarray, stamp: list[int]) -> tuple:
+        """Cache the counts and thumbnails of the pair ``name`` of the dataset at ``path``, valid
+        for its files as ``stamp`` describes them (a cache: written without fsync, rebuilt if lost)."""
+        counts = np.bincount(labels.ravel(), minlength=256).astype(np.int64)
+        scale = min(1.0, THUMBNAIL_SIDE / max(image.shape[:2]))
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
+        small_labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else labels
+        cache = path / THUMBNAILS
+        try:
+            cache.mkdir(exist_ok=True)
+            record = {"stamp": stamp, "counts": {str(v): int(counts[v]) for v in np.flatnonzero(counts)}}
+            for target, data in ((cache / f"{name}.png", png_bytes(small_image)),
+                                 (cache / f"{name}.mask.png", png_bytes(small_labels)),
+                                 (cache / f"{name}.json", json.dumps(record).encode())):
+                temporary = target.with_name(f".{target.name}.tmp")
+                temporary.write_bytes(data)
+                os.replace(temporary, target)
+        except OSError:
+            pass  # a full disk loses only the cache
+        return counts, small_image, small_labels
 
     # --- exchange ---------------------------------------------------------------------------------
     def export_zip(self, dataset: str, target: str | Path) -> Path:
@@ -322,34 +394,99 @@ class DatasetStore:
         return target
 
     def import_zip(self, zip_path: str | Path, dataset: str) -> dict:
-        """Create dataset ``dataset`` from a zip in segdemo's folder format. Checks everything
-        (layout, names, sizes, class values) before writing anything."""
+        """Create dataset ``dataset`` from a zip in segdemo's folder format.
+
+        Everything that can be known without decoding is checked first: the number of files
+        (from the zip's last record, at most two per ``dataset_items`` pair), names, the layout,
+        and every image's and mask's size from its header (``annotation_side``; all images
+        together within ``import_megapixels``), so a zip of
+        100,000 files or of 8000² PNGs is refused before one pixel is decoded. Then the pairs are
+        decoded, checked and written one at a time (memory for one pair) into a hidden folder
+        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset."""
         dataset = check_name(dataset, "dataset name")
-        self._check_room(Path(zip_path).stat().st_size, "dataset")  # about what the import will take
-        tree = FileTree(zip_path)
+        limits = current()
+        self._remove_stale_imports()
+        tree = FileTree(zip_path, max_files=2 * limits.dataset_items + 16,
+                        files_limit=f"two files for each of at most {limits.dataset_items:,} pairs, dataset_items")
         try:
             prefix = tree.find_prefix(CLASSES_FILE)
             if prefix is None:
                 raise ArchiveError("the zip has no classes.json: expected classes.json, images/ and masks/")
             info = parse_classes(tree.read(prefix + CLASSES_FILE))
+            if len(info.classes) > 255:
+                raise ArchiveError(f"classes.json names {len(info.classes)} classes; at most 255 fit a label mask")
             pairs = find_pairs(tree.names(), prefix)
             if not pairs:
                 raise ArchiveError("the zip has no image in images/ with a mask of the same name in masks/")
-            loaded = []
-            for image_name, mask_name in pairs:
-                check_member_name(image_name)
-                item = check_name(Path(image_name).stem, "item name")
-                image = read_image(tree.read(image_name))
-                labels = read_label_map(tree.read(mask_name), palette=info.colors)
-                check_same_size(image, labels, f"mask {item}")
-                loaded.append((item, image, labels))
+            if len(pairs) > limits.dataset_items:
+                raise ArchiveError(f"the zip holds {len(pairs):,} pairs; a dataset may hold {limits.dataset_items:,} "
+                                   "(dataset_items)")
+            items = [(check_name(Path(image_name).stem, "item name"), image_name, mask_name)
+                     for image_name, mask_name in pairs]
+            pixels = sum(self._declared_pixels(tree, item, image_name, mask_name, limits.annotation_side)
+                         for item, image_name, mask_name in items)
+            if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
+                raise ArchiveError(f"the zip's {len(items):,} images hold {pixels / 1e6:,.0f} megapixels; one import may "
+                                   f"decode {limits.import_megapixels:,.0f} here (import_megapixels): import fewer or "
+                                   "smaller images at a time")
+            with self._lock:
+                if (self.root / dataset / CLASSES_FILE).exists():
+                    raise AnnotationError(f"a dataset named {dataset!r} exists already")
+                self._check_room(sum(tree.size(name) for _, *names in items for name in names), "dataset")
+            staging = self._inside(self.root / f"{IMPORTING}{dataset}-{os.getpid()}-{time.time_ns()}")
+            try:
+                for folder in ("images", "masks", "history"):
+                    (staging / folder).mkdir(parents=True)
+                self._write_classes(staging, info, dataset)
+                written = [staging / folder for folder in ("images", "masks")]
+                for item, image_name, mask_name in items:
+                    image = read_image(tree.read(image_name), name=image_name)
+                    labels = read_label_map(tree.read(mask_name), palette=info.colors, name=mask_name)
+                    check_same_size(image, labels, f"mask {item}")
+                    for kind, data in self._encoded(dataset, info, image, labels).items():
+                        target = staging / f"{kind}s" / f"{item}.png"
+                        target.write_bytes(data)   # hidden until the folder is renamed: no temporary file
+                        written.append(target)
+                    self._write_summary(staging, item, image, labels, self._stamp(
+                        Item(item, staging / "images" / f"{item}.png", staging / "masks" / f"{item}.png")))
+                    del image, labels
+                sync_all(written)   # all durable before the dataset appears
+                with self._lock:
+                    target = self._inside(self.root / dataset)
+                    if (target / CLASSES_FILE).exists():
+                        raise AnnotationError(f"a dataset named {dataset!r} exists already")
+                    self._check_room(0, "dataset")
+                    os.replace(staging, target)   # an empty folder of that name is replaced
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         finally:
             tree.close()
-        self.create(dataset, info)
-        try:
-            for item, image, labels in loaded:
-                self.save(dataset, item, image, labels)
-        except Exception:
-            shutil.rmtree(self.root / dataset, ignore_errors=True)  # nothing half-imported stays
-            raise
-        return {"dataset": dataset, "items": len(loaded)}
+        return {"dataset": dataset, "items": len(items)}
+
+    def _remove_stale_imports(self, age: float = 3600.0) -> None:
+        """Remove what imports that a crash interrupted left (hidden folders over ``age`` seconds old)."""
+        for folder in self.root.glob(IMPORTING + "*") if self.root.is_dir() else []:
+            try:
+                if time.time() - folder.stat().st_mtime > age:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _declared_pixels(tree: FileTree, item: str, image_name: str, mask_name: str, side: int) -> int:
+        """The pixels of a pair's image, from its header; a pair whose image or mask is larger than
+        ``side``, or whose sizes differ, is refused from the headers alone."""
+        sizes = []
+        for name in (image_name, mask_name):
+            try:
+                sizes.append(image_size(tree.head(name, HEADER_BYTES), name=name))
+            except ImageError:  # a header past the first megabyte: read the whole file
+                sizes.append(image_size(tree.read(name), name=name))
+        (height, width), (mask_height, mask_width) = sizes
+        if max(height, width) > side:
+            raise ArchiveError(f"{image_name} is {width}×{height}; images up to {side} pixels a side can be annotated "
+                               "(annotation_side)")
+        if (height, width) != (mask_height, mask_width):
+            raise ArchiveError(f"the mask of {item} is {mask_width}×{mask_height} pixels but its image is "
+                               f"{width}×{height}; they must be the same size")
+        return height * width

@@ -18,7 +18,9 @@ linked or copied out first.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from .filenames import safe_name
 from .files import link_or_copy
 
 ENVIRONMENT_VARIABLE = "SEGDEMO_DATA_DIR"
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")   # segdemo.engine's run folders: time, then random
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,32 @@ class DataFolder:
         return path.read_text().strip()
 
     def keep_upload(self, path: str | os.PathLike, fallback: str = "upload") -> Path:
-        """Keep an uploaded file (gradio deletes its own copy after a while) under ``uploads/``,
-        named after it; a later upload of the same name replaces it."""
+        """Keep an uploaded file (gradio deletes its own copy after a while) as
+        ``uploads/<random>/<its name>``: two uploads of the same name (two visitors'
+        ``shared.zip``) never replace each other, even while a run reads one, and messages
+        still name the file as its sender knows it."""
         path = Path(path)
-        return link_or_copy(path, self.uploads / f"{safe_name(path.stem, fallback)}{path.suffix.lower()}")
+        return link_or_copy(path, self.uploads / secrets.token_hex(8) / f"{safe_name(path.stem, fallback)}"
+                                                                          f"{path.suffix.lower()}")
+
+    def remove_uploads(self, keep=()) -> None:
+        """Remove the kept uploads except ``keep`` (paths): the caller knows no run reads them."""
+        keep = {Path(path).resolve().parent for path in keep}
+        for upload in self.uploads.iterdir() if self.uploads.is_dir() else []:
+            if upload.resolve() in keep:
+                continue
+            if upload.is_dir() and not upload.is_symlink():
+                shutil.rmtree(upload, ignore_errors=True)
+            else:
+                upload.unlink(missing_ok=True)
+
+    def prune_runs(self, keep: int, in_use=()) -> list[str]:
+        """Remove all but the newest ``keep`` run folders (run ids begin with their start time),
+        never one of ``in_use`` (run ids); returns the ids removed. A model a run added to the
+        pickers stays: it is a link (or copy) of the run's checkpoint under ``models/``."""
+        runs = sorted(folder.name for folder in self.runs.iterdir()
+                      if folder.is_dir() and RUN_ID.match(folder.name)) if self.runs.is_dir() else []
+        removed = [run for run in runs[:max(len(runs) - keep, 0)] if run not in set(in_use)]
+        for run in removed:
+            shutil.rmtree(self.runs / run, ignore_errors=True)
+        return removed

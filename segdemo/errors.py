@@ -38,5 +38,10 @@ class WeightsUnavailable(UserError):
     """Pretrained weights that are neither cached, nor given, nor downloadable here."""
 
 
+class LimitError(UserError):
+    """A request over one of the limits of :mod:`segdemo.limits` (too large for the model, too
+    long, too many files); the message names the limit and what would fit."""
+
+
 class TrainerBusy(UserError):
     """A training run is already going."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -25,9 +27,10 @@ MAX_PIXELS = 64_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
-def _open_source(source: Any, max_bytes: int) -> tuple[Image.Image, str]:
-    """Open ``source`` lazily with PIL (header only) and return it with a name for messages."""
-    name = "the image"
+def _open_source(source: Any, max_bytes: int, name: str | None = None) -> tuple[Image.Image, str]:
+    """Open ``source`` lazily with PIL (header only) and return it with a name for messages
+    (``name`` if given: bytes and file objects have none of their own)."""
+    given, name = name, name or "the image"
     if isinstance(source, dict) and "path" in source:  # a gradio FileData-like dict
         source = source["path"]
     if hasattr(source, "name") and not isinstance(source, (str, bytes, os.PathLike)) \
@@ -48,7 +51,7 @@ def _open_source(source: Any, max_bytes: int) -> tuple[Image.Image, str]:
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
-        name = Path(getattr(source, "name", "image") or "image").name
+        name = given or Path(str(getattr(source, "name", "") or "image")).name
         data = source.read(max_bytes + 1)
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
@@ -70,8 +73,13 @@ def _open_source(source: Any, max_bytes: int) -> tuple[Image.Image, str]:
     return image, name
 
 
+# PIL names the file object it read in its messages ("cannot identify image file <_io.BytesIO
+# object at 0x7f…>"): a visitor should read the file's name instead.
+_FILE_OBJECT = re.compile(r"\s*<_io\.\w+ object at 0x[0-9a-fA-F]+>|\s*<[\w.]+ name='[^']*'[^>]*>")
+
+
 def _reason(error: Exception) -> str:
-    text = str(error).split("\n")[0]
+    text = _FILE_OBJECT.sub("", str(error).split("\n")[0]).strip()
     return text[:160] if text else type(error).__name__
 
 
@@ -109,8 +117,31 @@ def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+_SWAPS_SIDES = (5, 6, 7, 8)   # EXIF orientations that turn the picture by 90°
+_ORIENTATION = 0x0112
+
+
+def _orientation_swaps(image: Image.Image) -> bool:
+    try:
+        return image.getexif().get(_ORIENTATION) in _SWAPS_SIDES
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+        return False
+
+
+def image_size(source: Any, *, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> tuple[int, int]:
+    """``(height, width)`` of an image file as :func:`read_image` would return it (EXIF
+    orientation applied), read from its header: no pixel is decoded, so the size of a
+    decompression bomb costs nothing to learn. Undecodable data raises :class:`ImageError`."""
+    image, name = _open_source(source, max_bytes, name)
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name} has no pixels ({width}×{height})")
+    return (width, height) if _orientation_swaps(image) else (height, width)
+
+
 def read_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
-               background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+               background: tuple[int, int, int] = (255, 255, 255), shrink_to: tuple[int, int] | None = None,
+               name: str | None = None) -> np.ndarray:
     """Read any common image into an RGB array.
 
     Args:
@@ -118,6 +149,10 @@ def read_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MA
             ``path``). A numpy array is checked and converted as if it had been decoded.
         max_pixels: larger images are refused before they are decoded.
         background: the color that transparent pixels are composited onto.
+        shrink_to: ``(height, width)`` to reduce the image to (area-averaged), for one larger than a
+            request may process: JPEGs are decoded at a reduced scale by the codec itself, so a
+            64-megapixel photo never exists whole in memory.
+        name: what to call the image in messages (the file's name, for bytes read from a zip).
 
     Returns:
         ``(H, W, 3)`` uint8 array. EXIF orientation is applied; RGBA/LA/transparent palettes are
@@ -129,14 +164,28 @@ def read_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MA
             image over ``max_pixels``.
     """
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, max_pixels)
-    image, name = _open_source(source, max_bytes)
+        return _shrunk(_array_to_rgb(source, max_pixels), shrink_to, cv2.INTER_AREA)
+    image, name = _open_source(source, max_bytes, name)
+    if shrink_to is not None and image.format == "JPEG":
+        height, width = shrink_to
+        try:  # the codec decodes at 1/2, 1/4 or 1/8 scale, no smaller than asked
+            image.draft("RGB", (height, width) if _orientation_swaps(image) else (width, height))
+        except (OSError, ValueError):
+            pass
     image = _checked_first_frame(image, name, max_pixels)
     try:
         image = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, TypeError, KeyError):
         pass  # a broken EXIF block only loses the orientation, the pixels are still good
-    return _pil_to_rgb(image, background)
+    return _shrunk(_pil_to_rgb(image, background), shrink_to, cv2.INTER_AREA)
+
+
+def _shrunk(array: np.ndarray, size: tuple[int, int] | None, interpolation: int) -> np.ndarray:
+    """``array`` resized to ``size`` = ``(height, width)`` if it is larger (never enlarged)."""
+    if size is None or (array.shape[0] <= size[0] and array.shape[1] <= size[1]):
+        return array
+    height, width = min(size[0], array.shape[0]), min(size[1], array.shape[1])
+    return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
 def _pil_to_rgb(image: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
@@ -180,7 +229,8 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
 
 
 def read_label_map(source: Any, *, palette=None, max_pixels: int = MAX_PIXELS,
-                   max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+                   max_bytes: int = MAX_FILE_BYTES, shrink_to: tuple[int, int] | None = None,
+                   name: str | None = None) -> np.ndarray:
     """Read a label mask: one class index per pixel.
 
     Palette ("P") images give their palette indices directly (VOC's way: no color lookup);
@@ -189,13 +239,20 @@ def read_label_map(source: Any, *, palette=None, max_pixels: int = MAX_PIXELS,
     each pixel then takes the index of the nearest palette color, which also undoes
     anti-aliasing.
 
+    ``shrink_to`` = ``(height, width)`` reduces a larger mask by nearest neighbour (class indices
+    stay class indices); ``name`` is what messages call it (see :func:`read_image`).
+
     Returns:
         ``(H, W)`` uint8 array.
     """
+    return _shrunk(_read_label_map(source, palette, max_pixels, max_bytes, name), shrink_to, cv2.INTER_NEAREST)
+
+
+def _read_label_map(source: Any, palette, max_pixels: int, max_bytes: int, name: str | None) -> np.ndarray:
     if isinstance(source, np.ndarray):
         array = source
     else:
-        image, name = _open_source(source, max_bytes)
+        image, name = _open_source(source, max_bytes, name)
         image = _checked_first_frame(image, name, max_pixels)
         if image.mode == "P" or image.mode == "L":
             return np.array(image, dtype=np.uint8)

@@ -8,15 +8,25 @@ stays bounded.
 
 The fast path is measured, not assumed: it autocasts where :func:`segdemo.runtime.autocast_dtype`
 says so (bf16 only where the CPU has it natively: emulated, it is many times *slower* than fp32),
-with batch norms folded into their convolutions and ``channels_last`` memory. The first prediction
-runs both the fast and the plain fp32 path and keeps the fast one only if ≥ 99.5 % of the label
-map agrees.
+with batch norms folded into their convolutions and ``channels_last`` memory. Before its first
+prediction a segmenter runs a fixed internal image (a shapes image, :func:`probe_image`) through
+both the fast and the plain fp32 path and keeps the fast one only if ≥ 99.5 % of the label map
+agrees: the path is the same for every visitor, whatever the first one sends (a noise image as
+U²-Net(P)'s first input agreed on only 99.47 % and would have put everybody on fp32, 3× slower).
+
+The same probe counts the model's work per pixel (the multiply-adds of its convolutions), so that
+:meth:`Segmenter.work` says what an image will cost before anything runs: the app refuses or
+downscales what is over a request's budget (:mod:`segdemo.limits`). A :class:`~segdemo.limits.Deadline`
+given to :meth:`Segmenter.predict` is checked before every convolution, so a request past its time,
+or one whose visitor has gone, stops within a fraction of a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 import os
 import threading
 import time
@@ -29,7 +39,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import checkpoints
+from .errors import LimitError
 from .labels import probabilities_to_labels
+from .limits import Deadline, size_text
 from .models import count_parameters
 from .prediction import Prediction
 from .runtime import IMAGENET, autocast_dtype, normalize, resolve_device
@@ -41,6 +53,62 @@ AGREEMENT_REQUIRED = 0.995
 TILE_SIZE = 768          # a multiple of every model's stride (32)
 TILE_MARGIN = 64         # context on each side of a tile that is predicted but not kept
 TILE_ABOVE_PIXELS = 1024 * 1024
+PROBE_SIDE = 192         # the fixed image that decides the fast path and measures the work per pixel
+# What a request's memory grows by, per pixel: 4 bytes per class of probabilities and 1 of masks
+# drawn from them, 20 for the decoded input, label map and pictures. Measured: the U-Net on a
+# photo read at 3570² (12.7 megapixels, 6 classes) peaked 780 MB above idle; this says 635 MB,
+# the rest being one tile's activations, which the tile size bounds.
+BYTES_PER_CLASS_PIXEL = 5
+BYTES_PER_PIXEL = 20
+
+_request = threading.local()   # the deadline of the prediction running in this thread
+
+
+def probe_image() -> np.ndarray:
+    """The fixed ``(192, 192, 3)`` image every segmenter is checked and measured on (shapes, seed 0)."""
+    from .data import shapes
+
+    return shapes.generate(1, PROBE_SIDE, seed=0)[0][0]
+
+
+def _check_deadline(_module, _inputs) -> None:
+    """A forward pre-hook on every convolution: stop the prediction of this thread past its deadline."""
+    deadline = getattr(_request, "deadline", None)
+    if deadline is not None:
+        deadline.check()
+
+
+def _watch_convolutions(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.register_forward_pre_hook(_check_deadline)
+    return model
+
+
+@contextlib.contextmanager
+def _counting_flops(model: nn.Module):
+    """Count, while inside, the floating-point operations of ``model``'s convolutions and linear
+    layers (2 per multiply-add) into the one-element list it yields; the rest (activations,
+    norms, resizing) is comparatively cheap."""
+    total = [0.0]
+
+    def conv(module, _inputs, output):
+        total[0] += 2.0 * output.numel() * math.prod(module.kernel_size) * module.in_channels // module.groups
+
+    def transposed(module, inputs, _output):
+        total[0] += 2.0 * inputs[0].numel() * math.prod(module.kernel_size) * module.out_channels // module.groups
+
+    def linear(module, _inputs, output):
+        total[0] += 2.0 * output.numel() * module.in_features
+
+    kinds = ((nn.Conv2d, conv), (nn.ConvTranspose2d, transposed), (nn.Linear, linear))
+    hooks = [module.register_forward_hook(count) for module in model.modules()
+             for kind, count in kinds if isinstance(module, kind)]
+    try:
+        yield total
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
@@ -115,8 +183,10 @@ class Segmenter(LabelSpace):
         self.parameter_count = count_parameters(self.reference)
         self.path = FP32_EAGER
         self._fast_model = None
-        self._checked = precision != "auto"
+        self._precision = precision
+        self._probed = False
         self.agreement: float | None = None
+        self._flop_per_pixel: float | None = None
         self._lock = threading.Lock()
         if precision in ("auto", "fast"):
             self.path = fast_path_for(self.device)
@@ -125,7 +195,8 @@ class Segmenter(LabelSpace):
                 fast = fold_batch_norms(fast)
             if self.path.channels_last:
                 fast = fast.to(memory_format=torch.channels_last)
-            self._fast_model = fast
+            self._fast_model = _watch_convolutions(fast)
+        _watch_convolutions(self.reference)
 
     # --- description --------------------------------------------------------------------------
     def card(self) -> dict:
@@ -143,6 +214,7 @@ class Segmenter(LabelSpace):
             "metrics": self.meta.get("metrics"),
             "recipe": self.meta.get("recipe"),
             "inference path": self.path.describe(),
+            "work per megapixel": f"{self.flop_per_pixel / 1e3:.0f} GFLOP",
             "device": str(self.device),
             "file": self.source,
             "date": self.meta.get("date"),
@@ -186,54 +258,136 @@ class Segmenter(LabelSpace):
             return self._forward(model, path, x)[0]
         return self._tiled(model, path, x)
 
-    def _tiled(self, model: nn.Module, path: InferencePath, x: torch.Tensor) -> torch.Tensor:
-        """Predict overlapping tiles and keep each tile's center, so every kept pixel saw at
-        least ``TILE_MARGIN`` pixels of context on each side (except at the image edge)."""
-        height, width = x.shape[-2:]
+    @staticmethod
+    def tiles(height: int, width: int):
+        """The tiles of an image of ``height × width``: ``(tile box, kept box)`` per tile, each box
+        ``(top, left, bottom, right)``; one whole-image tile up to ``TILE_ABOVE_PIXELS``.
+
+        Each tile extends ``TILE_MARGIN`` before and after the block it keeps, clipped to the
+        image, so every kept pixel saw at least that much context on each side (except at the
+        image's edge)."""
+        if height * width <= TILE_ABOVE_PIXELS:
+            yield (0, 0, height, width), (0, 0, height, width)
+            return
         step = TILE_SIZE - 2 * TILE_MARGIN
-        out = torch.empty((len(self.classes), height, width), dtype=torch.float32, device=self.device)
         for top in range(0, height, step):
             for left in range(0, width, step):
-                # The tile extends TILE_MARGIN before and after the kept block, clipped to the image.
-                tile_top, tile_left = max(top - TILE_MARGIN, 0), max(left - TILE_MARGIN, 0)
-                tile_bottom = min(top + step + TILE_MARGIN, height)
-                tile_right = min(left + step + TILE_MARGIN, width)
-                probabilities = self._forward(model, path, x[..., tile_top:tile_bottom, tile_left:tile_right])[0]
-                keep_bottom, keep_right = min(top + step, height), min(left + step, width)
-                out[:, top:keep_bottom, left:keep_right] = probabilities[
-                    :, top - tile_top:keep_bottom - tile_top, left - tile_left:keep_right - tile_left]
+                tile = (max(top - TILE_MARGIN, 0), max(left - TILE_MARGIN, 0),
+                        min(top + step + TILE_MARGIN, height), min(left + step + TILE_MARGIN, width))
+                yield tile, (top, left, min(top + step, height), min(left + step, width))
+
+    def _tiled(self, model: nn.Module, path: InferencePath, x: torch.Tensor) -> torch.Tensor:
+        """Predict overlapping tiles and keep each tile's center (see :meth:`tiles`)."""
+        height, width = x.shape[-2:]
+        out = torch.empty((len(self.classes), height, width), dtype=torch.float32, device=self.device)
+        for (tile_top, tile_left, tile_bottom, tile_right), (top, left, bottom, right) in self.tiles(height, width):
+            probabilities = self._forward(model, path, x[..., tile_top:tile_bottom, tile_left:tile_right])[0]
+            out[:, top:bottom, left:right] = probabilities[
+                :, top - tile_top:bottom - tile_top, left - tile_left:right - tile_left]
         return out
 
+    # --- cost -------------------------------------------------------------------------------------
+    @property
+    def flop_per_pixel(self) -> float:
+        """The model's work per input pixel (floating-point operations of its convolutions),
+        measured once on the probe image: 22 k for the 8-wide shipped U-Net, 394 k for U²-Net(P)."""
+        self._probe()
+        return self._flop_per_pixel
+
+    def work(self, height: int, width: int) -> tuple[float, int]:
+        """``(floating-point operations, bytes)`` that predicting a ``height × width`` image takes:
+        the model's work over every tile (margins predicted twice included), and the memory that
+        grows with the image (its probabilities, the input, a label map and pictures; the model's
+        own activations are bounded by the tile size)."""
+        pixels = sum((bottom - top) * (right - left) for (top, left, bottom, right), _ in self.tiles(height, width))
+        memory = height * width * (BYTES_PER_CLASS_PIXEL * len(self.classes) + BYTES_PER_PIXEL)
+        return self.flop_per_pixel * pixels, memory
+
+    def largest_within(self, height: int, width: int, flop: float | None, memory: int | None,
+                       others: tuple["Segmenter", ...] = ()) -> tuple[int, int]:
+        """The largest ``(height, width)``, in the proportions of ``height × width`` and no larger,
+        whose prediction by this model (and each of ``others``, for one image predicted by
+        several) stays within ``flop`` operations and ``memory`` bytes (None: no limit)."""
+        models = (self, *others)
+
+        def fits(h: int, w: int) -> bool:
+            costs = [model.work(h, w) for model in models]
+            return (flop is None or sum(c[0] for c in costs) <= flop) and \
+                (memory is None or max(c[1] for c in costs) <= memory)
+
+        scale = 1.0
+        while scale > 0:
+            h, w = max(1, int(height * scale)), max(1, int(width * scale))
+            if fits(h, w) or (h == 1 and w == 1):
+                return h, w
+            costs = [model.work(h, w) for model in models]
+            ratios = [0.95]
+            if flop is not None:
+                ratios.append(math.sqrt(flop / max(sum(c[0] for c in costs), 1.0)))
+            if memory is not None:
+                ratios.append(math.sqrt(memory / max(max(c[1] for c in costs), 1)))
+            scale *= min(min(ratios), 0.99)
+        return 1, 1
+
+    def check_work(self, height: int, width: int, flop: float | None, memory: int | None) -> None:
+        """Raise :class:`~segdemo.errors.LimitError`, naming the limit and what would fit, when a
+        ``height × width`` image is more than one request may ask of this model."""
+        needed_flop, needed_memory = self.work(height, width)
+        over_flop = flop is not None and needed_flop > flop
+        over_memory = memory is not None and needed_memory > memory
+        if not (over_flop or over_memory):
+            return
+        fit_h, fit_w = self.largest_within(height, width, flop, memory)
+        if over_flop:
+            need = (f"about {needed_flop / 1e9:,.0f} GFLOP of work ({self.flop_per_pixel / 1e3:,.0f} GFLOP per "
+                    f"megapixel); one request may use {flop / 1e9:,.0f} GFLOP here (request_gflop)")
+        else:
+            need = (f"about {size_text(needed_memory)} for its {len(self.classes)} class maps; one request may use "
+                    f"{size_text(memory)} here (request_mb)")
+        raise LimitError(f"a {width}×{height} image with {self.name} needs {need}. At most about "
+                         f"{fit_w}×{fit_h} fits with this model: send a smaller image or pick a lighter model")
+
+    # --- prediction -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, image: np.ndarray) -> Prediction:
-        """The model's prediction for an ``(H, W, 3)`` uint8 image, with its wall time."""
+    def predict(self, image: np.ndarray, *, deadline: Deadline | None = None) -> Prediction:
+        """The model's prediction for an ``(H, W, 3)`` uint8 image, with its wall time. With a
+        ``deadline``, it stops with :class:`~segdemo.errors.LimitError` once that has passed."""
+        x = self._to_input(image)
+        self._probe()
         start = time.perf_counter()
-        probabilities = self._predict_probabilities(self._to_input(image))
+        _request.deadline = deadline
+        try:
+            if deadline is not None:
+                deadline.check()
+            model, path = (self._fast_model, self.path) if self._fast_model is not None else (self.reference, FP32_EAGER)
+            probabilities = self._probabilities(model, path, x).cpu().numpy()
+        finally:
+            _request.deadline = None
         return Prediction(probabilities, self.task, self.classes, self.colors, model=self.name,
                           seconds=time.perf_counter() - start, path=self.path.describe())
 
-    def _predict_probabilities(self, x: torch.Tensor) -> np.ndarray:
-        if self._fast_model is None:
-            return self._probabilities(self.reference, FP32_EAGER, x).cpu().numpy()
-        if not self._checked:
-            with self._lock:
-                if not self._checked:
-                    return self._check_fast_path(x)
-        return self._probabilities(self._fast_model, self.path, x).cpu().numpy()
-
-    def _check_fast_path(self, x: torch.Tensor) -> np.ndarray:
-        fast = self._probabilities(self._fast_model, self.path, x).cpu().numpy()
-        exact = self._probabilities(self.reference, FP32_EAGER, x).cpu().numpy()
-        agreement = float((probabilities_to_labels(fast, self.task) ==
-                           probabilities_to_labels(exact, self.task)).mean())
-        self.agreement = agreement
-        self._checked = True
-        if agreement < AGREEMENT_REQUIRED:
-            log.warning("%s: the fast path (%s) agreed with fp32 on only %.2f %% of pixels; using fp32",
-                        self.name, self.path.describe(), 100 * agreement)
-            self._fast_model, self.path = None, FP32_EAGER
-            return exact
-        return fast
+    @torch.inference_mode()
+    def _probe(self) -> None:
+        """Once: measure the work per pixel on :func:`probe_image` and, for ``precision="auto"``,
+        keep the fast path only if it agrees with fp32 there."""
+        if self._probed:
+            return
+        with self._lock:
+            if self._probed:
+                return
+            x = self._to_input(probe_image())
+            with _counting_flops(self.reference) as flop:
+                exact = self._forward(self.reference, FP32_EAGER, x).cpu().numpy()
+            self._flop_per_pixel = flop[0] / (PROBE_SIDE * PROBE_SIDE)
+            if self._precision == "auto" and self._fast_model is not None:
+                fast = self._forward(self._fast_model, self.path, x).cpu().numpy()
+                self.agreement = float((probabilities_to_labels(fast, self.task) ==
+                                        probabilities_to_labels(exact, self.task)).mean())
+                if self.agreement < AGREEMENT_REQUIRED:
+                    log.warning("%s: the fast path (%s) agreed with fp32 on only %.2f %% of the probe image's "
+                                "pixels; using fp32", self.name, self.path.describe(), 100 * self.agreement)
+                    self._fast_model, self.path = None, FP32_EAGER
+            self._probed = True
 
     # --- teaching -------------------------------------------------------------------------------
     @torch.inference_mode()

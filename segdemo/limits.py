@@ -16,8 +16,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from .errors import LimitError
 
 MB = 2**20
 GB = 2**30
@@ -32,6 +36,28 @@ class Limits:
     memory_share: float = 0.6             # of the memory this process may use, what one model or run may take
     model_cache_mb: int = 2048            # weights of the models kept loaded between requests, all together
 
+    # One request's inference (segdemo.inference.Segmenter.work; 0: no limit of its own).
+    request_gflop: float = 0.0            # model cost × pixels: 44-104 GFLOP/s on 2 cores here (measured)
+    request_mb: float = 0.0               # the image and its probabilities (0: the memory budget)
+    request_seconds: float = 0.0          # wall time of the inference in one request
+
+    # Images and annotations.
+    annotation_side: int = 4096           # a saved annotation pair, either side
+    editor_side: int = 2048               # what the annotation editor opens, and each layer it sends back
+    editor_layers: int = 4                # layers of one painting sent to the editor's endpoints
+    dataset_items: int = 5000             # pairs in one annotation dataset
+    import_megapixels: float = 0.0        # images of one dataset import, decoded and written (0: no limit)
+
+    # Dataset zips and folders (segdemo.data.archive); the annotation import allows fewer files.
+    zip_files: int = 200_000              # files in one zip
+    zip_mb: float = 4096.0                # what a zip unpacks to in all
+    zip_member_mb: float = 256.0          # one file in it
+    zip_ratio: float = 200.0              # compression of one file over 1 MB: images compress a few times, bombs 1000×
+    zip_depth: int = 16                   # folders within folders
+
+    # Disk.
+    runs_kept: int = 20                   # a workspace's run folders (checkpoints, logs); older ones go
+
     @classmethod
     def from_environment(cls, base: "Limits | None" = None) -> "Limits":
         """``base`` (default: these defaults) with every ``SEGDEMO_<FIELD>`` that is set."""
@@ -44,8 +70,14 @@ class Limits:
         return dataclasses.replace(base, **values)
 
 
-# A shared app: many visitors share one machine, so one visitor's model or run gets less of it.
-PUBLIC = Limits(memory_share=0.3, model_cache_mb=1024)
+# A shared app: many visitors share one machine, so one visitor's model, run or request gets less of
+# it. A request: 400 GFLOP took 3-9 s of both cores on this project's 2-core Xeon (bf16: the U-Net
+# tiled at 44 GFLOP/s, U²-Net(P) at 104; a CPU without bf16 is slower), enough for the default U-Net
+# on a 12-megapixel phone photo, U²-Net(P) on 0.7 megapixels.
+# An import decodes and re-encodes every pair: 22 megapixels a second here (60 pairs at 4096², with
+# other work on the cores), so 400 is about 20 s.
+PUBLIC = Limits(memory_share=0.3, model_cache_mb=1024, request_gflop=400.0, request_mb=1024.0, request_seconds=60.0,
+                import_megapixels=400.0, zip_files=20_000, zip_mb=1024.0, runs_kept=5)
 
 _lock = threading.Lock()
 _current = Limits()
@@ -97,6 +129,42 @@ def memory_budget(limits: Limits | None = None) -> int:
     """Bytes one model or one training run may take: ``memory_share`` of :func:`usable_memory`."""
     limits = limits or current()
     return int(limits.memory_share * usable_memory())
+
+
+def request_bytes(limits: Limits | None = None) -> int:
+    """Bytes one request's image and its prediction may take: ``request_mb``, else the memory budget."""
+    limits = limits or current()
+    return int(limits.request_mb * MB) if limits.request_mb > 0 else memory_budget(limits)
+
+
+class Deadline:
+    """When one request's work must stop: ``seconds`` after it began (0: no time limit), or as
+    soon as ``wanted()`` returns False (its visitor has gone: nobody would see the answer).
+
+    Long work calls :meth:`check` between its steps (:class:`segdemo.inference.Segmenter` before
+    every convolution), which raises :class:`~segdemo.errors.LimitError` once the time is up."""
+
+    def __init__(self, seconds: float = 0.0, wanted: Callable[[], bool] | None = None):
+        self.seconds = float(seconds or 0.0)
+        self.started = time.monotonic()
+        self.wanted = wanted
+
+    @classmethod
+    def for_request(cls, wanted: Callable[[], bool] | None = None, limits: Limits | None = None) -> "Deadline":
+        """A deadline of ``request_seconds`` from now."""
+        return cls((limits or current()).request_seconds, wanted)
+
+    def left(self) -> float | None:
+        """Seconds left (None: no time limit)."""
+        return None if self.seconds <= 0 else self.seconds - (time.monotonic() - self.started)
+
+    def check(self) -> None:
+        left = self.left()
+        if left is not None and left < 0:
+            raise LimitError(f"stopped after {self.seconds:g} s, the time one request may take here "
+                             "(request_seconds): try a smaller image or a lighter model")
+        if self.wanted is not None and not self.wanted():
+            raise LimitError("stopped: the request was cancelled or its page was closed")
 
 
 def size_text(count_bytes: float) -> str:

@@ -53,11 +53,14 @@ class RunningApp:
 
     def close(self):
         """Stop any training the tests left going, queued runs too (no thread may outlive the app),
-        then the server."""
+        then the server; the process's limits go back to the single-user ones."""
+        from segdemo import limits
+
         trainer = self.context.trainer
         trainer.close()
         trainer.wait(timeout=120)
         self.demo.close()
+        limits.configure(public=False)  # the app's limits end with it
 
 
 def start_app(data_dir: Path, port: int | None = None, **context_options) -> RunningApp:

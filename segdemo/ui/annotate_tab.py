@@ -12,17 +12,20 @@ from .. import viz
 from ..annotations import CLASS_PRESETS, DatasetStore, class_lines, parse_class_lines
 from ..data import shapes
 from ..filenames import check_name, safe_name
-from ..image_files import read_image
+from ..image_files import image_size, read_image
+from ..limits import current
 from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
 from . import sharing_panel
+from .budget import predict_within_budget
 from .context import AppContext
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
+from .editor import CheckedImageEditor
 from .widgets import hex_color, legend_html, live_dropdown
 
 CUSTOM = "custom (edit the list)"
-MAX_ANNOTATE_SIDE = 2048
+GALLERY_PAGE = 24   # saved pairs shown at a time, each at most THUMBNAIL_SIDE (256) pixels a side
 
 EXPLAIN = """
 **How to annotate.** Pick or create a dataset (its classes come from a preset or your own list; the
@@ -44,23 +47,48 @@ def brush_for(colors) -> gr.Brush:
                     color_mode="fixed", default_size=8)
 
 
-def dataset_view(store: DatasetStore, dataset: str):
-    """Everything that depends on the chosen ``dataset``: class text, legend, brush, gallery, stats."""
+def gallery_page(store: DatasetStore, dataset: str, page) -> tuple[list, str, int]:
+    """One page of ``dataset``'s saved pairs as small overlays (from the store's thumbnails: a
+    pair is never decoded whole to be shown), a line saying how many there are, and the page."""
     info = store.info(_dataset(dataset))
+    items = store.items(dataset)
+    pages = max(1, -(-len(items) // GALLERY_PAGE))
+    page = min(max(int(page or 1), 1), pages)
     gallery = []
-    for item in store.items(dataset):
-        image, labels = store.load(dataset, item.name)
+    for item in items[(page - 1) * GALLERY_PAGE:page * GALLERY_PAGE]:
+        image, labels = store.thumbnail(item)
         gallery.append((viz.overlay_labels(image, labels, info.colors, opacity=0.6), item.name))
+    progress = f"**{dataset}**: {len(items)} annotated image{'s' if len(items) != 1 else ''}."
+    if pages > 1:
+        progress += f" Gallery page {page} of {pages}."
+    return gallery, progress, page
+
+
+def dataset_view(store: DatasetStore, dataset: str, page=1):
+    """Everything that depends on the chosen ``dataset``: class text, legend, brush, gallery
+    (``page``), stats, and the page shown."""
+    info = store.info(_dataset(dataset))
+    gallery, progress, page = gallery_page(store, dataset, page)
     stats = store.stats(dataset)
     table = {"headers": ["class", "pixels"], "data": [[name, count] for name, count in stats["pixels"].items()]}
-    progress = f"**{dataset}**: {stats['items']} annotated image{'s' if stats['items'] != 1 else ''}."
-    editor = gr.ImageEditor(brush=brush_for(info.colors))
-    return class_lines(info), legend_html(info.classes, info.colors), editor, gallery, table, progress
+    editor = CheckedImageEditor(brush=brush_for(info.colors))
+    return class_lines(info), legend_html(info.classes, info.colors), editor, gallery, table, progress, page
 
 
 def show_dataset(context: AppContext, dataset, request: gr.Request):
     """``/annotate_dataset``: the view of ``dataset`` (nothing changes while none is picked)."""
-    return dataset_view(context.workspace(request).store, dataset) if dataset else [gr.skip()] * 6
+    return dataset_view(context.workspace(request).store, dataset) if dataset else [gr.skip()] * 7
+
+
+def show_page(context: AppContext, dataset, page, request: gr.Request):
+    """``/annotate_gallery``: page ``page`` of ``dataset``'s saved pairs (24 to a page, each at most
+    256 pixels a side), and the line saying how many there are."""
+    return gallery_page(context.workspace(request).store, dataset, page)
+
+
+def turn_page(context: AppContext, step: int, dataset, page, request: gr.Request):
+    """The previous (``step`` -1) or next (+1) page of the gallery."""
+    return gallery_page(context.workspace(request).store, dataset, int(page or 1) + step)
 
 
 def list_datasets(context: AppContext, request: gr.Request):
@@ -91,18 +119,21 @@ def _dataset(dataset) -> str:
     return dataset
 
 
-def _checked_image(image: np.ndarray) -> np.ndarray:
-    if max(image.shape[:2]) > MAX_ANNOTATE_SIDE:
-        raise refuse(f"the image is {image.shape[1]}×{image.shape[0]}; images up to {MAX_ANNOTATE_SIDE} pixels a "
-                     "side can be annotated here")
-    return image
+def _checked_image(path: str) -> np.ndarray:
+    """The image at ``path`` if the editor may open it (its size read from the header first)."""
+    height, width = image_size(path)
+    side = current().editor_side
+    if max(height, width) > side:
+        raise refuse(f"the image is {width}×{height}; images up to {side} pixels a side can be annotated here "
+                     "(editor_side)")
+    return read_image(path)
 
 
 def open_upload(context: AppContext, dataset, image, request: gr.Request):
     """Open an uploaded ``image`` for annotating in ``dataset``."""
     info = context.workspace(request).store.info(_dataset(dataset))
     path = required_upload(image, "image", "upload an image first")
-    picture = _checked_image(read_image(path))
+    picture = _checked_image(path)
     return editor_value(picture, None, info.colors), picture, safe_name(Path(path).stem, "image"), "Opened the upload."
 
 
@@ -124,11 +155,11 @@ def _opened(store: DatasetStore, dataset: str, item: str):
     return editor_value(image, labels, store.info(dataset).colors), image, item, f"Opened **{item}** for editing."
 
 
-def open_clicked(context: AppContext, dataset, event: gr.SelectData, request: gr.Request):
-    """Reopen the item clicked in the gallery (gradio passes the click and the request by these
-    annotations)."""
+def open_clicked(context: AppContext, dataset, page, event: gr.SelectData, request: gr.Request):
+    """Reopen the item clicked in the gallery's ``page`` (gradio passes the click and the request
+    by these annotations)."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
-    return _opened(store, dataset, store.items(dataset)[int(event.index)].name)
+    return _opened(store, dataset, store.items(dataset)[(int(page or 1) - 1) * GALLERY_PAGE + int(event.index)].name)
 
 
 def _painted_labels(store: DatasetStore, dataset, painting, image) -> np.ndarray:
@@ -156,11 +187,11 @@ def prefill(context: AppContext, dataset, image, model, threshold, request: gr.R
         raise refuse("open an image first")
     space = context.workspace(request)
     info = space.store.info(dataset)
-    prediction = space.catalog.get(model).predict(image)
+    prediction, note = predict_within_budget(space.catalog.get(model), image, context.deadline(request))
     table, unmatched = relabel_table(prediction.label_names, info.classes)
     labels = table[prediction.labels(threshold)]
     unmatched = [name for name in unmatched if name != prediction.label_names[0]]  # its background is ours
-    message = f"Pre-filled from **{prediction.model}**: correct what it got wrong, then save."
+    message = f"Pre-filled from **{prediction.model}**: correct what it got wrong, then save.{note}"
     if unmatched:
         message += f" Its classes {unmatched[:5]} are not in this dataset and were left as background."
         gr.Warning(f"{len(unmatched)} of the model's classes are not in this dataset")
@@ -174,21 +205,21 @@ def cleanup(context: AppContext, dataset, painting, image, smallest_piece, reque
     return editor_value(image, labels, store.info(dataset).colors), "Removed specks and filled small holes."
 
 
-def save(context: AppContext, dataset, painting, image, item, request: gr.Request):
+def save(context: AppContext, dataset, painting, image, item, page=1, request: gr.Request = None):
     """Save the ``painting`` of the open image as ``item`` of ``dataset`` (an earlier version of
     ``item`` is kept in the dataset's history)."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
     labels = _painted_labels(store, dataset, painting, image)
     result = store.save(dataset, item, image, labels)
     note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
-    return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset)[3:])
+    return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset, page)[3:])
 
 
-def delete(context: AppContext, dataset, item, request: gr.Request):
+def delete(context: AppContext, dataset, item, page=1, request: gr.Request = None):
     """Delete ``item`` from ``dataset`` (it is kept in the dataset's history)."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
     store.delete(dataset, item)
-    return (f"Deleted **{item}** (kept in the dataset's history).", *dataset_view(store, dataset)[3:])
+    return (f"Deleted **{item}** (kept in the dataset's history).", *dataset_view(store, dataset, page)[3:])
 
 
 def export_folder(context: AppContext, dataset, request: gr.Request):
@@ -248,7 +279,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 sharing_panel.dataset_panel(context, dataset)
         with gr.Column(scale=3):
             message = gr.Markdown(label="message", elem_id="annotate-message")
-            editor = gr.ImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
+            editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
                                     eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
                                     label="paint the classes (eraser = background)", elem_id="annotate-editor")
             with gr.Row():
@@ -266,31 +297,46 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             progress = gr.Markdown(label="progress", elem_id="annotate-progress")
             gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", object_fit="contain", format="png",
                                  elem_id="annotate-gallery")
+            with gr.Row():
+                previous_page = gr.Button("◀ previous page", size="sm", elem_id="annotate-previous-page")
+                next_page = gr.Button("next page ▶", size="sm", elem_id="annotate-next-page")
+            page = gr.State(1)
             stats = gr.Dataframe(label="pixels per class", interactive=False, elem_id="annotate-stats")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
-    view_outputs = [classes, legend, editor, gallery, stats, progress]
+    view_outputs = [classes, legend, editor, gallery, stats, progress, page]
     opened = [editor, image_state, item, message]
-    listing = [message, gallery, stats, progress]
-    dataset.change(handler(show_dataset, context), [dataset], view_outputs, api_name="annotate_dataset")
+    listing = [message, gallery, stats, progress, page]
+    dataset.change(handler(show_dataset, context, heavy=True), [dataset], view_outputs, api_name="annotate_dataset")
     create_button.click(handler(create_dataset, context), [new_name, preset, classes], [dataset, message],
                         api_name="annotate_create")
-    save_classes_button.click(handler(save_classes, context), [dataset, classes], view_outputs,
+    save_classes_button.click(handler(save_classes, context, heavy=True), [dataset, classes], view_outputs,
                               api_name="annotate_classes")
-    upload.upload(handler(open_upload, context), [dataset, upload], opened, api_name="annotate_open_upload")
+    upload.upload(handler(open_upload, context, heavy=True), [dataset, upload], opened, api_name="annotate_open_upload")
     shapes_button.click(handler(open_shapes, context), [dataset, seed, size], opened, api_name="annotate_open_shapes")
-    gallery.select(handler(open_clicked, context), [dataset], opened, api_visibility="private")
+    gallery.select(handler(open_clicked, context), [dataset, page], opened, api_visibility="private")
+    for button, step in ((previous_page, -1), (next_page, 1)):
+        button.click(handler(turn_page, context, step), [dataset, page], [gallery, progress, page],
+                     api_visibility="private")
+    with gr.Group(visible=False):  # the gallery's pages over the API
+        api_page = gr.Number(value=1, precision=0, label="page")
+        api_pairs = gr.Gallery(label="saved pairs", format="png")
+        api_progress = gr.Markdown(label="progress")
+        api_button = gr.Button("gallery page (API)")
+    api_button.click(handler(show_page, context), [dataset, api_page], [api_pairs, api_progress, page],
+                     api_name="annotate_gallery")
     open_hidden = gr.Button(visible=False)
     open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
-    prefill_button.click(handler(prefill, context), [dataset, image_state, model, threshold], [editor, message],
+    prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold], [editor, message],
                          api_name="annotate_prefill", concurrency_id="inference")
-    cleanup_button.click(handler(cleanup, context), [dataset, editor, image_state, min_area], [editor, message],
+    cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
                          api_name="annotate_cleanup")
-    save_button.click(handler(save, context), [dataset, editor, image_state, item], listing, api_name="annotate_save")
-    delete_button.click(handler(delete, context), [dataset, item], listing, api_name="annotate_delete")
+    save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page], listing,
+                      api_name="annotate_save")
+    delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")
     export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")
-    import_button.click(handler(import_dataset, context), [import_file, import_name], [dataset, message],
+    import_button.click(handler(import_dataset, context, heavy=True), [import_file, import_name], [dataset, message],
                         api_name="annotate_import")
     return {"model": model, "dataset": dataset, "list_datasets": handler(list_datasets, context)}
 

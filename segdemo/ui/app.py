@@ -22,6 +22,7 @@ from ..sharing import Sharing
 from ..workspaces import Quotas, Workspaces
 from . import annotate_tab, models_tab, shapes_tab, train_tab, upload_tab, workspace_panel
 from .context import AppContext
+from .files import remove_stale_scratch
 from .messages import handler
 from .visitors import Visitors
 from .widgets import CSS
@@ -53,8 +54,12 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
     """The app's shared objects: the data folder (``data_dir``, else ``SEGDEMO_DATA_DIR``, else
     ``./.segdemo``), its workspaces (one, or one per visitor when ``public``) with the shipped
     checkpoints of ``shipped_dir`` in each, and the background trainer (in public mode a queue:
-    ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long)."""
+    ``SEGDEMO_QUEUE_LENGTH`` runs waiting, each at most ``SEGDEMO_RUN_SECONDS`` long). The
+    process's limits (segdemo.limits) are set here, tighter in public mode."""
     limits.configure(public)
+    removed = remove_stale_scratch()
+    if removed:
+        log.info("removed the scratch folders of %d stopped app processes", len(removed))
     data = DataFolder.at(data_dir)
     workspaces = Workspaces(data, shipped_dir, public=public, default_model=DEFAULT_MODEL,
                             quotas=Quotas.from_environment())
@@ -117,6 +122,7 @@ def build_demo(context: AppContext) -> gr.Blocks:
                               **own).then(annotate_parts["list_datasets"], None, [annotate_parts["dataset"]], **own)
     demo.queue(default_concurrency_limit=2, max_size=128)
     calm_queue(demo)
+    context.queue = demo._queue   # a request's deadline ends when its visitor has gone (AppContext.deadline)
     demo.segdemo_context = context
     return demo
 

@@ -9,10 +9,12 @@ datasets, uploads) with :meth:`AppContext.workspace`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..catalog import ModelCatalog
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
+from ..limits import Deadline
 from ..sharing import Sharing
 from ..workspaces import Workspace, Workspaces
 from .visitors import Visitors
@@ -25,6 +27,7 @@ class AppContext:
     data: DataFolder
     visitors: Visitors
     sharing: Sharing | None = None   # public mode only
+    queue: Any = None                # gradio's queue, once the app is built (build_demo)
 
     @property
     def public(self) -> bool:
@@ -44,3 +47,28 @@ class AppContext:
         """The visitor's workspace key, which also names who a training run belongs to (None in
         single-user mode)."""
         return self.visitors.key_for(request) if self.public else None
+
+    def deadline(self, request=None) -> Deadline:
+        """When the inference of ``request`` must stop: after ``request_seconds`` (segdemo.limits),
+        or as soon as its visitor has gone (the page closed, the client disconnected or cancelled)."""
+        return Deadline.for_request(wanted=_still_wanted(self.queue, getattr(request, "request", None)))
+
+
+def _still_wanted(queue, http_request):
+    """A check of whether gradio's queue still runs the event of ``http_request`` for someone.
+
+    Gradio cannot stop a handler's thread: when a page closes or a client disconnects it marks
+    the session's events dead (``alive``), and a cancelled event leaves its ``active_jobs``. Both
+    are attributes of gradio's queue, not public settings: ``tests/test_resources_requests.py``
+    checks that they still exist. An event that was never seen there (a call outside the queue)
+    counts as wanted."""
+    if queue is None or http_request is None or not hasattr(queue, "active_jobs"):
+        return None
+
+    def running():
+        return [event for job in list(queue.active_jobs) if job for event in job
+                if getattr(event, "request", None) is http_request]
+
+    if not running():
+        return None
+    return lambda: any(getattr(event, "alive", True) for event in running())

@@ -25,6 +25,34 @@ SCRATCH_KEEP_SECONDS = 600
 
 _scratch_lock = threading.Lock()
 _scratch_pruned = 0.0
+SCRATCH_PREFIX = "segdemo-scratch-"   # + the process id: each app process has its own
+
+
+def remove_stale_scratch() -> list[str]:
+    """Remove the scratch folders of app processes that have stopped (a killed app leaves its
+    ``segdemo-scratch-<pid>``): only those whose process no longer runs. Called at start."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
+        pid = folder.name[len(SCRATCH_PREFIX):]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        try:
+            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_uid == os.getuid():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        except OSError:
+            pass
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True       # someone else's process
+    return True
 
 
 def scratch_folder(prefix: str) -> Path:
@@ -37,7 +65,7 @@ def scratch_folder(prefix: str) -> Path:
     data directory never is.
     """
     global _scratch_pruned
-    root = Path(tempfile.gettempdir()) / f"segdemo-scratch-{os.getpid()}"
+    root = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{os.getpid()}"
     root.mkdir(exist_ok=True)
     now = time.time()
     with _scratch_lock:

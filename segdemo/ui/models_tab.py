@@ -8,8 +8,8 @@ import gradio as gr
 
 from .. import viz
 from ..data import shapes
-from ..image_files import read_image
 from . import sharing_panel
+from .budget import read_within_budget, shrunk_note
 from .context import AppContext
 from .files import required_upload
 from .messages import handler, refuse
@@ -71,7 +71,8 @@ def upload_checkpoint(context: AppContext, checkpoint, request: gr.Request):
 
 def compare(context: AppContext, models, image_source, seed, image, threshold, request: gr.Request):
     """Segment one image (a shapes image from ``seed``, or an uploaded ``image``) with 2–3
-    ``models``, side by side, with their inference times."""
+    ``models``, side by side, with their inference times. A large upload is compared downscaled,
+    so that all the models together stay within one request's budget."""
     from ..metrics import score  # imports torch: not before the app has served its page
 
     models = [name for name in (models or []) if name]
@@ -79,18 +80,22 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
         raise refuse("pick at least one model to compare")
     if len(models) > MAX_COMPARE:
         raise refuse(f"compare at most {MAX_COMPARE} models at once")
-    truth = None
+    truth, note = None, ""
+    catalog = context.workspace(request).catalog
+    segmenters = [catalog.get(name) for name in models]
     if image_source == "uploaded image":
-        picture = read_image(required_upload(image, "image", "upload an image to compare on, or pick a shapes image"))
+        path = required_upload(image, "image", "upload an image to compare on, or pick a shapes image")
+        picture, sent = read_within_budget(path, segmenters)
+        note = shrunk_note(picture, sent)
     else:
         images, masks = shapes.generate(1, 192, seed=int(seed or 0))
         picture, truth = images[0], masks[0]
     gallery, rows = [], []
-    catalog = context.workspace(request).catalog
-    for name in models:
-        segmenter = catalog.get(name)
-        segmenter.predict(picture)  # warm-up, so the time below is the steady-state one
-        prediction = segmenter.predict(picture)
+    deadline = context.deadline(request)
+    for name, segmenter in zip(models, segmenters):
+        # Each model has run once already (on its probe image, when first used), so this time is
+        # close to the steady-state one without a second, warm-up prediction of the whole image.
+        prediction = segmenter.predict(picture, deadline=deadline)
         overlay = viz.overlay(picture, prediction, threshold=threshold, opacity=0.7)
         dice = score(prediction, truth, threshold)["mean_dice"] if truth is not None and predicts_shapes(segmenter) \
             else None
@@ -100,6 +105,8 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
     if truth is not None:
         gallery.insert(0, (viz.side_by_side(picture, truth_overlay(picture, truth)), "input | ground truth"))
     table = {"headers": ["model", "parameters", "inference (ms)", "mean Dice"], "data": rows}
+    if note:
+        gr.Info(note.strip())
     return gallery, table
 
 
@@ -138,8 +145,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
 
     show = handler(model_card, context)
     model.change(show, [model], [details, stages, legend], api_name="model_card", concurrency_id="inference")
-    upload.upload(handler(upload_checkpoint, context), [upload], [model, upload, details],
+    upload.upload(handler(upload_checkpoint, context, heavy=True), [upload], [model, upload, details],
                   api_name="upload_checkpoint")
-    run.click(handler(compare, context), [chosen, source, seed, image_file, threshold], [gallery, times],
+    run.click(handler(compare, context, heavy=True), [chosen, source, seed, image_file, threshold], [gallery, times],
               api_name="compare", concurrency_id="inference")
     return {"model": model, "compare": chosen, "details": details, "stages": stages, "legend": legend, "show": show}

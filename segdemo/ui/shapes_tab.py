@@ -8,6 +8,7 @@ import numpy as np
 from .. import viz
 from ..data import shapes
 from ..tasks import MULTILABEL
+from .budget import check_images
 from .context import AppContext
 from .messages import handler, refuse
 from .widgets import format_dice, legend_html, live_dropdown
@@ -67,10 +68,13 @@ def segment_shapes(context: AppContext, shapes_images, model, threshold, request
     if not shapes_images:
         raise refuse("generate some images first")
     segmenter = context.workspace(request).catalog.get(model)
+    images = shapes_images["images"]
+    check_images(segmenter, len(images), *images[0].shape[:2])
+    deadline = context.deadline(request)
     comparable = predicts_shapes(segmenter)
     rows, gallery, predictions = [], [], []
-    for index, (image, mask) in enumerate(zip(shapes_images["images"], shapes_images["masks"])):
-        prediction = segmenter.predict(image)
+    for index, (image, mask) in enumerate(zip(images, shapes_images["masks"])):
+        prediction = segmenter.predict(image, deadline=deadline)
         predictions.append(prediction)
         pictures = (image, truth_overlay(image, mask), viz.overlay(image, prediction, threshold=threshold, opacity=0.7))
         caption = f"image {index + 1}: input | ground truth | prediction"
@@ -127,7 +131,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="shapes-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
-    run_segment = handler(segment_shapes, context)
+    run_segment = handler(segment_shapes, context, heavy=True)
     generate_event = run.click(handler(generate_shapes), [count, seed, size], [gallery, generated],
                                api_name="generate_shapes", concurrency_id="inference")
     generate_event.success(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],

@@ -84,7 +84,7 @@ def model_panel(context: AppContext, model: gr.Dropdown) -> None:
         teacher_key, publish = _publish_row("the picked model")
         said = gr.Markdown(label="message", elem_id="share-message")
     share.click(handler(share_model, context), [model], [said], api_name="share_model")
-    take.click(handler(take_shared, context), [code], [said], api_name="take_shared")
+    take.click(handler(take_shared, context, heavy=True), [code], [said], api_name="take_shared")
     publish.click(handler(publish_model, context), [model, teacher_key], [said], api_name="publish_model")
 
 
@@ -100,7 +100,7 @@ def dataset_panel(context: AppContext, dataset: gr.Dropdown) -> None:
         teacher_key, publish = _publish_row("this dataset")
         said = gr.Markdown(label="message", elem_id="share-dataset-message")
     share.click(handler(share_dataset, context), [dataset], [said], api_name="share_dataset")
-    take.click(handler(take_shared, context), [code], [said], api_visibility="private")
+    take.click(handler(take_shared, context, heavy=True), [code], [said], api_visibility="private")
     published.focus(handler(published_datasets, context), None, [published], api_visibility="private", queue=False)
-    take_it.click(handler(take_published, context), [published], [said], api_name="take_published")
+    take_it.click(handler(take_published, context, heavy=True), [published], [said], api_name="take_published")
     publish.click(handler(publish_dataset, context), [dataset, teacher_key], [said], api_name="publish_dataset")

@@ -8,6 +8,8 @@ the run's bounded history when it has changed, so watching costs the run almost 
 from __future__ import annotations
 
 import html
+import shutil
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -15,12 +17,13 @@ import pandas as pd
 from ..data import open_source, spec_for_archive
 from ..engine import EpochDone, StepDone, configure, preset
 from ..filenames import safe_name
+from ..limits import current
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
 from .context import AppContext
 from .files import download, png_file, required_upload
-from .messages import handler
+from .messages import handler, readable
 from .widgets import live_dropdown
 
 SHAPES = "synthetic shapes"
@@ -59,6 +62,44 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
     waits in the queue while another visitor's run trains. The data is opened here, so a broken
     upload is reported at once, and handed to the run."""
     space = context.workspace(request)
+    kept = None   # an uploaded zip kept for the run: removed again if the run is refused, and when it ends
+    try:
+        if data == UPLOADED:
+            path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
+            kept = space.keep_upload(path, "dataset")
+        config, source = _run_settings(space, model, unet_width, data, kept, epochs, batch_size, learning_rate,
+                                       crop_size, time_limit_seconds, fine_tune_from)
+
+        def register(run_id, result):  # the new model joins its owner's pickers; the zip is read no more
+            path = result.best_path or result.last_path
+            if path:
+                space.catalog.add_trained(path, title=f"{(result.meta or {}).get('title') or 'trained'} {run_id}")
+            if kept is not None:
+                shutil.rmtree(kept.parent, ignore_errors=True)
+
+        space.room_for_run()
+        owner = context.owner(request)
+        run_id = context.trainer.start(config, source, owner=owner, runs_dir=space.data.runs, on_finish=register)
+    except BaseException:
+        if kept is not None:
+            shutil.rmtree(kept.parent, ignore_errors=True)
+        raise
+    # One run per workspace (one at a time in a single-user app): no other run reads this
+    # workspace's uploads or its older run folders now.
+    space.data.remove_uploads(keep=[kept] if kept is not None else [])
+    space.data.prune_runs(current().runs_kept, in_use={run_id})
+    queue = context.trainer.queue(owner)
+    if queue["your_position"]:
+        wait = queue["your_wait_seconds"]
+        return (f"Queued run **{run_id}**: {html.escape(config.title)}. You are number {queue['your_position']} in "
+                f"the queue" + (f"; it should start in about {_duration(wait)}." if wait is not None else ".") +
+                " Stop cancels it.")
+    return f"Started run **{run_id}**: {html.escape(config.title)}."
+
+
+def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, learning_rate, crop_size,
+                  time_limit_seconds, fine_tune_from):
+    """The run's checked configuration and its opened data source."""
     base = preset("live")
     settings = dict(model=model, epochs=int(epochs), batch_size=int(batch_size), lr=float(learning_rate),
                     crop_size=int(crop_size or 0), max_seconds=float(time_limit_seconds or 0))
@@ -66,8 +107,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
     if data == SHAPES:
         settings["data"] = "shapes"
     elif data == UPLOADED:
-        path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
-        settings.update(data=spec_for_archive(str(space.keep_upload(path, "dataset"))), val_images=16)
+        settings.update(data=spec_for_archive(str(kept)), val_images=16)
     elif data and data.startswith(ANNOTATIONS_PREFIX):
         settings.update(data=f"folder:{space.store.dataset_path(data[len(ANNOTATIONS_PREFIX):])}", val_images=16)
     else:
@@ -81,23 +121,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
         settings["init_from"] = entry.path
         title = f"{fine_tune_from.split(': ')[-1]} fine-tuned on {kind}"
     config = configure(base, model_options=model_options, title=title, **settings)
-    source = open_source(config.data, **config.data_options)
-
-    def register(run_id, result):  # the new model joins its owner's pickers
-        path = result.best_path or result.last_path
-        if path:
-            space.catalog.add_trained(path, title=f"{(result.meta or {}).get('title') or 'trained'} {run_id}")
-
-    space.room_for_run()
-    owner = context.owner(request)
-    run_id = context.trainer.start(config, source, owner=owner, runs_dir=space.data.runs, on_finish=register)
-    queue = context.trainer.queue(owner)
-    if queue["your_position"]:
-        wait = queue["your_wait_seconds"]
-        return (f"Queued run **{run_id}**: {html.escape(config.title)}. You are number {queue['your_position']} in "
-                f"the queue" + (f"; it should start in about {_duration(wait)}." if wait is not None else ".") +
-                " Stop cancels it.")
-    return f"Started run **{run_id}**: {html.escape(config.title)}."
+    return config, open_source(config.data, **config.data_options)
 
 
 def _duration(seconds: float) -> str:
@@ -190,7 +214,7 @@ def progress_html(status: dict) -> str:
     if status.get("eta_seconds") is not None:
         parts.append(f"about {status['eta_seconds']:.0f} s left")
     if state in ("finished", "stopped", "failed") and status.get("message"):
-        parts.append(html.escape(status["message"]))
+        parts.append(html.escape(readable(status["message"])))
     if status.get("run_id") and not status.get("yours", True):
         parts.append("another visitor's run")
     if status.get("your_position"):
@@ -204,9 +228,13 @@ def progress_html(status: dict) -> str:
 
 def status(context: AppContext, request: gr.Request) -> dict:
     """``/train_status``: the run training now (else your latest), its curves so far, and your place
-    in the queue, as data."""
+    in the queue, as data (the checkpoint named by run and file, not where the server keeps it)."""
     viewer, trainer = context.owner(request), context.trainer
-    return {**trainer.status(viewer),
+    shown = trainer.status(viewer)
+    if shown.get("checkpoint"):  # where the app keeps it is no visitor's business: the run and the file
+        checkpoint = Path(shown["checkpoint"])
+        shown["checkpoint"] = f"{checkpoint.parent.name}/{checkpoint.name}"
+    return {**shown, "message": readable(shown.get("message")),
             "steps": [{"step": e.step, "loss": e.loss, "dice": e.dice, "lr": e.lr,
                        "images_per_second": e.images_per_second, "elapsed": e.elapsed}
                       for e in trainer.steps(viewer)],
@@ -300,7 +328,7 @@ def build(context: AppContext) -> dict:
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
-    start_button.click(handler(start, context), widgets, [message], api_name="train_start")
+    start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
     for picker in (data, init_from):
         picker.focus(handler(workspace_choices, context), None, [data, init_from], api_visibility="private",

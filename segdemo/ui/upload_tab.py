@@ -14,9 +14,11 @@ import gradio as gr
 import numpy as np
 
 from .. import viz
-from ..image_files import check_same_size, read_image, read_label_map
+from ..errors import ImageError
+from ..image_files import image_size, read_label_map
 from ..labels import fit_ground_truth
 from ..prediction import Prediction
+from .budget import read_within_budget, refuse_over_budget, shrunk_note
 from .context import AppContext
 from .files import checked_upload, png_file, required_upload
 from .messages import handler, refuse
@@ -47,15 +49,19 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     """Run ``model`` on an uploaded ``image`` (and score it against its ``ground_truth`` mask, if
     any); the pictures, the metrics and what is kept for re-rendering."""
     image_path = required_upload(image, "image", "upload an image first")
-    picture = read_image(image_path)
     segmenter = context.workspace(request).catalog.get(model)
     mask_path = checked_upload(ground_truth, "mask")
+    if mask_path:  # sizes compared from the headers, before anything is decoded
+        mask_size, sent = image_size(mask_path), image_size(image_path)
+        if mask_size != sent:
+            raise ImageError(f"the ground-truth mask is {mask_size[1]}×{mask_size[0]} pixels but the image is "
+                             f"{sent[1]}×{sent[0]}; they must be the same size")
+    picture, sent = read_within_budget(image_path, [segmenter])
     truth = None
     if mask_path:  # read before predicting: a mask that does not fit is reported at once
-        truth = read_label_map(mask_path, palette=segmenter.label_colors)
-        check_same_size(picture, truth, "ground-truth mask")
+        truth = read_label_map(mask_path, palette=segmenter.label_colors, shrink_to=picture.shape[:2])
         truth = fit_ground_truth(truth, segmenter.task, segmenter.label_names, model=segmenter.name)
-    prediction = segmenter.predict(picture)
+    prediction = segmenter.predict(picture, deadline=context.deadline(request))
     shown = viz.downscale(picture, DISPLAY_SIDE)
     height, width = shown.shape[:2]
     info = (f"**{prediction.model}** on a {picture.shape[1]}×{picture.shape[0]} image: "
@@ -63,6 +69,8 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     if shown is not picture:
         info += f"; shown at {width}×{height}"
         truth = None if truth is None else cv2.resize(truth, (width, height), interpolation=cv2.INTER_NEAREST)
+    note = shrunk_note(picture, sent)
+    info += f".{note}" if note else ""
     kept = Shown(shown, prediction.resized(height, width, dtype=np.float16), truth, info)
     return (*render(kept, threshold, opacity), kept)
 
@@ -99,11 +107,14 @@ def render(shown: Shown | None, threshold, opacity):
 
 def segment_image(context: AppContext, image, model, request: gr.Request):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
-    pixel value = label index) and the fraction of pixels of each label."""
+    pixel value = label index) and the fraction of pixels of each label. An image larger than one
+    request may ask of the model (in a shared app) is refused with what would fit."""
     image_path = required_upload(image, "image", "send an image file")
-    picture = read_image(image_path)
-    prediction = context.workspace(request).catalog.get(model or None).predict(picture)
-    overlay = viz.downscale(viz.overlay(picture, prediction), DISPLAY_SIDE)
+    segmenter = context.workspace(request).catalog.get(model or None)
+    picture = refuse_over_budget(image_path, segmenter)  # the label map is data: never downscaled
+    prediction = segmenter.predict(picture, deadline=context.deadline(request))
+    shown = viz.downscale(picture, DISPLAY_SIDE)
+    overlay = viz.overlay(shown, prediction if shown is picture else prediction.resized(*shown.shape[:2]))
     return (png_file(overlay, "overlay.png"),
             png_file(prediction.labels(), "labels.png", palette=prediction.label_colors),
             {"model": prediction.model, "fractions": prediction.fractions()})
@@ -135,7 +146,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="upload-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     outputs = [annotated, label_map, channels, metrics, errors, info]
-    run.click(handler(segment_upload, context), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
+    run.click(handler(segment_upload, context, heavy=True), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
               api_name="segment_upload", concurrency_id="inference")
     for slider in (threshold, opacity):
         slider.release(handler(render), [kept, threshold, opacity], outputs, api_visibility="private")
@@ -148,6 +159,6 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
         api_labels = gr.File(label="label map PNG")
         api_fractions = gr.JSON(label="class fractions")
         api_button = gr.Button("segment (API)")
-    api_button.click(handler(segment_image, context), [api_image, api_model],
+    api_button.click(handler(segment_image, context, heavy=True), [api_image, api_model],
                      [api_overlay, api_labels, api_fractions], api_name="segment", concurrency_id="inference")
     return {"model": model}
