@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ArchiveError, SettingsError
+from ..limits import MAX_CLASSES
 from ..runtime import IMAGENET
 from ..tasks import check_task
 from .archive import FileTree
@@ -31,6 +32,8 @@ class DatasetInfo:
             raise ValueError(f"{len(self.classes)} class names but {len(self.colors)} colors")
         if not self.classes:
             raise ValueError("a dataset needs at least one class")
+        if len(self.classes) > MAX_CLASSES:
+            raise ValueError(too_many_classes(len(self.classes)))
 
     @property
     def num_classes(self) -> int:
@@ -46,6 +49,12 @@ class DatasetInfo:
         return cls(name=str(data.get("name", "dataset")), task=str(data["task"]),
                    classes=tuple(str(c) for c in data["classes"]),
                    colors=tuple(tuple(int(v) for v in c) for c in data["colors"]))
+
+
+def too_many_classes(count: int) -> str:
+    """The refusal of ``count`` classes (more than :data:`~segdemo.limits.MAX_CLASSES`)."""
+    return (f"{count} classes are more than segdemo handles: at most {MAX_CLASSES} fit a label map "
+            "(one byte per pixel, 255 marks ignored pixels)")
 
 
 class DataSource:
