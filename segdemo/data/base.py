@@ -60,13 +60,13 @@ def too_many_classes(count: int) -> str:
 class DataSource:
     """A dataset with a training and a validation split.
 
-    Subclasses set :attr:`fixed_size` (True when every validation item has the same size, so
-    validation can be batched) and implement :meth:`train_dataset` and :meth:`val_dataset`; both
-    return map-style datasets of ``(image uint8 (3, H, W), target uint8)`` tensor pairs, the
-    target laid out as :mod:`segdemo.tasks` describes.
+    Subclasses implement :meth:`train_dataset` and :meth:`val_dataset`; both return map-style
+    datasets of ``(image uint8 (3, H, W), target uint8)`` tensor pairs, the target laid out as
+    :mod:`segdemo.tasks` describes. What a run will hold in memory is planned from
+    :meth:`train_size`, :meth:`val_size` (known: validation is batched) and :meth:`held_bytes`
+    before any image is read.
     """
 
-    fixed_size = False
     # Input normalization the models trained on this source use (segdemo.runtime): ImageNet's
     # statistics suit photos and pretrained trunks.
     normalization = IMAGENET
@@ -79,6 +79,20 @@ class DataSource:
 
     def val_dataset(self):
         raise NotImplementedError
+
+    def train_size(self, crop_size: int | None = None) -> tuple[int, int]:
+        """The ``(H, W)`` of a training item with ``crop_size`` (None: the source's own crop)."""
+        crop = crop_size or self.crop_size
+        return (crop, crop)
+
+    def val_size(self) -> tuple[int, int] | None:
+        """The ``(H, W)`` of every validation item where it is known before any is read (None:
+        it varies, or is only known once an image is decoded)."""
+        return None
+
+    def held_bytes(self) -> int:
+        """At most how many bytes of images the source's datasets keep in memory (caches)."""
+        return 0
 
     def describe(self) -> dict:
         """Metadata about the data, stored in checkpoints."""
@@ -175,14 +189,19 @@ class PairsDataset:
         items: anything that identifies a pair (e.g. file names).
         load: ``item -> (image (H, W, 3) uint8, target uint8)``.
         transform: a joint ``torchvision.transforms.v2`` transform, or None.
-        cache: keep decoded arrays in memory (small datasets such as DRIVE).
+        cache: keep decoded arrays in memory (small datasets such as DRIVE), at most
+            :attr:`CACHE_BYTES` of them: a dataset of huge images is decoded again each time
+            rather than held whole.
     """
+
+    CACHE_BYTES = 128 * 2**20
 
     def __init__(self, items, load, transform=None, cache: bool = False):
         self.items = list(items)
         self.load = load
         self.transform = transform
         self._cache: dict[int, tuple] | None = {} if cache else None
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,8 +211,10 @@ class PairsDataset:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         pair = self.load(self.items[index])
-        if self._cache is not None:
+        size = sum(array.nbytes for array in pair)
+        if self._cache is not None and self._cached_bytes + size <= self.CACHE_BYTES:
             self._cache[index] = pair
+            self._cached_bytes += size
         return pair
 
     def __getitem__(self, index: int):

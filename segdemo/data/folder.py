@@ -84,8 +84,6 @@ class FolderSource(DataSource):
     """Every fifth pair (by name) is held out for validation; with fewer than five pairs, all of
     them serve for both training and validation (a teaching run on a handful of annotations)."""
 
-    fixed_size = False
-
     def __init__(self, path: str, *, crop_size: int = DEFAULT_CROP):
         self.tree = FileTree(path)
         prefix = self.tree.find_prefix(CLASSES_FILE)

@@ -224,8 +224,11 @@ def configure(base: TrainConfig, *, model_options: dict | None = None, data_opti
     - ``image_size``: the size of the generated shapes (the shapes source only);
     - ``max_seconds``: 0 or None sets no time limit.
 
-    The model and its options are checked against the registry (which imports torch). Returns the
-    new config, checked once as it is made; raises :class:`~segdemo.errors.SettingsError`.
+    The model and its options are checked against the registry (which imports torch). A run on the
+    shapes, whose data is known without reading anything, is also checked against this machine's
+    memory budget and the model's needs (:func:`segdemo.engine.budget.plan_run`; runs on files are
+    checked when their data is opened). Returns the new config, checked once as it is made; raises
+    :class:`~segdemo.errors.SettingsError`.
     """
     from ..data import parse_spec
     from ..models import entry
@@ -257,4 +260,10 @@ def configure(base: TrainConfig, *, model_options: dict | None = None, data_opti
     if refused:
         raise SettingsError(f"{model} has no option {', '.join(refused)}; its options are: "
                             f"{', '.join(model_entry.option_names()) or 'none'}")
-    return dataclasses.replace(base, **changes, model_options=options, data_options=data_settings)
+    config = dataclasses.replace(base, **changes, model_options=options, data_options=data_settings)
+    if kind == "shapes" and config.init_from is None:
+        from ..data import open_source
+        from .budget import plan_run
+
+        plan_run(config, open_source(config.data, **config.data_options))
+    return config
