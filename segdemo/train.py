@@ -17,6 +17,7 @@ import logging
 import sys
 
 from .data import source_entries
+from .engine.budget import OUT_OF_MEMORY, is_out_of_memory
 from .engine.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, configure, preset
 from .engine.events import CheckpointSaved, EpochDone, RunEnded, RunStarted, StepDone
 from .errors import UserError
@@ -181,6 +182,11 @@ def main(argv=None):
         result = Trainer(config, listeners).run()
     except UserError as error:  # data or a checkpoint that cannot train, found while setting up
         parser.exit(2, f"error: {error}\n")
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        logging.getLogger(__name__).debug("the run ran out of memory", exc_info=True)
+        parser.exit(1, f"error: {OUT_OF_MEMORY} ({error})\n")
     if result.reason == "diverged":
         print(result.message, file=sys.stderr)
     return result

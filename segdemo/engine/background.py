@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import TrainerBusy
+from .budget import failure_message
 from .config import TrainConfig
 from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
 
@@ -216,7 +217,7 @@ class BackgroundTrainer:
             message = result.message
         except Exception as error:  # bad data or settings found while setting up, or a bug: show it
             log.error("training run %s failed:\n%s", run.run_id, traceback.format_exc())
-            state, message = FAILED, f"{type(error).__name__}: {error}"
+            state, message = FAILED, failure_message(error)  # no allocator or torch text: the log has it
             run.history(RunEnded(reason="failed", message=message))
         with self._lock:
             run.state, run.message, run.result, run.source = state, message, result, None
