@@ -7,10 +7,12 @@ says what would work instead:
 - more classes than a label map holds (:data:`segdemo.limits.MAX_CLASSES`);
 - a training set smaller than one batch (the batch is reduced to the set's size, with a note:
   a handful of annotations is a normal first dataset);
+- a model of more parameters than :attr:`segdemo.limits.Limits.model_parameters` (counted on the
+  meta device, before anything else is traced);
 - a batch and crop so small that a BatchNorm layer would see one value per channel;
 - a run whose estimated peak memory is over :func:`segdemo.limits.memory_budget`: the message
-  names the size and what fits ("batch 512 at 192 px needs about 53 GB …; at most batch 24 at
-  192 px fits here").
+  names the size and what fits ("U-Net width 64, batch 512 at 192 px needs about 59 GB, more
+  than the 14 GB one run may use on this server; at most batch 108 at 192 px fits here").
 
 How the memory is estimated (:func:`estimate_run_memory`, a :class:`RunCost` by part):
 
@@ -31,13 +33,15 @@ Validation is bounded too: images larger than :attr:`RunCost.val_tile` pixels a 
 evaluated tile by tile (metrics are sums of counts, so tiles add up), and the prediction
 snapshot is the centre of the first validation image, at most a tile large.
 
-How close it is (measured on this project's 2-core Xeon, bf16 autocast, by
-``tests/test_resources_training.py::test_the_estimate_is_close_to_a_measured_run``, which runs
-real steps in a fresh process and compares the growth of its peak resident memory): for U-Net
-width 16 batch 16 at 192 px, U-Net width 32 batch 8 at 256 px and U²-NetP batch 4 at 128 px the
-estimate was 0.9–1.6× the measured growth; the test holds it between 0.6× and 2.5×. The trace
-misses allocator slack and oneDNN's scratch buffers and overcounts short-lived temporaries that
-the allocator reuses in place.
+How close it is: ``tests/test_resources_training.py::test_the_estimate_is_close_to_a_measured_run``
+runs two real steps and a validation in a fresh process and compares the growth of its peak
+resident memory with the estimate. On this project's 2-core Xeon (bf16 autocast) the estimate was
+0.74× the measured growth for U-Net width 16, batch 16 at 192 px (581 vs 782 MB), 0.99× for U-Net
+width 32 depth 4, batch 8 at 256 px (1098 vs 1114 MB) and 0.87× for U²-NetP, batch 4 at 128 px
+(290 vs 332 MB); measured once by hand, 0.88× for the first in fp32, 1.03× for FCN-ResNet18 batch 16
+at 256 px and 1.02× for U-Net width 64, batch 24 at 192 px (3.0 GB). The test holds it between
+0.6× and 1.6×. What the trace cannot see (allocator slack, oneDNN's scratch and reordered
+weights) makes it low rather than high; the budget's share of the memory leaves room for that.
 """
 
 from __future__ import annotations
