@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ArchiveError, SettingsError
+from ..image_files import MAX_PIXELS
 from ..limits import MAX_CLASSES
 from ..runtime import IMAGENET
 from ..tasks import check_task
@@ -49,6 +50,12 @@ class DatasetInfo:
         return cls(name=str(data.get("name", "dataset")), task=str(data["task"]),
                    classes=tuple(str(c) for c in data["classes"]),
                    colors=tuple(tuple(int(v) for v in c) for c in data["colors"]))
+
+
+# Reading one pair: PIL's decoded image and its array, the label map and the checks made on it, and
+# the batch it is stacked into. Measured: 6 pairs of 8000×8000 (64 MP) trained and validated in
+# 1.35 GB, of which about 0.2 GB was the model's.
+DECODE_BYTES_PER_PIXEL = 18
 
 
 def too_many_classes(count: int) -> str:
@@ -93,6 +100,11 @@ class DataSource:
     def held_bytes(self) -> int:
         """At most how many bytes of images the source's datasets keep in memory (caches)."""
         return 0
+
+    def decode_bytes(self) -> int:
+        """At most how many bytes reading one item takes while it is decoded: a file's image is
+        whole until it is cropped, and may be as large as :data:`~segdemo.image_files.MAX_PIXELS`."""
+        return DECODE_BYTES_PER_PIXEL * MAX_PIXELS
 
     def describe(self) -> dict:
         """Metadata about the data, stored in checkpoints."""

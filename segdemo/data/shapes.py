@@ -290,6 +290,9 @@ class ShapesSource(DataSource):
     def val_size(self) -> tuple[int, int]:
         return _pair(self.size)
 
+    def decode_bytes(self) -> int:
+        return 0  # generated in blocks: held_bytes counts them
+
     def held_bytes(self) -> int:
         """The blocks both splits keep (the validation set's are at most its length), and one
         more being generated, with about as much scratch."""

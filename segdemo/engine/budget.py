@@ -26,8 +26,9 @@ How the memory is estimated (:func:`estimate_run_memory`, a :class:`RunCost` by 
 - **weights and optimizer**: parameters in fp32, their autocast copies, gradients and the
   optimizer's state (AdamW: two more copies), counted from the parameter count.
 - **data**: the batch as it is prepared (uint8, normalized float, channels-last copy), what the
-  data source keeps (the shapes' generated blocks, DRIVE's decoded images) and what validation
-  metrics need.
+  data source keeps (the shapes' generated blocks, DRIVE's decoded images), an image file being
+  decoded (whole until cropped: up to 64 MP, about 1.1 GB; a file's size is not known before it
+  is read) and what validation metrics need.
 
 Validation is bounded too: images larger than :attr:`RunCost.val_tile` pixels a side are
 evaluated tile by tile (metrics are sums of counts, so tiles add up), and the prediction
@@ -335,7 +336,8 @@ def _cost(config, source, spec, device, dtype_name, batch, crop, step, val_batch
                    val_tile=val_tile, parameters=parameters, weights=weights, optimizer=optimizer,
                    step=step.fixed + batch * step.per_image,
                    validation=val_batch * validation.per_image + metric_bytes,
-                   data=batch_bytes + source.held_bytes(), device=device)
+                   data=batch_bytes + source.held_bytes() + source.decode_bytes() * (1 + config.prefetch),
+                   device=device)
 
 
 @functools.lru_cache(maxsize=128)
