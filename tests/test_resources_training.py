@@ -14,7 +14,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from gradio_client import handle_file
 

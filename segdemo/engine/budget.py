@@ -50,7 +50,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import weakref
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
