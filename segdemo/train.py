@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 
+from . import limits
 from .data import source_entries
 from .engine.budget import OUT_OF_MEMORY, is_out_of_memory
 from .engine.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, configure, preset
@@ -171,6 +172,7 @@ def main(argv=None):
     from .engine.loop import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    limits.configure(public=False)  # SEGDEMO_MEMORY_SHARE and the other overrides hold here too
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -46,7 +46,8 @@ def live(**changes) -> TrainConfig:
 @pytest.mark.parametrize("changes, message", [
     # the repro: the Train tab's own limits (width 64, batch 512, crop 2048 on 192 px shapes)
     (dict(model_options={"base_channels": 64}, batch_size=512, crop_size=2048),
-     r"^U-Net width 64, batch 512 at 192 px needs about \d+ GB, more than the 14 GB one run may use on this "
+     r"^U-Net width 64, batch 512 at 192 px \(whole images: they are smaller than the crop\) needs about \d+ GB, "
+     r"more than the 14 GB one run may use on this "
      r"server; at most batch \d+ at 192 px fits here$"),
     (dict(model="u2net", batch_size=512, crop_size=512, image_size=1024),
      r"u2net, batch 512 at 512 px needs about \d+ GB.*at most batch \d+ at 512 px"),
@@ -255,7 +256,8 @@ def test_the_training_bomb_is_refused_at_once_with_what_fits(served):
         train_start(client, unet_width=64, batch_size=512, crop_size=2048)
     took = time.perf_counter() - started
     message = str(refused.value)
-    assert re.search(r"U-Net width 64, batch 512 at 192 px needs about \d+ GB, more than the [\d.]+ GB one run "
+    assert re.search(r"U-Net width 64, batch 512 at 192 px \(whole images: they are smaller than the crop\) needs "
+                     r"about \d+ GB, more than the [\d.]+ GB one run "
                      r"may use on this server; at most batch \d+ at 192 px fits here", message), message
     assert took < 1.0, took
     assert resident_bytes() - before < 100 * 2**20

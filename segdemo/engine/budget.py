@@ -11,8 +11,9 @@ says what would work instead:
   meta device, before anything else is traced);
 - a batch and crop so small that a BatchNorm layer would see one value per channel;
 - a run whose estimated peak memory is over :func:`segdemo.limits.memory_budget`: the message
-  names the size and what fits ("U-Net width 64, batch 512 at 192 px needs about 59 GB, more
-  than the 14 GB one run may use on this server; at most batch 108 at 192 px fits here").
+  names the size and what fits ("U-Net width 64, batch 512 at 192 px (whole images: they are
+  smaller than the crop) needs about 59 GB, more than the 14 GB one run may use on this server;
+  at most batch 108 at 192 px fits here").
 
 How the memory is estimated (:func:`estimate_run_memory`, a :class:`RunCost` by part):
 
@@ -443,7 +444,9 @@ def _px(size: tuple[int, int]) -> str:
 
 def _over_budget_message(config: TrainConfig, source: "DataSource", cost: RunCost, budget: int) -> str:
     where = "the GPU" if cost.device == "cuda" else "this server"
-    message = (f"{cost.spec.described}, batch {cost.batch_size} at {_px(cost.crop)} needs about "
+    whole = " (whole images: they are smaller than the crop)" if config.crop_size and \
+        config.crop_size > max(cost.crop) else ""
+    message = (f"{cost.spec.described}, batch {cost.batch_size} at {_px(cost.crop)}{whole} needs about "
                f"{size_text(cost.total)}, more than the {size_text(budget)} one run may use on {where}")
     fits = suggestions(config, source, cost, budget)
     if not fits:
