@@ -32,7 +32,7 @@ import numpy as np
 from .errors import AnnotationError, ArchiveError, ImageError
 from .filenames import check_name, follows_rule
 from .files import atomic_write, folder_lock, staged_write, sync_all
-from .data.archive import FileTree, check_member_name
+from .data.archive import FileTree
 from .data.base import DatasetInfo
 from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
 from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS

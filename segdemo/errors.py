@@ -45,3 +45,41 @@ class LimitError(UserError):
 
 class TrainerBusy(UserError):
     """A training run is already going."""
+
+
+# --- what a person reads when something else went wrong ----------------------------------------------
+# One home for these, used by the app's handlers, the training runs (in a thread or a child process)
+# and the command line: no allocator, torch or traceback text reaches a visitor; the log keeps it.
+
+OUT_OF_MEMORY = ("the server ran out of memory for this: try a smaller image, batch, crop or model (the details "
+                 "are in the server's log)")
+INTERNAL = "something went wrong inside the server (the details are in its log)"
+
+# What torch and its allocators say when an allocation fails: a RuntimeError (CUDA's
+# OutOfMemoryError is one too), not the MemoryError Python raises.
+_ALLOCATION_FAILED = ("can't allocate memory", "defaultcpuallocator", "out of memory", "not enough memory",
+                      "std::bad_alloc", "cannot allocate memory", "failed to allocate")
+
+
+def says_allocation_failed(text: str) -> bool:
+    """Whether ``text`` is an allocator's complaint (a message caught and passed on as text)."""
+    text = text.lower()
+    return any(marker in text for marker in _ALLOCATION_FAILED)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a failed allocation (Python's, torch's CPU or GPU allocator)."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and says_allocation_failed(str(error)))
+
+
+def failure_message(error: BaseException) -> str:
+    """What a person reads for ``error``: a user error's own words; a failed allocation as
+    :data:`OUT_OF_MEMORY`; a file that could not be read or written, briefly; anything else as
+    :data:`INTERNAL` with the error's type (the log keeps the traceback)."""
+    if isinstance(error, UserError):
+        return str(error)
+    if out_of_memory(error):
+        return OUT_OF_MEMORY
+    if isinstance(error, OSError):
+        return f"could not read or write a file: {error.strerror or type(error).__name__}"
+    return f"something went wrong inside the server ({type(error).__name__}; the details are in its log)"

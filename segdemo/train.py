@@ -16,7 +16,9 @@ import json
 import logging
 import sys
 
+from . import limits
 from .data import source_entries
+from .errors import OUT_OF_MEMORY, out_of_memory
 from .engine.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, configure, preset
 from .engine.events import CheckpointSaved, EpochDone, RunEnded, RunStarted, StepDone
 from .errors import UserError
@@ -170,6 +172,7 @@ def main(argv=None):
     from .engine.loop import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    limits.configure(public=False)  # SEGDEMO_MEMORY_SHARE and the other overrides hold here too
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -181,6 +184,11 @@ def main(argv=None):
         result = Trainer(config, listeners).run()
     except UserError as error:  # data or a checkpoint that cannot train, found while setting up
         parser.exit(2, f"error: {error}\n")
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        logging.getLogger(__name__).debug("the run ran out of memory", exc_info=True)
+        parser.exit(1, f"error: {OUT_OF_MEMORY} ({error})\n")
     if result.reason == "diverged":
         print(result.message, file=sys.stderr)
     return result

@@ -362,7 +362,8 @@ def test_read_errors_name_the_file_and_allocation_failures_read_as_a_sentence(pu
 
     import gradio as gr
 
-    from segdemo.ui.messages import OUT_OF_MEMORY, readable, user_errors
+    from segdemo.errors import OUT_OF_MEMORY, SettingsError, failure_message
+    from segdemo.ui.messages import user_errors
 
     def allocates():
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
@@ -371,9 +372,9 @@ def test_read_errors_name_the_file_and_allocation_failures_read_as_a_sentence(pu
     with pytest.raises(gr.Error) as caught:
         user_errors(allocates)()
     assert caught.value.message == OUT_OF_MEMORY
-    assert readable("RuntimeError: Expected more than 1 value per channel, got torch.Size([1, 8, 1, 1])") \
+    assert failure_message(RuntimeError("Expected more than 1 value per channel, got torch.Size([1, 8, 1, 1])")) \
         .startswith("something went wrong")
-    assert readable("SettingsError: crop size must be at least 32") == "crop size must be at least 32"
+    assert failure_message(SettingsError("crop size must be at least 32")) == "crop size must be at least 32"
 
 
 # --- what the whole matrix cost ---------------------------------------------------------------------

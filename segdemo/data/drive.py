@@ -44,8 +44,6 @@ class DriveSource(DataSource):
     (whole images). If the test split has no manual annotations, the last four training images
     are held out instead."""
 
-    fixed_size = True
-
     def __init__(self, path: str, *, crop_size: int = DEFAULT_CROP):
         super().__init__(INFO)
         self.tree = FileTree(path)
@@ -102,3 +100,6 @@ class DriveSource(DataSource):
 
     def val_dataset(self):
         return PairsDataset(self.val_items, self.load, cache=True)
+
+    def held_bytes(self) -> int:
+        return 2 * PairsDataset.CACHE_BYTES  # both splits cache their decoded pairs

@@ -20,7 +20,8 @@ from ..errors import ArchiveError, ImageError
 from ..image_files import check_same_size, read_image, read_label_map
 from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
 from .archive import FileTree
-from .base import DatasetInfo, DataSource, PairsDataset, register_source
+from ..limits import MAX_CLASSES
+from .base import DatasetInfo, DataSource, PairsDataset, register_source, too_many_classes
 from .transforms import train_transform
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -39,6 +40,8 @@ def parse_classes(text: str | bytes) -> DatasetInfo:
     task = data.get("task", MULTICLASS)
     if task not in (MULTICLASS, BINARY):
         raise ArchiveError(f"{CLASSES_FILE}: index masks suit a multiclass or binary task, not {task!r}")
+    if len(data["classes"]) > MAX_CLASSES:  # before a color is made for each
+        raise ArchiveError(f"{CLASSES_FILE}: {too_many_classes(len(data['classes']))}")
     classes = [str(c) for c in data["classes"]]
     colors = data.get("colors")
     if colors is None:
@@ -80,8 +83,6 @@ def find_pairs(names: list[str], prefix: str = "") -> list[tuple[str, str]]:
 class FolderSource(DataSource):
     """Every fifth pair (by name) is held out for validation; with fewer than five pairs, all of
     them serve for both training and validation (a teaching run on a handful of annotations)."""
-
-    fixed_size = False
 
     def __init__(self, path: str, *, crop_size: int = DEFAULT_CROP):
         self.tree = FileTree(path)

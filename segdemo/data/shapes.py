@@ -169,7 +169,9 @@ def generate(count: int, size: Sequence[int] | int = DEFAULT_SIZE, seed=None) ->
 class ShapesDataset:
     """Map-style dataset of shapes images, generated on demand in seeded blocks.
 
-    Items are generated ``block`` at a time (vectorized) from ``(seed, epoch, block index)``.
+    Items are generated ``block`` at a time (vectorized) from ``(seed, epoch, block index)``:
+    32 images up to 512×512, fewer for larger ones, so that a block stays under
+    :data:`BLOCK_PIXELS` (the newest :data:`CACHED_BLOCKS` blocks are kept).
     With ``fresh=True`` (training), :meth:`set_epoch` gives new images every epoch: an endless
     stream that never repeats. With ``fresh=False`` (validation) the set is fixed. With a
     ``crop`` smaller than ``size``, each item is a random crop of a full-size image, so shapes
@@ -180,7 +182,6 @@ class ShapesDataset:
     """
 
     info = INFO
-    block = 32
 
     def __init__(self, length: int, size: Sequence[int] | int = DEFAULT_SIZE, seed: int = 0,
                  fresh: bool = True, crop: Sequence[int] | int | None = None):
@@ -192,6 +193,7 @@ class ShapesDataset:
         covers = crop is not None and all(c >= s for c, s in zip(_pair(crop), self.size))
         self.crop = None if crop is None or covers else tuple(min(c, s) for c, s in zip(_pair(crop), self.size))
         self.seed = int(seed)
+        self.block = block_images(self.size)
         self.fresh = fresh
         self.epoch = 0
         self._blocks: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -212,7 +214,7 @@ class ShapesDataset:
         key = self._key(block_index)
         if key not in self._blocks:
             count = min(self.block, self.length - block_index * self.block)
-            if len(self._blocks) >= 4:
+            if len(self._blocks) >= CACHED_BLOCKS:
                 self._blocks.pop(next(iter(self._blocks)))
             self._blocks[key] = generate(count, self.size, seed=list(key))
         images, masks = self._blocks[key]
@@ -239,6 +241,17 @@ class ShapesDataset:
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
+BLOCK_PIXELS = 32 * 512 * 512   # pixels generated at once: 32 images of 512×512, 2 of 2048×2048
+CACHED_BLOCKS = 4
+BYTES_PER_PIXEL = 3 + len(CLASSES)   # an RGB image and one mask per class, uint8
+
+
+def block_images(size) -> int:
+    """How many images of ``size`` a :class:`ShapesDataset` generates at once (1 to 32)."""
+    height, width = _pair(size)
+    return max(1, min(32, BLOCK_PIXELS // (height * width)))
+
+
 def _pair(size) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
 
@@ -248,7 +261,6 @@ def _pair(size) -> tuple[int, int]:
 class ShapesSource(DataSource):
     """The shapes as a data source: a fresh training stream and a fixed, seeded validation set."""
 
-    fixed_size = True
     normalization = IDENTITY  # white on black: 0..1 as is
 
     def __init__(self, path: str | None = None, *, size: Sequence[int] | int = DEFAULT_SIZE,
@@ -269,3 +281,23 @@ class ShapesSource(DataSource):
 
     def val_dataset(self) -> ShapesDataset:
         return ShapesDataset(self.val_length, self.size, seed=self.val_seed, fresh=False)
+
+    def train_size(self, crop_size: int | None = None) -> tuple[int, int]:
+        """Whole images, or crops of them (a crop larger than the images is no crop)."""
+        size = _pair(self.size)
+        return size if crop_size is None else tuple(min(crop_size, side) for side in size)
+
+    def val_size(self) -> tuple[int, int]:
+        return _pair(self.size)
+
+    def decode_bytes(self) -> int:
+        return 0  # generated in blocks: held_bytes counts them
+
+    def held_bytes(self) -> int:
+        """The blocks both splits keep (the validation set's are at most its length), and one
+        more being generated, with about as much scratch."""
+        height, width = _pair(self.size)
+        block = block_images(self.size)
+        kept = CACHED_BLOCKS * block
+        images = kept + min(kept, -(-self.val_length // block) * block) + 2 * block
+        return images * height * width * BYTES_PER_PIXEL

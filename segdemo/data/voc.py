@@ -52,8 +52,6 @@ class VocSource(DataSource):
     validation (whole images, which differ in size). Without ``ImageSets`` lists, every tenth
     labelled image is held out for validation."""
 
-    fixed_size = False
-
     def __init__(self, path: str, *, crop_size: int = DEFAULT_CROP):
         super().__init__(INFO)
         self.tree = FileTree(path)

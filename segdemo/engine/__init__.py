@@ -1,5 +1,6 @@
-"""Training: the configuration, the run's pieces (setup, steps, checkpointing) and the loop that
-strings them together, typed events, the background trainer for the app, and torchrun support.
+"""Training: the configuration, the plan that checks a run fits before it starts (budget), the
+run's pieces (setup, steps, checkpointing) and the loop that strings them together, typed events,
+the background trainer for the app, and torchrun support.
 
 The names are imported on first use (PEP 562), so that ``from segdemo.engine import
 BackgroundTrainer`` does not import the loop and torch with it: the app creates its trainer
@@ -10,7 +11,9 @@ import importlib
 
 _HOMES = {
     "BackgroundTrainer": "background",
-    "PRESETS": "config", "TrainConfig": "config", "configure": "config", "preset": "config",
+    "RunCost": "budget", "RunPlan": "budget", "estimate_run_memory": "budget", "plan_run": "budget",
+    "PRESETS": "config", "TrainConfig": "config", "configure": "config", "number": "config", "preset": "config",
+    "whole_number": "config",
     "CheckpointSaved": "events", "EpochDone": "events", "EventHistory": "events", "JsonlLog": "events",
     "RunEnded": "events", "RunStarted": "events", "SnapshotTaken": "events", "StepDone": "events",
     "ValidationStarted": "events",

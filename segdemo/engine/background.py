@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import TrainerBusy, UserError
+from ..errors import TrainerBusy, UserError, failure_message
 from ..limits import memory_budget, size_text
 from .config import TrainConfig
 from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
-from .worker import RunFailed, failure_message
+from .worker import RunFailed
 
 if TYPE_CHECKING:
     from ..data import DataSource
@@ -226,7 +226,7 @@ class BackgroundTrainer:
         except Exception as error:  # bad data or settings found while setting up, or a bug: show it
             if not isinstance(error, (UserError, RunFailed)):
                 log.error("training run %s failed:\n%s", run.run_id, traceback.format_exc())
-            state, message = FAILED, failure_message(error)
+            state, message = FAILED, str(error) if isinstance(error, RunFailed) else failure_message(error)
             run.history(RunEnded(reason="failed", message=message))
         with self._lock:
             run.state, run.message, run.result, run.source = state, message, result, None

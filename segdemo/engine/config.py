@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 
 from ..errors import SettingsError
@@ -82,11 +83,23 @@ class TrainConfig:
         """Raise :class:`~segdemo.errors.SettingsError` naming every setting out of range
         (called when a config is made)."""
         problems = []
-        if not isinstance(self.epochs, int) or not 1 <= self.epochs <= MAX_EPOCHS:
+        for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "step_gamma", "bce_weight", "dice_weight",
+                     "max_seconds", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not _finite(value):
+                problems.append(f"{_SPOKEN.get(name, name.replace('_', ' '))} must be a finite number (got {value!r})")
+        for name in ("epochs", "steps_per_epoch", "batch_size", "crop_size", "val_images", "val_every",
+                     "snapshot_every", "log_every", "prefetch", "threads", "seed"):
+            value = getattr(self, name)
+            if value is not None and not _whole(value):  # 2.7 epochs are refused, never cut to 2
+                problems.append(f"{_SPOKEN.get(name, name.replace('_', ' '))} must be a whole number (got {value!r})")
+        if problems:  # the range checks below assume numbers of the right kind
+            raise SettingsError("; ".join(problems))
+        if not _whole(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
             problems.append(f"epochs must be between 1 and {MAX_EPOCHS} (got {self.epochs})")
-        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
+        if self.steps_per_epoch is not None and (not _whole(self.steps_per_epoch) or self.steps_per_epoch < 1):
             problems.append(f"steps per epoch must be at least 1 (got {self.steps_per_epoch})")
-        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+        if not _whole(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             problems.append(f"batch size must be between 1 and {MAX_BATCH_SIZE} (got {self.batch_size})")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 10):
             problems.append(f"learning rate must be above 0 and at most 10 (got {self.lr})")
@@ -98,15 +111,15 @@ class TrainConfig:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.crop_size is not None and not 8 <= self.crop_size <= MAX_IMAGE_SIZE:
+        if self.crop_size is not None and (not _whole(self.crop_size) or not 8 <= self.crop_size <= MAX_IMAGE_SIZE):
             problems.append(f"crop size must be between 8 and {MAX_IMAGE_SIZE} pixels (got {self.crop_size})")
         size = self.data_options.get("size")
         if size is not None:
             sides = size if isinstance(size, (list, tuple)) else (size, size)
-            if not all(isinstance(s, int) and 8 <= s <= MAX_IMAGE_SIZE for s in sides):
+            if not all(_whole(s) and 8 <= s <= MAX_IMAGE_SIZE for s in sides):
                 problems.append(f"image size must be between 8 and {MAX_IMAGE_SIZE} pixels (got {size})")
         if self.max_seconds is not None and self.max_seconds <= 0:
-            problems.append(f"max seconds must be positive (got {self.max_seconds})")
+            problems.append(f"the time limit must be positive seconds (got {self.max_seconds})")
         if self.grad_clip is not None and self.grad_clip <= 0:
             problems.append(f"gradient clipping must be positive or off (got {self.grad_clip})")
         if self.val_images is not None and self.val_images < 1:
@@ -134,6 +147,41 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+_SPOKEN = {"lr": "learning rate", "max_seconds": "the time limit", "grad_clip": "gradient clipping",
+           "crop_size": "crop size", "batch_size": "batch size"}
+
+
+def _finite(value) -> bool:
+    """A real number that is neither NaN nor infinite (a raw JSON ``NaN`` would disable a limit)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    """An ``int`` proper (not a bool, not 2.7)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def whole_number(value, name: str) -> int:
+    """``value`` (a number from a form or JSON: 3, 3.0, "3") as an int; 2.7, NaN, inf or text
+    are refused with a :class:`~segdemo.errors.SettingsError` naming ``name``, never rounded."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a whole number (got {value!r})") from None
+    if not math.isfinite(number) or number != int(number):
+        raise SettingsError(f"{name} must be a whole number (got {value!r})")
+    return int(number)
+
+
+def number(value, name: str) -> float:
+    """``value`` as a float; text or nothing is refused naming ``name`` (NaN and inf are left to
+    :meth:`TrainConfig.validate`, which names the setting they would break)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number (got {value!r})") from None
 
 
 # Presets: measured on the project's 2-core machines (see BENCHMARKS.md and train/).
@@ -176,8 +224,11 @@ def configure(base: TrainConfig, *, model_options: dict | None = None, data_opti
     - ``image_size``: the size of the generated shapes (the shapes source only);
     - ``max_seconds``: 0 or None sets no time limit.
 
-    The model and its options are checked against the registry (which imports torch). Returns the
-    new config, checked once as it is made; raises :class:`~segdemo.errors.SettingsError`.
+    The model and its options are checked against the registry (which imports torch). A run on the
+    shapes, whose data is known without reading anything, is also checked against this machine's
+    memory budget and the model's needs (:func:`segdemo.engine.budget.plan_run`; runs on files are
+    checked when their data is opened). Returns the new config, checked once as it is made; raises
+    :class:`~segdemo.errors.SettingsError`.
     """
     from ..data import parse_spec
     from ..models import entry
@@ -209,4 +260,10 @@ def configure(base: TrainConfig, *, model_options: dict | None = None, data_opti
     if refused:
         raise SettingsError(f"{model} has no option {', '.join(refused)}; its options are: "
                             f"{', '.join(model_entry.option_names()) or 'none'}")
-    return dataclasses.replace(base, **changes, model_options=options, data_options=data_settings)
+    config = dataclasses.replace(base, **changes, model_options=options, data_options=data_settings)
+    if kind == "shapes" and config.init_from is None:
+        from ..data import open_source
+        from .budget import plan_run
+
+        plan_run(config, open_source(config.data, **config.data_options))
+    return config

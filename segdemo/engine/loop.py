@@ -124,6 +124,7 @@ class Trainer:
         config, progress = self.config, self.progress
         progress.started = time.perf_counter()
         self.setup = setup = build_setup(config, self.source)
+        config = self.config = setup.config  # as planned: a batch larger than the data is reduced
         if config.resume:
             resume(setup, progress, config.resume)
         out = Path(config.out) if config.out else None

@@ -11,6 +11,7 @@ goes: the counters, the clock and the best result so far (what a resume restores
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,8 +31,11 @@ from ..data.adapt import AdaptedTargets, target_adapter
 from ..losses import build_loss
 from ..models import create
 from ..runtime import autocast_dtype, normalize, resolve_device
+from .budget import VAL_TILE, plan_run
 from .config import TrainConfig
 from .distributed import DistributedContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class TrainingSetup:
     model_name: str
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
+    val_batch_size: int = 1              # validation images per forward (the shapes: the batch size)
+    val_tile: int = VAL_TILE             # validation images larger than this a side go tile by tile
 
     @property
     def total_steps(self) -> int:
@@ -137,6 +143,12 @@ def build_setup(config: TrainConfig, source: DataSource | None = None) -> Traini
         train_set, val_set = AdaptedTargets(train_set, convert), AdaptedTargets(val_set, convert)
     if config.val_images is not None and config.val_images < len(val_set):
         val_set = Subset(val_set, range(config.val_images))
+    # Refuse what cannot fit or train before anything is built; a batch larger than the data shrinks.
+    plan = plan_run(config, source, train_length=None if hasattr(train_set, "length") else len(train_set),
+                    initial_meta=initial["meta"] if initial is not None else None, world_size=context.world_size)
+    for note in plan.notes:
+        log.warning("%s", note)
+    config = plan.config
     steps_per_epoch = config.steps_per_epoch or max(1, len(train_set) // (config.batch_size * context.world_size))
     needed = steps_per_epoch * config.batch_size * context.world_size
     if hasattr(train_set, "length") and train_set.length < needed:
@@ -163,8 +175,18 @@ def build_setup(config: TrainConfig, source: DataSource | None = None) -> Traini
         source=source, info=info, normalization=normalization, train_set=train_set,
         # Each rank validates its own share; the metric counts are summed afterwards.
         val_set=Subset(val_set, range(context.rank, len(val_set), context.world_size)),
-        snapshot_item=val_set[0], steps_per_epoch=steps_per_epoch, model=model, trained=trained,
-        model_name=model_name, loss_fn=loss_fn, optimizer=build_optimizer(model, config))
+        snapshot_item=centre(*val_set[0], plan.cost.val_tile), steps_per_epoch=steps_per_epoch, model=model,
+        trained=trained, model_name=model_name, loss_fn=loss_fn, optimizer=build_optimizer(model, config),
+        val_batch_size=plan.cost.val_batch, val_tile=plan.cost.val_tile)
+
+
+def centre(image: torch.Tensor, target: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centre of an ``(image (3, H, W), target)`` pair, at most ``side`` pixels a side (the
+    prediction snapshot of a huge validation image shows its middle at full resolution)."""
+    height, width = image.shape[-2:]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return (image[..., top:top + side, left:left + side].clone(),
+            target[..., top:top + side, left:left + side].clone())
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

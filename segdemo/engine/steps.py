@@ -146,18 +146,31 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
     return outcome
 
 
+def tiles(height: int, width: int, side: int):
+    """``(rows, columns)`` slices that cover an ``height × width`` image in tiles of at most
+    ``side`` pixels a side (one tile, the whole image, when it is that small)."""
+    for top in range(0, height, side):
+        for left in range(0, width, side):
+            yield slice(top, top + side), slice(left, left + side)
+
+
 @torch.inference_mode()
 def evaluate(setup: TrainingSetup) -> dict:
-    """Metrics over the validation set (counts summed across ranks), per class and mean."""
+    """Metrics over the validation set (counts summed across ranks), per class and mean.
+
+    Images larger than ``setup.val_tile`` a side are evaluated tile by tile, so that one huge
+    image cannot take more memory than the run was allowed (:mod:`.budget`); the counts of the
+    tiles add up to the image's. A tile's edge sees less context than the whole image would."""
     setup.model.eval()
     try:
         metrics = SegmentationMetrics(setup.info.task, setup.info.num_classes)
-        batch_size = setup.config.batch_size if setup.source.fixed_size else 1
-        for images, target in setup.loader(setup.val_set, shuffle=False, batch_size=batch_size, epoch=0, shard=False):
-            images, target = setup.prepare(images, target)
-            with setup.autocast():
-                logits = setup.model(images)
-            metrics.update(logits.float(), target)
+        for images, target in setup.loader(setup.val_set, shuffle=False, batch_size=setup.val_batch_size, epoch=0,
+                                           shard=False):
+            for rows, columns in tiles(*images.shape[-2:], setup.val_tile):
+                tile_images, tile_target = setup.prepare(images[..., rows, columns], target[..., rows, columns])
+                with setup.autocast():
+                    logits = setup.model(tile_images)
+                metrics.update(logits.float(), tile_target)
         if setup.context.enabled:
             metrics.load_state(setup.context.all_reduce_sum(metrics.state()))
         return metrics.compute()

@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, failure_message
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-OUT_OF_MEMORY = "ran out of memory: try a smaller batch, crop or model"
 STOP_GRACE_SECONDS = 60.0   # a stopped run validates and saves; after this long it is killed
 
 
@@ -51,23 +50,6 @@ class Request:
     config: TrainConfig
     cores: set[int] | None = None
     threads: int | None = None
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation failure (torch raises RuntimeError, not MemoryError)."""
-    text = str(error)
-    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and (
-        "can't allocate memory" in text or "DefaultCPUAllocator" in text or "out of memory" in text))
-
-
-def failure_message(error: BaseException) -> str:
-    """What a visitor reads when a run fails: a user error's own words, an allocation failure
-    explained, anything else by its type and message (the log keeps the traceback)."""
-    if isinstance(error, (UserError, RunFailed)):
-        return str(error)
-    if out_of_memory(error):
-        return OUT_OF_MEMORY
-    return f"{type(error).__name__}: {error}"
 
 
 class TrainingProcess:

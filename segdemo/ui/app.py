@@ -14,9 +14,9 @@ from pathlib import Path
 import gradio as gr
 
 from .. import limits
-from ..data import shapes
+from ..data import open_source, shapes
 from ..datafolder import DataFolder
-from ..engine import BackgroundTrainer
+from ..engine import BackgroundTrainer, plan_run, preset
 from ..runtime import pin_this_thread, split_cores
 from ..sharing import Sharing
 from ..workspaces import Quotas, Workspaces
@@ -146,15 +146,21 @@ def calm_queue(demo: gr.Blocks) -> None:
 
 def warm_up(context: AppContext) -> None:
     """Load the default model (which imports torch and every model module) and run it once, so
-    that the first visitor's first segmentation does not wait about 3 s for them. ``app.py`` calls
-    it in the main thread once the page is served: the server runs in threads of its own, and
-    torch's long-lived allocations stay in the main thread's heap rather than one a training
-    thread reuses."""
+    that the first visitor's first segmentation does not wait about 3 s for them, and plan the
+    live run once, so that the first Start does not wait as long for the run planner's meta
+    kernels. ``app.py`` calls it in the main thread once the page is served: the server runs in
+    threads of its own, and torch's long-lived allocations stay in the main thread's heap rather
+    than one a training thread reuses."""
     try:
         image = shapes.generate(1, 192, seed=0)[0][0]
         context.page_catalog().get().predict(image)
     except Exception:  # noqa: BLE001  (the same error reaches the first visitor who asks, as a message)
         log.exception("warming up the default model failed")
+    try:  # the run planner's first trace loads torch's meta kernels (about 3 s)
+        live = preset("live")
+        plan_run(live, open_source(live.data, **live.data_options))
+    except Exception:  # noqa: BLE001  (a Start plans the same run and says what went wrong)
+        log.exception("warming up the run planner failed")
 
 
 def reserve_cores(context: AppContext) -> str:

@@ -10,55 +10,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import re
 import typing
 
 import gradio as gr
 
-from ..errors import UserError
+from ..errors import OUT_OF_MEMORY, UserError, out_of_memory
 
 log = logging.getLogger(__name__)
-
-OUT_OF_MEMORY = ("the server ran out of memory for this: try a smaller image, batch, crop or model (the details "
-                 "are in the server's log)")
-INTERNAL = "something went wrong inside the server (the details are in its log)"
-
-# What torch and its allocators say when an allocation fails: a RuntimeError (CUDA's
-# OutOfMemoryError is one too), not the MemoryError Python raises.
-_ALLOCATION_FAILED = re.compile(r"can't allocate memory|DefaultCPUAllocator|out of memory|not enough memory|"
-                                r"std::bad_alloc|Cannot allocate memory|failed to allocate", re.IGNORECASE)
-# Text that is for the server's log, not a visitor: C++ assertions, source locations, tracebacks.
-_INTERNALS = re.compile(r"\[enforce fail|Traceback \(most recent call last\)|\.(cpp|cu|h):\d+|"
-                        r"Exception raised from|<_io\.\w+ object at 0x|torch\.Size\(")
-_NAMED_ERROR = re.compile(r"^(\w+(?:Error|Exception|Busy|Unavailable)): (.*)$", re.DOTALL)
-
-
-def _subclasses(cls) -> set[str]:
-    """The names of ``cls`` and every class derived from it (the user errors: written for the visitor)."""
-    return {cls.__name__, *(name for sub in cls.__subclasses__() for name in _subclasses(sub))}
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is a failed allocation (Python's, torch's CPU or GPU allocator)."""
-    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and
-                                              bool(_ALLOCATION_FAILED.search(str(error))))
-
-
-def readable(message: str | None) -> str | None:
-    """``message`` (e.g. why a training run failed, which the trainer has logged in full) as a
-    visitor may read it: a failed allocation or a message carrying torch's internals becomes a
-    plain sentence."""
-    if not message:
-        return message
-    if _ALLOCATION_FAILED.search(message):
-        return OUT_OF_MEMORY
-    if _INTERNALS.search(message):
-        return INTERNAL
-    named = _NAMED_ERROR.match(message)  # "SettingsError: …" (the trainer names the error it caught)
-    if named:
-        return named.group(2) if named.group(1) in _subclasses(UserError) else INTERNAL
-    return message
-
 
 def user_errors(function):
     """``function`` with the library's user errors turned into ``gr.Error``; running out of memory

@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from ..data import open_source, spec_for_archive
-from ..engine import EpochDone, StepDone, configure, preset
+from ..engine import EpochDone, StepDone, configure, number, plan_run, preset, whole_number
 from ..filenames import safe_name
 from ..limits import current
 from ..models import names as model_names
@@ -23,7 +23,7 @@ from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
 from .context import AppContext
 from .files import download, png_file, required_upload
-from .messages import handler, readable
+from .messages import handler
 from .widgets import live_dropdown
 
 SHAPES = "synthetic shapes"
@@ -58,21 +58,22 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
           time_limit_seconds, fine_tune_from=None, request: gr.Request = None):
     """Start a run on top of the ``live`` preset: ``model`` (a U-Net ``unet_width`` channels wide),
     on ``data`` (shapes, an uploaded ``dataset_zip``, or an annotation dataset), for ``epochs`` or
-    ``time_limit_seconds`` (0: none), optionally fine-tuning ``fine_tune_from``; in a shared app it
-    waits in the queue while another visitor's run trains. The data is opened here, so a broken
-    upload is reported at once, and handed to the run."""
+    ``time_limit_seconds`` (0: none; on a shared app, its limit per run), optionally fine-tuning
+    ``fine_tune_from``; in a shared app it waits in the queue while another visitor's run trains.
+    The data is opened here and the run planned against this server's memory, so a broken upload
+    or a run that cannot fit is refused at once, with what would fit."""
     space = context.workspace(request)
     kept = None   # an uploaded zip kept for the run: removed again if the run is refused, and when it ends
     try:
         if data == UPLOADED:
             path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
             kept = space.keep_upload(path, "dataset")
-        config, source = _run_settings(space, model, unet_width, data, kept, epochs, batch_size, learning_rate,
-                                       crop_size, time_limit_seconds, fine_tune_from)
+        config, source, notes = _run_settings(space, model, unet_width, data, kept, epochs, batch_size,
+                                              learning_rate, crop_size, time_limit_seconds, fine_tune_from)
 
-        def register(run_id, result):  # the new model joins its owner's pickers; the zip is read no more
-            path = result.best_path or result.last_path
-            if path:
+        def register(run_id, result):  # the new model joins its owner's pickers (a run that learned nothing
+            path = result.best_path or result.last_path  # does not); the zip is read no more
+            if path and result.steps:
                 space.catalog.add_trained(path, title=f"{(result.meta or {}).get('title') or 'trained'} {run_id}")
             if kept is not None:
                 shutil.rmtree(kept.parent, ignore_errors=True)
@@ -89,21 +90,27 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
     space.data.remove_uploads(keep=[kept] if kept is not None else [])
     space.data.prune_runs(current().runs_kept, in_use={run_id})
     queue = context.trainer.queue(owner)
+    cap = context.trainer.time_cap
+    if cap and (not config.max_seconds or config.max_seconds > cap):
+        notes.append(f"it stops after {_duration(cap)}, this app's limit per run")
+    said = "".join(f" Note: {html.escape(note, quote=False)}." for note in notes)
     if queue["your_position"]:
         wait = queue["your_wait_seconds"]
         return (f"Queued run **{run_id}**: {html.escape(config.title)}. You are number {queue['your_position']} in "
                 f"the queue" + (f"; it should start in about {_duration(wait)}." if wait is not None else ".") +
-                " Stop cancels it.")
-    return f"Started run **{run_id}**: {html.escape(config.title)}."
+                " Stop cancels it." + said)
+    return f"Started run **{run_id}**: {html.escape(config.title)}.{said}"
 
 
 def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, learning_rate, crop_size,
                   time_limit_seconds, fine_tune_from):
-    """The run's checked configuration and its opened data source."""
+    """The run's checked configuration, its opened data source and notes for the visitor, planned
+    against this server's memory (a run that cannot fit is refused with what would)."""
     base = preset("live")
-    settings = dict(model=model, epochs=int(epochs), batch_size=int(batch_size), lr=float(learning_rate),
-                    crop_size=int(crop_size or 0), max_seconds=float(time_limit_seconds or 0))
-    model_options = {"base_channels": int(unet_width)} if model == "unet" else {}
+    settings = dict(model=model, epochs=whole_number(epochs, "epochs"), batch_size=whole_number(batch_size, "batch size"),
+                    lr=number(learning_rate, "learning rate"), crop_size=whole_number(crop_size or 0, "crop size"),
+                    max_seconds=number(time_limit_seconds or 0, "time limit"))
+    model_options = {"base_channels": whole_number(unet_width, "U-Net width")} if model == "unet" else {}
     if data == SHAPES:
         settings["data"] = "shapes"
     elif data == UPLOADED:
@@ -113,15 +120,21 @@ def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, lear
     else:
         raise gr.Error("pick the training data", print_exception=False)
     kind = settings["data"].split(":")[0]
-    title = f"{model}{'-' + str(int(unet_width)) if model == 'unet' else ''} on {kind}"
+    title = f"{model}{'-' + str(model_options['base_channels']) if model == 'unet' else ''} on {kind}"
+    initial_meta = None
     if fine_tune_from and fine_tune_from != NEW_MODEL:
         entry = space.catalog.entry(fine_tune_from)
         if not entry.path:
             raise gr.Error(f"{fine_tune_from} cannot be fine-tuned here", print_exception=False)
         settings["init_from"] = entry.path
+        from .. import checkpoints  # imports torch: not while the page is built
+
+        initial_meta = checkpoints.read(entry.path)["meta"]
         title = f"{fine_tune_from.split(': ')[-1]} fine-tuned on {kind}"
     config = configure(base, model_options=model_options, title=title, **settings)
-    return config, open_source(config.data, **config.data_options)
+    source = open_source(config.data, **config.data_options)
+    plan = plan_run(config, source, initial_meta=initial_meta)  # refuses what cannot fit; fits the batch to the data
+    return plan.config, source, list(plan.notes)
 
 
 def _duration(seconds: float) -> str:
@@ -214,7 +227,7 @@ def progress_html(status: dict) -> str:
     if status.get("eta_seconds") is not None:
         parts.append(f"about {status['eta_seconds']:.0f} s left")
     if state in ("finished", "stopped", "failed") and status.get("message"):
-        parts.append(html.escape(readable(status["message"])))
+        parts.append(html.escape(status["message"]))
     if status.get("run_id") and not status.get("yours", True):
         parts.append("another visitor's run")
     if status.get("your_position"):
@@ -231,16 +244,23 @@ def status(context: AppContext, request: gr.Request) -> dict:
     in the queue, as data (the checkpoint named by run and file, not where the server keeps it)."""
     viewer, trainer = context.owner(request), context.trainer
     shown = trainer.status(viewer)
-    if shown.get("checkpoint"):  # where the app keeps it is no visitor's business: the run and the file
-        checkpoint = Path(shown["checkpoint"])
-        shown["checkpoint"] = f"{checkpoint.parent.name}/{checkpoint.name}"
-    return {**shown, "message": readable(shown.get("message")),
+    if shown.get("checkpoint"):  # the visitor's own: named within their data, never as a server path
+        shown["checkpoint"] = _visitor_path(shown["checkpoint"], context.workspace(request).data.root)
+    return {**shown,
             "steps": [{"step": e.step, "loss": e.loss, "dice": e.dice, "lr": e.lr,
                        "images_per_second": e.images_per_second, "elapsed": e.elapsed}
                       for e in trainer.steps(viewer)],
             "epochs": [{"epoch": e.epoch, "step": e.step, "train_loss": e.train_loss,
                         "val_mean_dice": e.val.get("mean_dice"), "val_dice": e.val.get("dice"), "elapsed": e.elapsed}
                        for e in trainer.epochs(viewer)]}
+
+
+def _visitor_path(path: str, root) -> str:
+    """``path`` relative to the visitor's data folder ("runs/RUN/best.pt"), or its name alone."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def poll(context: AppContext, seen: dict | None, request: gr.Request):
@@ -305,13 +325,16 @@ def build(context: AppContext) -> dict:
             data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"])
             init_from = live_dropdown(init_choices(context.page_catalog()), value=NEW_MODEL, label="fine-tune from",
                                       elem_id="train-init")
+            # Whole numbers are checked, not rounded (precision=0 would turn 2.7 epochs into 3 unsaid).
             with gr.Row():
-                epochs = gr.Number(value=base.epochs, precision=0, label="epochs")
-                batch_size = gr.Number(value=base.batch_size, precision=0, label="batch size")
+                epochs = gr.Number(value=base.epochs, step=1, label="epochs")
+                batch_size = gr.Number(value=base.batch_size, step=1, label="batch size")
             with gr.Row():
                 lr = gr.Number(value=base.lr, label="learning rate")
-                size = gr.Number(value=base.crop_size, precision=0, label="training crop size")
-            seconds = gr.Number(value=base.max_seconds, label="time limit (seconds; 0 = none)")
+                size = gr.Number(value=base.crop_size, step=1, label="training crop size")
+            cap = context.trainer.time_cap
+            seconds = gr.Number(value=min(base.max_seconds, cap or base.max_seconds),
+                                label=f"time limit (seconds; 0 = {f'this app’s limit, {cap:g}' if cap else 'none'})")
             with gr.Row():
                 start_button = gr.Button("Start", variant="primary", elem_id="train-start")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="train-stop")
