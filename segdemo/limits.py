@@ -26,11 +26,6 @@ from .errors import LimitError
 MB = 2**20
 GB = 2**30
 
-# Not a setting but a fact of the formats: a label map is one byte per pixel and 255 marks ignored
-# pixels (segdemo.tasks.IGNORE_INDEX), so a dataset or model has at most 255 classes.
-MAX_CLASSES = 255
-
-
 @dataclass(frozen=True)
 class Limits:
     """Caps on single requests and runs (quotas on what a workspace keeps are

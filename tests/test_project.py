@@ -49,3 +49,16 @@ def test_default_checkpoint_reaches_its_target():
     meta = checkpoints.read(ROOT / "checkpoints" / "unet_shapes.pt")["meta"]
     fresh = [v["mean_dice"] for k, v in meta["evaluation"].items() if "192x192" in k]
     assert fresh and min(fresh) >= 0.97
+
+
+def test_every_limit_and_quota_is_documented_with_its_setting():
+    """Each field of segdemo.limits.Limits and workspaces.Quotas is set by SEGDEMO_<NAME>: the README
+    names every one, so an operator can find them (a new limit without its line fails here)."""
+    import dataclasses
+
+    from segdemo.limits import Limits
+    from segdemo.workspaces import Quotas
+
+    missing = [f"SEGDEMO_{field.name.upper()}" for cls in (Limits, Quotas) for field in dataclasses.fields(cls)
+               if f"SEGDEMO_{field.name.upper()}" not in README]
+    assert not missing, f"README.md does not name {missing}"

@@ -280,6 +280,9 @@ def test_a_diverging_run_is_reported_and_the_app_stays_usable(app, client, monke
             return value * float("nan") if self.calls > 3 else value
 
     monkeypatch.setattr(setup, "build_loss", lambda *a, **k: Poisoned(real(*a, **k)))
+    # The poisoned loss lives in this process: the run trains in a thread here, not in the app's
+    # child process (which would import the real one). How a run is reported is the same either way.
+    monkeypatch.setattr(app.context.trainer, "separate_process", False)
     client.predict("unet", 8, "synthetic shapes", None, 5, 8, 0.003, 64, 60, api_name="/train_start")
     status = wait_for(lambda: (s := client.predict(api_name="/train_status"))["state"] not in ("starting", "running", "stopping") and s,
                       timeout=120)

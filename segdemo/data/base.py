@@ -12,9 +12,8 @@ from typing import Callable
 
 from ..errors import ArchiveError, SettingsError
 from ..image_files import MAX_PIXELS
-from ..limits import MAX_CLASSES
 from ..runtime import IMAGENET
-from ..tasks import check_task
+from ..tasks import MAX_LABELS, check_task
 from .archive import FileTree
 
 
@@ -33,7 +32,7 @@ class DatasetInfo:
             raise ValueError(f"{len(self.classes)} class names but {len(self.colors)} colors")
         if not self.classes:
             raise ValueError("a dataset needs at least one class")
-        if len(self.classes) > MAX_CLASSES:
+        if len(self.classes) > MAX_LABELS:
             raise ValueError(too_many_classes(len(self.classes)))
 
     @property
@@ -59,8 +58,8 @@ DECODE_BYTES_PER_PIXEL = 18
 
 
 def too_many_classes(count: int) -> str:
-    """The refusal of ``count`` classes (more than :data:`~segdemo.limits.MAX_CLASSES`)."""
-    return (f"{count} classes are more than segdemo handles: at most {MAX_CLASSES} fit a label map "
+    """The refusal of ``count`` classes (more than :data:`~segdemo.tasks.MAX_LABELS`)."""
+    return (f"{count} classes are more than segdemo handles: at most {MAX_LABELS} fit a label map "
             "(one byte per pixel, 255 marks ignored pixels)")
 
 

@@ -18,9 +18,8 @@ import numpy as np
 
 from ..errors import ArchiveError, ImageError
 from ..image_files import check_same_size, read_image, read_label_map
-from ..tasks import BINARY, IGNORE_INDEX, MULTICLASS
+from ..tasks import BINARY, IGNORE_INDEX, MAX_LABELS, MULTICLASS
 from .archive import FileTree
-from ..limits import MAX_CLASSES
 from .base import DatasetInfo, DataSource, PairsDataset, register_source, too_many_classes
 from .transforms import train_transform
 
@@ -40,7 +39,7 @@ def parse_classes(text: str | bytes) -> DatasetInfo:
     task = data.get("task", MULTICLASS)
     if task not in (MULTICLASS, BINARY):
         raise ArchiveError(f"{CLASSES_FILE}: index masks suit a multiclass or binary task, not {task!r}")
-    if len(data["classes"]) > MAX_CLASSES:  # before a color is made for each
+    if len(data["classes"]) > MAX_LABELS:  # before a color is made for each
         raise ArchiveError(f"{CLASSES_FILE}: {too_many_classes(len(data['classes']))}")
     classes = [str(c) for c in data["classes"]]
     colors = data.get("colors")

@@ -4,7 +4,7 @@ Every way a run starts (the CLI, the Train tab, the API, the library's :class:`~
 goes through :func:`plan_run`, which refuses with a :class:`~segdemo.errors.SettingsError` that
 says what would work instead:
 
-- more classes than a label map holds (:data:`segdemo.limits.MAX_CLASSES`);
+- more classes than a label map holds (:data:`segdemo.tasks.MAX_LABELS`);
 - a training set smaller than one batch (the batch is reduced to the set's size, with a note:
   a handful of annotations is a normal first dataset);
 - a model of more parameters than :attr:`segdemo.limits.Limits.model_parameters` (counted on the
@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 from .. import limits
 from ..errors import SettingsError, UserError
 from ..limits import size_text
+from ..tasks import MAX_LABELS
 
 if TYPE_CHECKING:
     from ..data import DataSource, DatasetInfo
@@ -376,7 +377,7 @@ def plan_run(config: TrainConfig, source: "DataSource", *, train_length: int | N
     notes = []
     info = source.info
     classes = int(initial_meta["model"]["num_classes"]) if initial_meta else info.num_classes
-    if classes > limits.MAX_CLASSES:
+    if classes > MAX_LABELS:
         from ..data.base import too_many_classes
 
         raise SettingsError(too_many_classes(classes))
