@@ -39,7 +39,7 @@ from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
 from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
 from .image_files import check_same_size, image_size, png_bytes, read_image, read_label_map
 from .limits import current
-from .tasks import IGNORE_INDEX, MULTICLASS
+from .tasks import IGNORE_INDEX, MAX_CLASS_NAME, MAX_LABELS, MULTICLASS
 
 THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
 THUMBNAIL_SIDE = 256
@@ -68,13 +68,17 @@ def parse_class_lines(text: str) -> DatasetInfo:
         name = match.group(1).strip()
         if not name:
             raise AnnotationError(f"a class needs a name: {line!r}")
+        if len(name) > MAX_CLASS_NAME:
+            raise AnnotationError(f"class names are at most {MAX_CLASS_NAME} characters; "
+                                  f"{name[:20]!r}… is {len(name)}")
         names.append(name)
         color = match.group(2)
         colors.append(tuple(int(color[i:i + 2], 16) for i in (1, 3, 5)) if color else tuple(int(v) for v in palette[len(colors)]))
     if len(names) < 2:
         raise AnnotationError("a dataset needs at least two classes: the background and one more")
-    if len(names) > 255:
-        raise AnnotationError("at most 255 classes fit a label mask")
+    if len(names) > MAX_LABELS:
+        raise AnnotationError(f"at most {MAX_LABELS} classes fit a label mask (one byte per pixel, 255 marks "
+                              "ignored pixels)")
     if len(set(colors)) != len(colors):
         raise AnnotationError("two classes share a color; every class needs its own")
     return DatasetInfo("annotations", MULTICLASS, tuple(names), tuple(colors))

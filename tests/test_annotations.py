@@ -121,6 +121,10 @@ def test_class_lists():
         parse_class_lines("only one")
     with pytest.raises(AnnotationError, match="share a color"):
         parse_class_lines("bg #000000\na #ff0000\nb #ff0000")
+    with pytest.raises(AnnotationError, match="at most 64 characters"):
+        parse_class_lines("background\n" + "x" * 10_000)
+    with pytest.raises(AnnotationError, match="at most 255 classes"):
+        parse_class_lines("\n".join(f"class {i}" for i in range(256)))
 
 
 def test_removing_a_used_class_is_refused(store):

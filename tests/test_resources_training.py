@@ -154,6 +154,13 @@ def test_a_classes_json_with_thousands_of_classes_is_refused_as_it_is_opened(tmp
     assert time.perf_counter() - started < 2
 
 
+def test_a_classes_json_with_a_book_for_a_class_name_is_refused_as_it_is_opened(tmp_path):
+    folder = write_folder(tmp_path / "long")
+    (folder / "classes.json").write_text(json.dumps({"classes": ["background", "x" * 100_000]}))
+    with pytest.raises(ArchiveError, match="class names are 1 to 64 characters; one is 100000 characters long"):
+        open_source(f"folder:{folder}")
+
+
 def test_a_dataset_smaller_than_a_batch_trains_with_a_batch_its_size(machine, tmp_path, caplog):
     folder = write_folder(tmp_path / "three", count=3)
     config = TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data=f"folder:{folder}",

@@ -13,7 +13,7 @@ from typing import Callable
 from ..errors import ArchiveError, SettingsError
 from ..image_files import MAX_PIXELS
 from ..runtime import IMAGENET
-from ..tasks import MAX_LABELS, check_task
+from ..tasks import MAX_CLASS_NAME, MAX_LABELS, check_task
 from .archive import FileTree
 
 
@@ -34,6 +34,10 @@ class DatasetInfo:
             raise ValueError("a dataset needs at least one class")
         if len(self.classes) > MAX_LABELS:
             raise ValueError(too_many_classes(len(self.classes)))
+        for name in self.classes:
+            if not str(name).strip() or len(str(name)) > MAX_CLASS_NAME:
+                raise ValueError(f"class names are 1 to {MAX_CLASS_NAME} characters; one is "
+                                 f"{len(str(name))} characters long")
 
     @property
     def num_classes(self) -> int:
