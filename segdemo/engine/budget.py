@@ -17,13 +17,14 @@ says what would work instead:
 
 How the memory is estimated (:func:`estimate_run_memory`, a :class:`RunCost` by part):
 
-- **activations**: one training step (forward, loss, backward) and one validation forward are
-  run on the ``meta`` device, where tensors have shapes but no data, so nothing is allocated; a
-  dispatch mode follows every tensor's storage from its creation to its release and keeps the
-  peak of the live bytes (:func:`_activation_bytes`, the one function to swap for another
-  estimator). The model is traced in the run's autocast dtype. A step's activations grow with
-  the batch and the pixels; suggestions for other sizes scale the traced numbers by the pixel
-  count.
+- **activations**: one training step (forward, loss, backward) and one validation forward of
+  the model's :func:`~segdemo.models.skeleton` are run on the ``meta`` device, where tensors have
+  shapes but no data, so nothing is allocated; :func:`segdemo.models.cost.measure_peak` (the
+  meter :func:`segdemo.models.estimate` uses too) follows every tensor's storage from its
+  creation to its release and keeps the peak of the live bytes (:func:`_activation_bytes`, the
+  one function to swap for another estimator). The model is traced in the run's autocast dtype.
+  A step's activations grow with the batch and the pixels; suggestions for other sizes scale the
+  traced numbers by the pixel count.
 - **weights and optimizer**: parameters in fp32, their autocast copies, gradients and the
   optimizer's state (AdamW: two more copies), counted from the parameter count.
 - **data**: the batch as it is prepared (uint8, normalized float, channels-last copy), what the
@@ -145,7 +146,7 @@ def _activation_bytes(spec: ModelSpec, *, batch: int, size: tuple[int, int], dty
     loss, backward) when ``training``, else a forward without gradients. Allocates nothing.
 
     This is the estimator's one model-specific function: another that gives the same numbers
-    (e.g. a per-model table, or :mod:`segdemo.models`' own meta-device estimate) can replace it.
+    (e.g. a per-model table) can replace it.
     """
     try:
         return _trace(spec.name, _frozen(spec.options), spec.in_channels, spec.num_classes, spec.task,
@@ -163,122 +164,30 @@ def _frozen(options: dict) -> tuple:
     return tuple(sorted((key, tuple(value) if isinstance(value, list) else value) for key, value in options.items()))
 
 
-def _meta_model(name: str, options: tuple, in_channels: int, num_classes: int):
-    """The model built on the meta device: shapes without storage (never fetching weights)."""
-    import torch
-
-    from ..models import entry
-
-    model_entry = entry(name)
-    try:
-        with torch.device("meta"):
-            return model_entry.builder(in_channels=in_channels, num_classes=num_classes,
-                                       **{**dict(options), **model_entry.restore_options})
-    except (ValueError, TypeError) as error:  # the builders' own checks name the option
-        raise SettingsError(f"{name}: {error}") from None
-
-
 @functools.lru_cache(maxsize=128)
 def _trace(name, options, in_channels, num_classes, task, batch, size, dtype_name, training, loss) -> Activations:
+    """:func:`_activation_bytes` for hashable arguments, remembered: the model's skeleton in ``dtype_name``."""
     import torch
 
     from ..losses import build_loss
+    from ..models import skeleton
+    from ..models.cost import measure_peak
 
     dtype = getattr(torch, dtype_name)
-    model = _meta_model(name, options, in_channels, num_classes).to(dtype).train(training)
+    model = skeleton(name, in_channels, num_classes, **dict(options)).to(dtype).train(training)
     images = torch.empty(batch, in_channels, *size, device="meta", dtype=dtype)
-    tracer = _live_bytes_class()()
     if not training:
-        with torch.no_grad(), tracer:
-            model(images)
-        return Activations(per_image=math.ceil(tracer.peak / batch))
+        with torch.no_grad():
+            return Activations(per_image=math.ceil(measure_peak(model, images).peak / batch))
     target_shape = (batch, *size) if task == "multiclass" else (batch, num_classes, *size)
     target = torch.empty(target_shape, device="meta", dtype=torch.uint8)
     # The boundary term computes distances with OpenCV: not traceable, and small beside the rest.
     loss_fn = build_loss(task, loss.partition("+")[0])
-    with tracer:
-        value = loss_fn(model(images), target)
-        forward_peak = tracer.peak
-        tracer.backward = True
-        value.backward()
+    meter = measure_peak(lambda: loss_fn(model(images), target).backward())
     # Gradients of the weights do not grow with the batch: what of them was live at the peak is fixed.
-    fixed = tracer.live_at_peak([p.grad for p in model.parameters() if p.grad is not None]) \
-        if tracer.peak > forward_peak else 0
-    return Activations(per_image=math.ceil((tracer.peak - fixed) / batch), fixed=fixed,
-                       batch_norm_values=tracer.batch_norm_values and tracer.batch_norm_values // batch)
-
-
-@functools.cache
-def _live_bytes_class():
-    """A dispatch mode that follows every storage made while it is on, from creation to release
-    (made on first use, so that importing this module does not import torch).
-
-    A storage is followed by a weak reference to it (not to a Python tensor: autograd keeps the
-    tensors it saves in C++), so it counts until the last tensor on it is gone, wherever held."""
-    import torch
-    from torch.multiprocessing.reductions import StorageWeakRef
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-
-    class LiveBytes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.storages: dict[int, tuple] = {}     # storage address → (weak reference, bytes)
-            self.live = self.peak = 0
-            self.peak_storages: dict[int, tuple] = {}  # during backward: those live at the peak
-            self.backward = False
-            self.batch_norm_values: int | None = None
-
-        def _sweep(self) -> None:
-            """Forget the storages freed since the last sweep."""
-            for key, (ref, size) in list(self.storages.items()):
-                if ref.expired():
-                    del self.storages[key]
-                    self.live -= size
-
-        def _add(self, storage) -> None:
-            key = storage._cdata
-            known = self.storages.get(key)
-            if known is not None and not known[0].expired():
-                return  # a view, or an in-place result: the same storage
-            if known is not None:
-                self.live -= known[1]  # freed, and its address taken by a new one
-            self.storages[key] = (StorageWeakRef(storage), storage.nbytes())
-            self.live += storage.nbytes()
-            if self.live > self.peak:
-                self._sweep()  # only when it might be a new peak: sweeping costs a pass over all
-                if self.live > self.peak:
-                    self.peak = self.live
-                    if self.backward:
-                        self.peak_storages = dict(self.storages)
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._local_scalar_dense.default:
-                # A data-dependent branch (``if mask.any()``): meta tensors have no values; take
-                # the branch that real data takes.
-                return True if args[0].dtype == torch.bool else 1
-            if "batch_norm" in func.__name__ and not self.backward and args and \
-                    isinstance(args[0], torch.Tensor) and args[0].dim() >= 2:
-                values = args[0].numel() // max(1, args[0].shape[1])
-                self.batch_norm_values = values if self.batch_norm_values is None else \
-                    min(self.batch_norm_values, values)
-            out = func(*args, **(kwargs or {}))
-            for tensor in tree_flatten(out)[0]:
-                if isinstance(tensor, torch.Tensor):
-                    self._add(tensor.untyped_storage())
-            return out
-
-        def live_at_peak(self, tensors) -> int:
-            """Bytes of ``tensors`` (alive now) whose storages were live at the peak of backward."""
-            total = 0
-            for tensor in tensors:
-                storage = tensor.untyped_storage()
-                known = self.peak_storages.get(storage._cdata)
-                if known is not None and not known[0].expired():
-                    total += known[1]
-            return total
-
-    return LiveBytes
+    fixed = meter.live_at_peak(p.grad for p in model.parameters() if p.grad is not None)
+    return Activations(per_image=math.ceil((meter.peak - fixed) / batch), fixed=fixed,
+                       batch_norm_values=meter.batch_norm_values and meter.batch_norm_values // batch)
 
 
 # --- the estimate ---------------------------------------------------------------------------------
@@ -343,7 +252,9 @@ def _cost(config, source, spec, device, dtype_name, batch, crop, step, val_batch
 @functools.lru_cache(maxsize=128)
 def _parameters(name: str, options: tuple, in_channels: int, num_classes: int) -> int:
     try:
-        model = _meta_model(name, options, in_channels, num_classes)
+        from ..models import skeleton
+
+        model = skeleton(name, in_channels, num_classes, **dict(options))
     except RuntimeError as error:  # sizes past what a tensor can describe
         raise SettingsError(f"{name} with {dict(options)} is far too large to build") from error
     return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
