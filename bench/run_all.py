@@ -1,6 +1,6 @@
 """Run every benchmark and rewrite its table in BENCHMARKS.md.
 
-    python bench/run_all.py            # everything (about 30 minutes on 2 cores)
+    python bench/run_all.py            # everything (about 45 minutes on 2 cores; the GPU: bench/gpu_check.sh)
     python bench/run_all.py data models
 
 Run on a quiet machine: the timings are wall-clock.
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "models", "training", "threads", "live", "app", "load"]
+ORDER = ["data", "models", "training", "threads", "live", "app", "load", "classroom", "large_images"]
 
 
 def main(argv):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import UserError, failure_message
+from .events import StepDone
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -132,6 +134,45 @@ def exit_explained(code: int) -> str:
 
 
 # --- the child ---------------------------------------------------------------------------------------
+class Outbox:
+    """The child's messages to the app, written by a thread of their own, so that training never
+    waits for the app to read them. Measured: with the app's serving core overloaded (a class's
+    requests), its reading thread fell behind, the pipe filled and the run, blocked in a write on
+    a core of its own, slowed to a sixth of its speed. Step events are the many small ones: while
+    more than ``BACKLOG`` messages wait, new ones are dropped (the app thins its step curve
+    anyway, and the next step says where the run is); every other message is kept."""
+
+    BACKLOG = 64
+
+    def __init__(self, out):
+        self._out = out
+        self._waiting: queue.Queue = queue.Queue()
+        self._writer = threading.Thread(target=self._write, name="segdemo-outbox", daemon=True)
+        self._writer.start()
+
+    def put(self, kind: str, payload) -> None:
+        if kind == "event" and isinstance(payload, StepDone) and self._waiting.qsize() > self.BACKLOG:
+            return
+        self._waiting.put((kind, payload))
+
+    def _write(self) -> None:
+        while (message := self._waiting.get()) is not None:
+            try:
+                pickle.dump(message, self._out)
+                self._out.flush()
+            except (BrokenPipeError, OSError):  # the app has gone: nobody reads; training stops via stdin
+                return
+
+    def close(self) -> None:
+        """Write what waits, then close the pipe."""
+        self._waiting.put(None)
+        self._writer.join()
+        try:
+            self._out.close()
+        except OSError:
+            pass
+
+
 def _watch_stdin(stop: threading.Event) -> None:
     """Set ``stop`` on a ``stop`` line or when stdin closes (the app has gone). Reads the file
     descriptor itself: a daemon thread blocked inside a buffered ``sys.stdin`` aborts the
@@ -159,13 +200,8 @@ def main(argv: list[str]) -> int:
 
     if threads:
         torch.set_num_threads(threads)
-    lock = threading.Lock()
-
-    def send(kind: str, payload) -> None:
-        with lock:
-            pickle.dump((kind, payload), out)
-            out.flush()
-
+    outbox = Outbox(out)
+    send = outbox.put
     stop = threading.Event()
     threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
     try:
@@ -176,7 +212,7 @@ def main(argv: list[str]) -> int:
         if not isinstance(error, UserError):
             log.exception("training run failed")
         send("failed", failure_message(error))
-    out.close()
+    outbox.close()
     return 0
 
 
