@@ -39,6 +39,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def two_rank_run(folder: Path, device: str, **env) -> Path:
+    """A tiny U-Net trained by two processes under torchrun (``tests/ddp_worker.py``) on ``device``;
+    checks that both ranks end with the same weights after 6 steps and that the log says world
+    size 2, and returns the run's folder."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+         str(ROOT / "tests" / "ddp_worker.py"), str(folder),
+         "--model", "unet", "--base-channels", "4", "--depth", "2", "--image-size", "32", "--epochs", "2",
+         "--steps-per-epoch", "3", "--batch-size", "2", "--val-images", "4", "--device", device,
+         "--out", str(folder / "run"), "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = ((folder / f"rank{rank}.txt").read_text().split() for rank in (0, 1))
+    assert rank0 == rank1 and rank0[1] == "6"
+    assert json.loads((folder / "run" / "log.jsonl").read_text().splitlines()[0])["world_size"] == 2
+    return folder / "run"
+
+
 @dataclass
 class RunningApp:
     url: str

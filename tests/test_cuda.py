@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from apphelpers import ROOT, SHIPPED, free_port
+from apphelpers import ROOT, SHIPPED, free_port, two_rank_run
 from segdemo import checkpoints
 from segdemo.data import shapes
 from segdemo.engine import RunStarted, StepDone, TrainConfig, Trainer
@@ -192,16 +192,4 @@ def test_distributed_data_parallel_in_a_one_process_group_learns(tmp_path, devic
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL across processes needs two GPUs (NCCL refuses "
                                                         "two ranks on one GPU)")
 def test_two_gpus_over_nccl_end_with_identical_weights(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-         str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path),
-         "--model", "unet", "--base-channels", "4", "--depth", "2", "--image-size", "32", "--epochs", "2",
-         "--steps-per-epoch", "3", "--batch-size", "2", "--val-images", "4", "--device", "cuda",
-         "--out", str(tmp_path / "run"), "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rank0 = (tmp_path / "rank0.txt").read_text().split()
-    rank1 = (tmp_path / "rank1.txt").read_text().split()
-    assert rank0 == rank1 and rank0[1] == "6"
-    assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["world_size"] == 2
+    two_rank_run(tmp_path, "cuda")
