@@ -178,6 +178,29 @@ def test_background_run_that_fails_in_setup_is_reported(tmp_path, separate_proce
     assert status["state"] == "failed" and status["message"].endswith("does not exist")
 
 
+def test_a_warmed_trainer_runs_in_its_spare_child_and_keeps_one_ready(tmp_path):
+    """The app starts a child ahead of the first Start (torch already imported there); each run
+    takes the spare and starts the next; closing the trainer ends the spare."""
+    trainer = BackgroundTrainer(tmp_path, separate_process=True)
+    trainer.warm()
+    first_spare = trainer._spare
+    trainer.start(tiny(epochs=1000, steps_per_epoch=50))
+    wait_for_steps = time.time() + 60
+    while not trainer.steps() and time.time() < wait_for_steps:
+        time.sleep(0.05)
+    assert trainer.steps(), "the run did not train"
+    assert first_spare.alive(), "the run trains in the spare"
+    assert trainer._spare is not None and trainer._spare is not first_spare, "a new spare waits for the next run"
+    next_spare = trainer._spare
+    trainer.stop()
+    assert trainer.wait(60) and trainer.status()["state"] == "stopped"
+    trainer.close()
+    deadline = time.time() + 15
+    while next_spare.alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not next_spare.alive()
+
+
 def test_a_run_in_a_child_process_that_outgrows_its_memory_budget_is_ended_and_says_why(tmp_path, monkeypatch):
     """The watchdog: a budget far below what the child needs (torch alone is a few hundred MB)
     ends the run, and the app process lives on to say so."""

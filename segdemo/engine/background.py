@@ -37,7 +37,7 @@ from ..errors import TrainerBusy, UserError, failure_message
 from ..limits import memory_budget, size_text
 from .config import TrainConfig
 from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
-from .worker import RunFailed
+from .worker import RunFailed, TrainingProcess, exit_explained
 
 if TYPE_CHECKING:
     from ..data import DataSource
@@ -123,6 +123,7 @@ class BackgroundTrainer:
         self._waiting: deque[Run] = deque()
         self._last_of: dict[str | None, Run] = {}  # each owner's latest run that started
         self._closing = False
+        self._spare = None                          # a child process ready for the next run (warm())
         _LIVE_TRAINERS.add(self)
 
     # --- control -----------------------------------------------------------------------------------
@@ -189,12 +190,15 @@ class BackgroundTrainer:
             return None
 
     def close(self) -> None:
-        """Stop the run going and drop the queue (the app is exiting)."""
+        """Stop the run going, drop the queue and the spare child (the app is exiting)."""
         with self._lock:
             self._closing = True
             self._waiting.clear()
+            spare, self._spare = self._spare, None
             if self._current is not None and self._current.state in GOING:
                 self._current.stop.set()
+        if spare is not None:
+            spare.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run going now ends; True if it has."""
@@ -253,13 +257,36 @@ class BackgroundTrainer:
             torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
         return Trainer(run.config, [listen], run.stop, source=run.source).run()
 
+    def warm(self) -> None:
+        """Start a spare child process for the next run (the app calls it once it serves its page;
+        each run then starts the next spare). Only for ``separate_process``."""
+        if not self.separate_process:
+            return
+        with self._lock:
+            if self._spare is None and not self._closing:
+                self._spare = TrainingProcess(cores=self.cores, threads=self.threads)
+
+    def _take_child(self):
+        """The spare child if it is alive and set up as this trainer is now, else a new one; a
+        spare for the run after this one is started."""
+        from .worker import TrainingProcess
+
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and not (spare.alive() and spare.cores == self.cores and spare.threads == self.threads):
+            spare.close()
+            spare = None
+        child = spare or TrainingProcess(cores=self.cores, threads=self.threads)
+        if spare is not None:
+            self.warm()
+        return child
+
     def _train_in_child(self, run: Run, listen) -> TrainResult:
         """The run in a child process, its events relayed to ``listen``; a watchdog forwards
         Stop, and stops the run when its memory passes the budget (kills it past half as much
         again, or when it takes too long to save)."""
-        from .worker import TrainingProcess, exit_explained
-
-        child = TrainingProcess(run.config, cores=self.cores, threads=self.threads)
+        child = self._take_child()
+        child.begin(run.config)
         budget, peak, ended = memory_budget(), [0], threading.Event()
 
         def watchdog() -> None:

@@ -146,11 +146,11 @@ def calm_queue(demo: gr.Blocks) -> None:
 
 def warm_up(context: AppContext) -> None:
     """Load the default model (which imports torch and every model module) and run it once, so
-    that the first visitor's first segmentation does not wait about 3 s for them, and plan the
-    live run once, so that the first Start does not wait as long for the run planner's meta
-    kernels. ``app.py`` calls it in the main thread once the page is served: the server runs in
-    threads of its own, and torch's long-lived allocations stay in the main thread's heap rather
-    than one a training thread reuses."""
+    that the first visitor's first segmentation does not wait about 3 s for them; plan the live
+    run once, so that the first Start does not wait as long for the run planner's meta kernels;
+    and start the training child the first Start will use. ``app.py`` calls it in the main thread
+    once the page is served: the server runs in threads of its own, and torch's long-lived
+    allocations stay in the main thread's heap rather than one a training thread reuses."""
     try:
         image = shapes.generate(1, 192, seed=0)[0][0]
         context.page_catalog().get().predict(image)
@@ -161,6 +161,7 @@ def warm_up(context: AppContext) -> None:
         plan_run(live, open_source(live.data, **live.data_options))
     except Exception:  # noqa: BLE001  (a Start plans the same run and says what went wrong)
         log.exception("warming up the run planner failed")
+    context.trainer.warm()  # a child process ready for the first Start
 
 
 def reserve_cores(context: AppContext) -> str:
