@@ -179,8 +179,9 @@ def test_background_run_that_fails_in_setup_is_reported(tmp_path, separate_proce
 
 
 def test_a_warmed_trainer_runs_in_its_spare_child_and_keeps_one_ready(tmp_path):
-    """The app starts a child ahead of the first Start (torch already imported there); each run
-    takes the spare and starts the next; closing the trainer ends the spare."""
+    """The app starts a child ahead of the first Start (torch already imported there); a run takes
+    the spare, and the next spare starts when the run ends (none is held while a run trains);
+    closing the trainer ends the spare."""
     trainer = BackgroundTrainer(tmp_path, separate_process=True)
     trainer.warm()
     first_spare = trainer._spare
@@ -190,10 +191,11 @@ def test_a_warmed_trainer_runs_in_its_spare_child_and_keeps_one_ready(tmp_path):
         time.sleep(0.05)
     assert trainer.steps(), "the run did not train"
     assert first_spare.alive(), "the run trains in the spare"
-    assert trainer._spare is not None and trainer._spare is not first_spare, "a new spare waits for the next run"
-    next_spare = trainer._spare
+    assert trainer._spare is None, "no second child is held while a run trains"
     trainer.stop()
     assert trainer.wait(60) and trainer.status()["state"] == "stopped"
+    next_spare = trainer._spare
+    assert next_spare is not None and next_spare is not first_spare and next_spare.alive()
     trainer.close()
     deadline = time.time() + 15
     while next_spare.alive() and time.time() < deadline:

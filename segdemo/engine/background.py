@@ -239,6 +239,7 @@ class BackgroundTrainer:
                 run.on_finish(run.run_id, result)
             except Exception:
                 log.exception("on_finish failed for run %s", run.run_id)
+        self.warm()  # the next run's child, started while no run holds memory
         with self._lock:
             if self._waiting and not self._closing:
                 self._begin(self._waiting.popleft())
@@ -258,8 +259,9 @@ class BackgroundTrainer:
         return Trainer(run.config, [listen], run.stop, source=run.source).run()
 
     def warm(self) -> None:
-        """Start a spare child process for the next run (the app calls it once it serves its page;
-        each run then starts the next spare). Only for ``separate_process``."""
+        """Start a spare child process for the next run: the app calls it once it serves its page,
+        and each run as it ends, so that a spare (about 0.5 GB: torch's libraries) is held only
+        while no run trains. Only for ``separate_process``."""
         if not self.separate_process:
             return
         with self._lock:
@@ -267,8 +269,7 @@ class BackgroundTrainer:
                 self._spare = TrainingProcess(cores=self.cores, threads=self.threads)
 
     def _take_child(self):
-        """The spare child if it is alive and set up as this trainer is now, else a new one; a
-        spare for the run after this one is started."""
+        """The spare child if it is alive and set up as this trainer is now, else a new one."""
         from .worker import TrainingProcess
 
         with self._lock:
@@ -276,10 +277,7 @@ class BackgroundTrainer:
         if spare is not None and not (spare.alive() and spare.cores == self.cores and spare.threads == self.threads):
             spare.close()
             spare = None
-        child = spare or TrainingProcess(cores=self.cores, threads=self.threads)
-        if spare is not None:
-            self.warm()
-        return child
+        return spare or TrainingProcess(cores=self.cores, threads=self.threads)
 
     def _train_in_child(self, run: Run, listen) -> TrainResult:
         """The run in a child process, its events relayed to ``listen``; a watchdog forwards
