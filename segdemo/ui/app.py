@@ -68,8 +68,10 @@ def create_context(data_dir: str | Path | None, shipped_dir: str | Path, *, publ
         time_cap = float(os.environ.get("SEGDEMO_RUN_SECONDS", DEFAULT_RUN_SECONDS))
     else:
         queue_length, time_cap = 0, None
-    trainer = BackgroundTrainer(data.runs, threads=train_threads, separate_process=True, queue_length=queue_length,
-                                time_cap=time_cap)
+    # A child process per run where the platform passes it a pipe (POSIX: Linux, a Space, macOS);
+    # elsewhere (Windows) the run trains in a thread, as scripts do.
+    trainer = BackgroundTrainer(data.runs, threads=train_threads, separate_process=os.name == "posix",
+                                queue_length=queue_length, time_cap=time_cap)
     sharing = Sharing(data, admin_key=os.environ.get("SEGDEMO_ADMIN_KEY")) if public else None
     return AppContext(workspaces=workspaces, trainer=trainer, data=data, visitors=Visitors(data.secret("sessions")),
                       sharing=sharing)
