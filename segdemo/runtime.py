@@ -8,7 +8,7 @@ the same precision whichever of them runs it.
   photos and pretrained trunks :data:`IMAGENET`.
 - **Device**: ``auto`` is the GPU when there is one.
 - **Cores**: on a shared app, training and serving can be given cores of their own
-  (:func:`split_cores`, :func:`pin_this_thread`), so that a class's requests do not slow the run.
+  (:func:`split_cores`, :func:`pin_this_thread`, :func:`train_on`), so that a class's requests do not slow the run.
 - **Precision**: ``auto`` is bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with
   native bf16 (AVX512-BF16/AMX), fp32 elsewhere: on CPUs without native bf16 it is emulated and was
   measured many times slower than fp32 (BENCHMARKS.md).
@@ -77,6 +77,19 @@ def pin_this_thread(cores: set[int]) -> None:
     """Keep the calling thread (and the threads it starts from now on, which inherit it) on
     ``cores``. On Linux an affinity set through pid 0 is the calling thread's alone."""
     os.sched_setaffinity(0, cores)
+
+
+def train_on(cores: set[int] | None, threads: int | None = None) -> None:
+    """Make the calling thread a training run's: keep it to ``cores`` (None: the process's), then
+    give torch ``threads`` threads (default: one per core it keeps to; None: torch's default).
+    Pinned first, so that the OpenMP team torch starts here inherits the cores."""
+    if cores:
+        pin_this_thread(cores)
+    threads = threads or (len(cores) if cores else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
 
 
 def cpu_has_native_bf16() -> bool:

@@ -246,16 +246,10 @@ class BackgroundTrainer:
 
     def _train_here(self, run: Run, listen) -> TrainResult:
         """The run in this thread (scripts and tests)."""
-        import torch
-
-        from ..runtime import pin_this_thread
+        from ..runtime import train_on
         from .loop import Trainer
 
-        if self.cores:
-            pin_this_thread(self.cores)  # before torch starts this thread's OpenMP team: it inherits them
-        threads = self.threads or (len(self.cores) if self.cores else None)
-        if threads:
-            torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
+        train_on(self.cores, self.threads)
         return Trainer(run.config, [listen], run.stop, source=run.source).run()
 
     def warm(self) -> None:
@@ -270,8 +264,6 @@ class BackgroundTrainer:
 
     def _take_child(self):
         """The spare child if it is alive and set up as this trainer is now, else a new one."""
-        from .worker import TrainingProcess
-
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None and not (spare.alive() and spare.cores == self.cores and spare.threads == self.threads):

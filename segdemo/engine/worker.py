@@ -207,22 +207,15 @@ def _watch_stdin(stop: threading.Event) -> None:
 def main(argv: list[str]) -> int:
     """``python -m segdemo.engine.worker FD CORES THREADS``: CORES as ``0,1`` or ``-`` (all),
     THREADS 0 for torch's default."""
-    from ..runtime import pin_this_thread
+    from ..runtime import train_on
 
     out = os.fdopen(int(argv[0]), "wb")
     cores = {int(core) for core in argv[1].split(",")} if argv[1] != "-" else None
-    # Keep to the run's cores before torch starts any thread: they inherit them.
-    if cores:
-        pin_this_thread(cores)
-    threads = int(argv[2]) or (len(cores) if cores else None)
+    train_on(cores, int(argv[2]) or None)  # before anything else starts a thread: they inherit the cores
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-    import torch
 
     from .loop import Trainer
 
-    if threads:
-        torch.set_num_threads(threads)
     try:  # unbuffered, so nothing after the request is read ahead of the stop watcher
         request: Request = pickle.load(os.fdopen(0, "rb", buffering=0, closefd=False))
     except EOFError:  # a spare the app no longer needs
