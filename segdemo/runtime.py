@@ -9,9 +9,11 @@ the same precision whichever of them runs it.
 - **Device**: ``auto`` is the GPU when there is one.
 - **Cores**: on a shared app, training and serving can be given cores of their own
   (:func:`split_cores`, :func:`pin_this_thread`, :func:`train_on`), so that a class's requests do not slow the run.
-- **Precision**: ``auto`` is bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with
-  native bf16 (AVX512-BF16/AMX), fp32 elsewhere: on CPUs without native bf16 it is emulated and was
-  measured many times slower than fp32 (BENCHMARKS.md).
+- **Precision**: :func:`autocast_dtype`'s ``auto`` is bf16 autocast on CUDA (fp16 where bf16 is
+  missing) and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere: on CPUs without native
+  bf16 it is emulated and was measured many times slower than fp32 (BENCHMARKS.md). Inference checks
+  that choice against fp32 on a probe image; a training run with ``auto`` times its first steps in
+  fp32 and in bf16 and keeps the faster (:mod:`segdemo.engine.precision`).
 
 torch is imported inside the functions, not with this module: the data sources and the app's page
 refer to the normalizations before torch is loaded.

@@ -20,7 +20,8 @@ from torch import nn
 from apphelpers import ROOT, SHIPPED, free_port, two_rank_run
 from segdemo import checkpoints
 from segdemo.data import shapes
-from segdemo.engine import RunStarted, StepDone, TrainConfig, Trainer
+from segdemo.engine import PrecisionChosen, RunStarted, StepDone, TrainConfig, Trainer
+from segdemo.engine.precision import TIMED_STEPS, WARMUP_STEPS, candidates, precision_name
 from segdemo.engine.setup import build_setup
 from segdemo.engine.steps import train_step
 from segdemo.errors import SettingsError
@@ -116,9 +117,16 @@ def test_a_run_on_the_device_learns_saves_loadable_weights_and_resumes(tmp_path,
                   out=str(tmp_path / "a"))
     result = Trainer(config, [events.append]).run()
     started = next(e for e in events if isinstance(e, RunStarted))
-    expected = autocast_dtype(torch.device(device), precision)
+    options = [precision_name(option) for option in candidates(torch.device(device), precision)]
     assert started.device.startswith(device) and started.channels_last
-    assert started.precision == str(expected or "fp32").replace("torch.", "")
+    assert started.precision == " or ".join(options)
+    chosen = [e for e in events if isinstance(e, PrecisionChosen)]
+    if len(options) > 1:  # auto with a choice: the first steps time each, the faster is kept
+        assert len(chosen) == 1 and sorted(chosen[0].step_seconds) == sorted(options)
+        assert chosen[0].precision == min(chosen[0].step_seconds, key=chosen[0].step_seconds.get)
+        assert chosen[0].step == len(options) * (WARMUP_STEPS + TIMED_STEPS)
+    else:
+        assert not chosen
     losses = [e.loss for e in events if isinstance(e, StepDone)]
     assert result.reason == "finished" and len(losses) == 40
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses

@@ -344,3 +344,36 @@ def test_fine_tuning_a_multilabel_model_on_an_annotation_dataset(tmp_path):
     segmenter = load_segmenter(tuned.best_path)
     assert segmenter.task == "multilabel" and segmenter.classes == shapes.CLASSES
     assert segmenter.meta["normalization"] == meta_of(first.best_path)["normalization"]
+
+
+def test_auto_precision_keeps_what_its_timed_first_steps_found_faster(monkeypatch):
+    """The trial hands out each candidate in turn, ignores each one's warm-up step and keeps the
+    lower median; under torchrun the ranks' medians are averaged first, so all choose alike."""
+    from segdemo.engine import precision
+
+    def run(seconds: dict, agree=None):
+        trial = precision.PrecisionTrial([None, torch.bfloat16], agree=agree)
+        handed = []
+        while not trial.decided:
+            dtype = trial.next()
+            handed.append(dtype)
+            warm_up = handed.count(dtype) <= precision.WARMUP_STEPS
+            trial.record(10.0 if warm_up else seconds[dtype])  # a slow first step must not count
+        return trial, handed
+
+    trial, handed = run({None: 0.15, torch.bfloat16: 0.10})
+    assert handed == [None, torch.bfloat16] * (precision.WARMUP_STEPS + precision.TIMED_STEPS)
+    assert trial.choice == torch.bfloat16 and trial.medians == {"fp32": 0.15, "bfloat16": 0.10}
+    assert trial.next() == torch.bfloat16  # kept from now on
+    trial, _ = run({None: 0.08, torch.bfloat16: 0.10})
+    assert trial.choice is None  # fp32 faster (a small model on a GPU)
+    trial, _ = run({None: 0.08, torch.bfloat16: 0.10}, agree=lambda medians: [medians[0] + 1, medians[1]])
+    assert trial.choice == torch.bfloat16  # the other rank's fp32 was slow: the mean decides
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.candidates(cpu, "auto") == [None]  # emulated bf16: nothing worth timing
+    assert precision.PrecisionTrial([None]).decided
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.candidates(cpu, "auto") == [None, torch.bfloat16]
+    assert precision.candidates(cpu, "bf16") == [torch.bfloat16] and precision.candidates(cpu, "fp32") == [None]

@@ -15,7 +15,7 @@ _HOMES = {
     "PRESETS": "config", "TrainConfig": "config", "configure": "config", "number": "config", "preset": "config",
     "whole_number": "config",
     "CheckpointSaved": "events", "EpochDone": "events", "EventHistory": "events", "JsonlLog": "events",
-    "RunEnded": "events", "RunStarted": "events", "SnapshotTaken": "events", "StepDone": "events",
+    "PrecisionChosen": "events", "RunEnded": "events", "RunStarted": "events", "SnapshotTaken": "events", "StepDone": "events",
     "ValidationStarted": "events",
     "Trainer": "loop", "TrainResult": "loop",
     "TrainingDiverged": "steps",

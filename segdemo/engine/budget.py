@@ -192,11 +192,14 @@ def _trace(name, options, in_channels, num_classes, task, batch, size, dtype_nam
 
 # --- the estimate ---------------------------------------------------------------------------------
 def trace_dtype(config: TrainConfig) -> tuple[str, str]:
-    """The run's device type and the dtype its activations take (autocast's, else float32)."""
-    from ..runtime import autocast_dtype, resolve_device
+    """The run's device type and the dtype its activations take (autocast's, else float32; the
+    widest a run with ``auto`` precision may keep after timing its candidates)."""
+    from ..runtime import resolve_device
+    from .precision import candidates
 
     device = resolve_device(config.device)
-    dtype = autocast_dtype(device, config.precision)
+    options = candidates(device, config.precision)
+    dtype = None if None in options else options[0]
     return device.type, str(dtype or "torch.float32").replace("torch.", "")
 
 

@@ -64,7 +64,7 @@ class TrainConfig:
     snapshot_every: int = 1             # epochs between prediction snapshots
 
     # machinery
-    precision: str = "auto"             # segdemo.runtime.autocast_dtype: bf16/fp16 on CUDA, bf16 on CPUs with it
+    precision: str = "auto"             # auto: fp32 or bf16, the faster on the first steps (engine.precision)
     channels_last: bool | None = None   # None: on where measured to help (CPU and CUDA convnets)
     device: str = "auto"
     threads: int | None = None          # torch CPU threads for this run (None: leave as is)

@@ -58,6 +58,13 @@ class DistributedContext:
         self.all_reduce_sum(tensor)
         return float(tensor.item() / self.world_size)
 
+    def mean_of_ranks(self, values: list[float]) -> list[float]:
+        """Each of ``values`` averaged over ranks (so that every rank decides alike)."""
+        if not self.enabled:
+            return list(values)
+        tensor = self.all_reduce_sum(torch.tensor(values, dtype=torch.float64))
+        return (tensor / self.world_size).tolist()
+
     def sync_buffers(self, model: nn.Module) -> None:
         """Copy rank 0's buffers (batch-norm statistics) to every rank, so all ranks hold the same
         model (DDP keeps gradients in step, but each rank updates its own running statistics)."""

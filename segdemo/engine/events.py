@@ -4,6 +4,8 @@ The loop never prints. It hands each listener (any callable) one of these frozen
 
 - :class:`RunStarted`: the run's settings, model size, data, device and precision;
 - :class:`StepDone`: one optimizer step: loss, batch Dice, learning rate, speed;
+- :class:`PrecisionChosen`: a run with ``precision="auto"`` timed its first steps in each candidate
+  precision and keeps the fastest (:mod:`.precision`);
 - :class:`ValidationStarted`: a validation pass begins;
 - :class:`EpochDone`: an epoch's mean training loss and its validation metrics;
 - :class:`SnapshotTaken`: a picture of the model's current prediction on a fixed validation image;
@@ -60,6 +62,15 @@ class StepDone:
 
 
 @dataclass(frozen=True)
+class PrecisionChosen:
+    kind: ClassVar[str] = "precision"
+    step: int                  # the steps up to here were the trial
+    precision: str             # "fp32", "bfloat16" …: what the rest of the run uses
+    step_seconds: dict         # precision → median seconds of its timed trial steps
+    elapsed: float
+
+
+@dataclass(frozen=True)
 class ValidationStarted:
     kind: ClassVar[str] = "validate"
     epoch: int
@@ -111,7 +122,7 @@ class RunEnded:
     elapsed: float = 0.0
 
 
-Event = Union[RunStarted, StepDone, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved, RunEnded]
+Event = Union[RunStarted, StepDone, PrecisionChosen, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved, RunEnded]
 Listener = Callable[[Event], None]
 
 

@@ -28,6 +28,7 @@ from ..models import count_parameters
 from .checkpointing import checkpoint_meta, resume, save_checkpoints
 from .config import TrainConfig
 from .events import EpochDone, Event, JsonlLog, Listener, RunEnded, RunStarted, ValidationStarted
+from .precision import precision_name
 from .setup import Progress, TrainingSetup, build_setup
 from .steps import TrainingDiverged, evaluate, snapshot, train_one_epoch
 
@@ -48,6 +49,15 @@ class TrainResult:
     history: dict = field(default_factory=dict)
     model: torch.nn.Module | None = None
     meta: dict | None = None
+
+
+def run_precision(setup: TrainingSetup) -> str:
+    """The run's precision as :class:`RunStarted` says it: ``"bfloat16"``, or ``"fp32 or bfloat16"``
+    while the first steps time both (:class:`PrecisionChosen` then says which)."""
+    trial = setup.precision_trial
+    if trial is None:
+        return precision_name(setup.autocast_dtype)
+    return " or ".join(precision_name(option) for option in trial.options)
 
 
 class Trainer:
@@ -136,7 +146,7 @@ class Trainer:
         self.emit(RunStarted(
             config=config.to_dict(), model=setup.model_name, parameters=count_parameters(setup.model),
             data=setup.source.describe(), steps_per_epoch=setup.steps_per_epoch, total_steps=setup.total_steps,
-            device=str(setup.device), precision=str(setup.autocast_dtype or "fp32").replace("torch.", ""),
+            device=str(setup.device), precision=run_precision(setup),
             channels_last=setup.channels_last, world_size=setup.context.world_size,
             resumed_at_step=progress.step, elapsed=progress.elapsed()))
         reason, message = "finished", f"trained {config.epochs} epochs"

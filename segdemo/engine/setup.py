@@ -30,10 +30,11 @@ from ..data import DatasetInfo, DataSource, open_source
 from ..data.adapt import AdaptedTargets, target_adapter
 from ..losses import build_loss
 from ..models import create
-from ..runtime import autocast_dtype, normalize, resolve_device
+from ..runtime import normalize, resolve_device
 from .budget import VAL_TILE, plan_run
 from .config import TrainConfig
 from .distributed import DistributedContext
+from .precision import PrecisionTrial, candidates
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class TrainingSetup:
     config: TrainConfig
     device: torch.device
     context: DistributedContext
-    autocast_dtype: torch.dtype | None   # None: fp32
+    autocast_dtype: torch.dtype | None   # None: fp32; while ``precision_trial`` runs, the next step's
     scaler: torch.amp.GradScaler | None  # fp16 only
     channels_last: bool
     source: DataSource
@@ -62,6 +63,7 @@ class TrainingSetup:
     optimizer: torch.optim.Optimizer
     val_batch_size: int = 1              # validation images per forward (the shapes: the batch size)
     val_tile: int = VAL_TILE             # validation images larger than this a side go tile by tile
+    precision_trial: PrecisionTrial | None = None   # ``auto``: times the first steps in each candidate
 
     @property
     def total_steps(self) -> int:
@@ -128,7 +130,7 @@ def build_setup(config: TrainConfig, source: DataSource | None = None) -> Traini
     device = resolve_device(config.device, context.local_rank if context.enabled else None)
     torch.manual_seed(config.seed + context.rank)
     np.random.seed((config.seed + context.rank) % 2**32)
-    dtype = autocast_dtype(device, config.precision)
+    trial = PrecisionTrial(candidates(device, config.precision), agree=context.mean_of_ranks)
 
     source = source or open_source(config.data, **config.data_options)
     info, normalization = source.info, source.normalization
@@ -170,14 +172,15 @@ def build_setup(config: TrainConfig, source: DataSource | None = None) -> Traini
     loss_fn = build_loss(info.task, config.loss, bce_weight=config.bce_weight,
                          dice_weight=config.dice_weight).to(device)
     return TrainingSetup(
-        config=config, device=device, context=context, autocast_dtype=dtype,
-        scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, channels_last=channels_last,
+        config=config, device=device, context=context, autocast_dtype=trial.next(),
+        scaler=torch.amp.GradScaler("cuda") if trial.next() == torch.float16 else None, channels_last=channels_last,
         source=source, info=info, normalization=normalization, train_set=train_set,
         # Each rank validates its own share; the metric counts are summed afterwards.
         val_set=Subset(val_set, range(context.rank, len(val_set), context.world_size)),
         snapshot_item=centre(*val_set[0], plan.cost.val_tile), steps_per_epoch=steps_per_epoch, model=model,
         trained=trained, model_name=model_name, loss_fn=loss_fn, optimizer=build_optimizer(model, config),
-        val_batch_size=plan.cost.val_batch, val_tile=plan.cost.val_tile)
+        val_batch_size=plan.cost.val_batch, val_tile=plan.cost.val_tile,
+        precision_trial=None if trial.decided else trial)
 
 
 def centre(image: torch.Tensor, target: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:

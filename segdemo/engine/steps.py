@@ -23,7 +23,8 @@ from ..metrics import SegmentationMetrics
 from ..prediction import Prediction
 from ..tasks import probabilities_from_logits
 from .config import TrainConfig
-from .events import Listener, SnapshotTaken, StepDone
+from .events import Listener, PrecisionChosen, SnapshotTaken, StepDone
+from .precision import StepClock, precision_name
 from .setup import Progress, TrainingSetup
 
 
@@ -98,6 +99,19 @@ def train_step(setup: TrainingSetup, images: torch.Tensor, target: torch.Tensor,
     return value, main.detach()
 
 
+def timed_trial_step(setup: TrainingSetup, trial, images: torch.Tensor, target: torch.Tensor, lr: float,
+                     step: int) -> tuple[float, torch.Tensor]:
+    """:func:`train_step` in the precision ``trial`` (a :class:`~.precision.PrecisionTrial`) hands
+    out, timed for it; once it has decided, the run keeps its choice."""
+    setup.autocast_dtype = trial.next()
+    clock = StepClock(setup.device)
+    clock.start()
+    result = train_step(setup, images, target, lr, step)
+    trial.record(clock.stop())
+    setup.autocast_dtype = trial.next()
+    return result
+
+
 @dataclass
 class EpochOutcome:
     losses: list[float]          # one per step taken
@@ -126,8 +140,16 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
             break
         images, target = setup.prepare(images, target)
         lr = learning_rate(setup, progress)
-        loss, logits = train_step(setup, images, target, lr, progress.step + 1)
+        trial = setup.precision_trial
+        if trial is None:
+            loss, logits = train_step(setup, images, target, lr, progress.step + 1)
+        else:
+            loss, logits = timed_trial_step(setup, trial, images, target, lr, progress.step + 1)
         progress.step += 1
+        if trial is not None and trial.decided:
+            setup.precision_trial = None
+            emit(PrecisionChosen(step=progress.step, precision=precision_name(trial.choice),
+                                 step_seconds=trial.medians, elapsed=progress.elapsed()))
         outcome.losses.append(loss)
         window_images += len(images) * setup.context.world_size
         if progress.step % config.log_every == 0:
