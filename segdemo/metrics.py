@@ -61,23 +61,28 @@ class SegmentationMetrics:
     def update(self, logits: torch.Tensor, target: torch.Tensor, *, from_probabilities: bool = False) -> None:
         """Add a batch: ``logits`` (or probabilities) ``(N, C, H, W)``, ``target`` as in
         :mod:`segdemo.tasks`."""
-        logits = logits.detach().float()
+        logits = logits.detach()
         target = target.detach()
         if self.task == MULTICLASS:
-            prediction = logits.argmax(dim=1)
+            prediction = logits.float().argmax(dim=1)
             valid = target != IGNORE_INDEX
             index = target[valid].long() * self.num_classes + prediction[valid]
             counts = torch.bincount(index, minlength=self.num_classes ** 2)
             self.confusion += counts.reshape(self.num_classes, self.num_classes).cpu().double()
             return
-        probabilities = logits if from_probabilities else probabilities_from_logits(logits, self.task)
+        if from_probabilities or self.roc or not 0 < self.threshold < 1:
+            logits = logits.float()
+            probabilities = logits if from_probabilities else probabilities_from_logits(logits, self.task)
+            predicted = probabilities > self.threshold
+        else:  # sigmoid(x) > t exactly where x > logit(t): no sigmoid over the batch (the loop's batch Dice)
+            predicted = logits > float(np.log(self.threshold / (1 - self.threshold)))
         valid = target != IGNORE_INDEX
-        predicted = (probabilities > self.threshold) & valid
-        actual = (target == 1) & valid
+        predicted = predicted.contiguous() & valid  # summed in the target's layout (a channels_last
+        actual = (target == 1) & valid              # prediction summed over N, H, W is several times slower)
         dims = (0, 2, 3)
         tp = (predicted & actual).sum(dim=dims)
-        fp = (predicted & ~actual).sum(dim=dims)
-        fn = (~predicted & actual).sum(dim=dims)
+        fp = predicted.sum(dim=dims) - tp
+        fn = actual.sum(dim=dims) - tp
         tn = valid.sum(dim=dims) - tp - fp - fn
         self.counts += torch.stack([tp, fp, fn, tn]).cpu().double()
         if self.roc:

@@ -8,6 +8,7 @@ from segdemo.losses import (BCEDiceLoss, BoundaryLoss, CrossEntropyDiceLoss, Dee
                             signed_distance, soft_dice_loss)
 from segdemo.files import json_safe
 from segdemo.metrics import SegmentationMetrics
+from segdemo.tasks import IGNORE_INDEX, MULTILABEL
 
 BIG = 30.0  # a logit that means "certain"
 
@@ -134,3 +135,20 @@ def test_counts_add_up_across_batches_and_processes():
     merged = SegmentationMetrics("multilabel", 3)
     merged.load_state(first.state() + second.state())
     assert merged.compute() == whole.compute()
+
+
+def test_batch_metrics_from_logits_count_as_from_probabilities():
+    """The training loop's batch Dice compares logits with the threshold's logit (no sigmoid over the
+    batch) and sums in the target's layout: the counts must be those of the probabilities path."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 17, 19, generator=generator).to(memory_format=torch.channels_last)
+    target = (torch.rand(4, 3, 17, 19, generator=generator) > 0.7).to(torch.uint8)
+    target[0, :, :3] = IGNORE_INDEX
+    for threshold in (0.5, 0.3):
+        fast = SegmentationMetrics(MULTILABEL, 3, threshold=threshold, roc=False)
+        fast.update(logits, target)
+        fast.update(logits.bfloat16(), target)
+        exact = SegmentationMetrics(MULTILABEL, 3, threshold=threshold, roc=False)
+        exact.update(logits.sigmoid(), target, from_probabilities=True)
+        exact.update(logits.bfloat16().float().sigmoid(), target, from_probabilities=True)
+        assert torch.equal(fast.counts, exact.counts)
