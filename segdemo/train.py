@@ -24,6 +24,7 @@ from .engine.events import CheckpointSaved, EpochDone, PrecisionChosen, RunEnded
 from .errors import UserError
 from .losses import LOSS_NAMES
 from .models import names
+from .models.unet import UPSAMPLE_MODES
 from .runtime import PRECISIONS
 
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--model", choices=names(trainable=True), help=f"architecture (default {defaults.model})")
     what.add_argument("--base-channels", type=int, help="unet: width of the first stage")
     what.add_argument("--depth", type=int, help="unet: number of poolings")
-    what.add_argument("--upsample", choices=["bilinear", "transpose"], help="unet: decoder upsampling")
+    what.add_argument("--upsample", choices=UPSAMPLE_MODES, help="unet: decoder upsampling")
     what.add_argument("--norm", choices=["batch", "none"], help="unet: normalization")
     what.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                       help="any other model option, e.g. residual=True (repeatable)")

@@ -65,6 +65,9 @@ def test_unet_options_and_residual_blocks():
     assert residual(torch.randn(1, 3, 20, 24)).shape == (1, 2, 20, 24)
     transpose = models.create("unet", 1, 1, base_channels=8, depth=2, upsample="transpose", norm="none")
     assert transpose(torch.randn(2, 1, 17, 31)).shape == (2, 1, 17, 31)
+    nearest = models.create("unet", 3, 6, base_channels=8, depth=3, upsample="nearest", residual=True)
+    assert nearest(torch.randn(2, 3, 33, 34)).shape == (2, 6, 33, 34)
+    assert models.count_parameters(nearest) == models.count_parameters(residual.__class__(3, 6, 8, 3, residual=True))
 
 
 @pytest.mark.parametrize("options, message", [
