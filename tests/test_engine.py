@@ -12,7 +12,7 @@ import torch
 
 from apphelpers import run_fresh, two_rank_run
 from fakes import write_drive, write_folder, write_voc
-from segdemo import checkpoints, limits
+from segdemo import checkpoints, limits, models
 from segdemo.engine import (BackgroundTrainer, EpochDone, RunEnded, RunStarted, SnapshotTaken, StepDone, TrainConfig,
                             Trainer, configure, preset)
 from segdemo.engine.steps import lr_factor
@@ -377,3 +377,30 @@ def test_auto_precision_keeps_what_its_timed_first_steps_found_faster(monkeypatc
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert precision.candidates(cpu, "auto") == [None, torch.bfloat16]
     assert precision.candidates(cpu, "bf16") == [torch.bfloat16] and precision.candidates(cpu, "fp32") == [None]
+
+
+def test_a_fresh_model_starts_from_its_classes_pixel_shares():
+    """Prior initialisation: an untrained U-Net's head predicts each class's share of the pixels
+    (sigmoid outputs at their log-odds, a softmax at their logarithms); fine-tuned models and models
+    without a ``head`` are left alone."""
+    from segdemo.engine.setup import build_setup, class_shares
+    from segdemo.models.common import start_from_class_shares
+    from segdemo.tasks import MULTICLASS, MULTILABEL
+
+    config = TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data="shapes",
+                         data_options={"size": 32, "val_length": 4}, epochs=1, steps_per_epoch=2, batch_size=2)
+    setup = build_setup(config)
+    shares = class_shares(setup.train_set, setup.info)
+    targets = torch.stack([setup.train_set[i][1] for i in range(16)]).double()
+    assert torch.allclose(shares, targets.mean(dim=(0, 2, 3)))
+    with torch.no_grad():
+        probabilities = setup.model.eval()(torch.zeros(1, 3, 32, 32)).sigmoid()
+    assert probabilities.max() < 0.2  # where the old head said 0.5 everywhere
+    assert not build_setup(config.replace(prior_init=False)).model.head.bias.abs().max() > 1
+
+    model = models.create("unet", 3, 3, base_channels=4, depth=1)
+    assert start_from_class_shares(model, torch.tensor([0.7, 0.2, 0.1]), MULTICLASS)
+    assert torch.allclose(model.head.bias.softmax(0), torch.tensor([0.7, 0.2, 0.1]))
+    assert start_from_class_shares(model, torch.tensor([0.5, 0.0, 1.0]), MULTILABEL)
+    assert model.head.bias[0] == 0 and model.head.bias[1] < -9 and model.head.bias[2] > 9  # 0 and 1 clamped
+    assert not start_from_class_shares(models.create("fcn_resnet18", 3, 3, width=8), torch.ones(3) / 3, MULTICLASS)

@@ -51,6 +51,8 @@ class TrainConfig:
     step_every_epochs: int = 10         # step schedule
     step_gamma: float = 0.1
     grad_clip: float | None = 1.0
+    prior_init: bool = True             # a fresh model's head starts at the classes' pixel shares
+                                        # (models.common.start_from_class_shares)
     loss: str = "auto"
     bce_weight: float = 0.5
     dice_weight: float = 0.5

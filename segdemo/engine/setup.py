@@ -30,6 +30,8 @@ from ..data import DatasetInfo, DataSource, open_source
 from ..data.adapt import AdaptedTargets, target_adapter
 from ..losses import build_loss
 from ..models import create
+from ..models.common import start_from_class_shares
+from ..tasks import IGNORE_INDEX, MULTICLASS
 from ..runtime import normalize, resolve_device
 from .budget import VAL_TILE, plan_run
 from .config import TrainConfig
@@ -162,6 +164,8 @@ def build_setup(config: TrainConfig, source: DataSource | None = None) -> Traini
     else:
         model = create(config.model, 3, info.num_classes, **config.model_options)
         model_name = config.model
+        if config.prior_init:
+            start_from_class_shares(model, class_shares(train_set, info), info.task)
     model = model.to(device)
     channels_last = device.type in ("cpu", "cuda") if config.channels_last is None else config.channels_last
     if channels_last:
@@ -181,6 +185,23 @@ def build_setup(config: TrainConfig, source: DataSource | None = None) -> Traini
         trained=trained, model_name=model_name, loss_fn=loss_fn, optimizer=build_optimizer(model, config),
         val_batch_size=plan.cost.val_batch, val_tile=plan.cost.val_tile,
         precision_trial=None if trial.decided else trial)
+
+
+def class_shares(dataset, info: DatasetInfo, items: int = 16) -> torch.Tensor:
+    """Each class's share of the labelled pixels of the first ``items`` items of ``dataset``
+    ``(C,)`` (what a fresh model's head starts from: :func:`~segdemo.models.common.start_from_class_shares`)."""
+    counts = torch.zeros(info.num_classes, dtype=torch.float64)
+    labelled = 0
+    for index in range(min(items, len(dataset))):
+        target = dataset[index][1]
+        valid = target != IGNORE_INDEX
+        if info.task == MULTICLASS:
+            counts += torch.bincount(target[valid].long(), minlength=info.num_classes)[:info.num_classes].double()
+            labelled += int(valid.sum())
+        else:  # (C, H, W) of 0/1: every pixel is labelled for each class
+            counts += (target.double() * valid).sum(dim=(1, 2))
+            labelled += int(valid[0].sum())
+    return counts / max(labelled, 1)
 
 
 def centre(image: torch.Tensor, target: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SettingsError
+from ..tasks import MULTICLASS
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -59,3 +60,23 @@ class TorchvisionSegmentation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)["out"]
+
+
+def start_from_class_shares(model: nn.Module, shares: torch.Tensor, task: str) -> bool:
+    """Set the bias of ``model.head`` (a final convolution, one output per class) so that the
+    untrained model predicts each class's share of the pixels, ``shares`` ``(C,)`` in 0..1.
+
+    RetinaNet's prior initialisation (Lin et al., 2017): a fresh head predicts 0.5 for every class
+    of every pixel, and the first steps of a run go into learning that most pixels are background
+    (measured on the shapes: validation Dice 0.10 after 25 steps of the live preset). Sigmoid
+    outputs (multi-label, binary) start at the shares' log-odds, a softmax (multiclass) at their
+    logarithms. Returns False, changing nothing, for a model without such a head."""
+    head = getattr(model, "head", None)
+    bias = getattr(head, "bias", None)
+    if not isinstance(bias, torch.Tensor) or bias.shape != shares.shape:
+        return False
+    shares = shares.double().clamp(1e-4, 1 - 1e-4)
+    value = shares.log() if task == MULTICLASS else torch.log(shares / (1 - shares))
+    with torch.no_grad():
+        bias.copy_(value.to(bias.dtype))
+    return True
