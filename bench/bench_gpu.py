@@ -91,7 +91,7 @@ def live_rows(device: torch.device, seeds: list[int], seconds: float) -> list[di
                          "result": f"{run['to 0.90']} (0.80: {run['to 0.80']}, 0.95: {run['to 0.95']}); "
                                    f"{run['steps']} steps, final val Dice {run['final val Dice (48 images)']}, "
                                    f"fresh 200 images {run['fresh 200 images: mean Dice']}, "
-                                   f"wall {run['wall time']}"})
+                                   f"wall {run['wall time']}; precision {run['precision (trial step times)']}"})
             print(rows[-1], flush=True)
     return rows
 

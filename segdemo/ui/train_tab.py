@@ -312,8 +312,8 @@ def refresh_pickers(context: AppContext, count: int, catalog_version, request: g
 
 def build(context: AppContext) -> dict:
     base = preset("live")
-    gr.Markdown("Train a model right here and watch it learn. The defaults reach a validation Dice of about 0.9 on "
-                "the shapes in three minutes on two CPU cores.")
+    gr.Markdown("Train a model right here and watch it learn. On two CPU cores the defaults reach a validation Dice "
+                "of 0.9 on the shapes in about 15 seconds and 0.97 in 30.")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             model = live_dropdown([base.model], value=base.model, label="model", elem_id="train-model")
