@@ -27,7 +27,8 @@ from segdemo.losses import build_loss  # noqa: E402
 from segdemo.runtime import autocast_dtype  # noqa: E402
 
 CASES = [
-    ("unet 8 residual (live / shipped)", "unet", dict(base_channels=8, depth=3, residual=True), 96, 16),
+    ("unet 8 residual (shipped)", "unet", dict(base_channels=8, depth=3, residual=True), 96, 16),
+    ("unet 8 residual, nearest (live)", "unet", dict(base_channels=8, depth=3, residual=True, upsample="nearest"), 80, 12),
     ("unet 16", "unet", dict(base_channels=16, depth=3), 96, 16),
     ("classic U-Net 64…512", "unet", dict(base_channels=64, depth=3, norm="none"), 192, 4),
     ("fcn_resnet18", "fcn_resnet18", dict(pretrained_backbone=False), 128, 16),
@@ -71,7 +72,8 @@ def images_per_second(name, options, crop, batch, steps=4, *, device="cpu", prec
 
 def loop_overhead(rounds: int = 3, steps: int = 30) -> tuple[float, float, float]:
     """Median ms/step of a bare loop and of segdemo's Trainer on the live preset's model and data."""
-    config = preset("live", max_seconds=None, epochs=1, steps_per_epoch=steps, val_every=1000)
+    # fp32 like the bare loop (a live run would time its first steps in bf16 too, bench_step.py).
+    config = preset("live", max_seconds=None, epochs=1, steps_per_epoch=steps, val_every=1000, precision="fp32")
     data = batches(config.crop_size, config.batch_size, steps)
     bare_times, loop_times = [], []
     for _ in range(rounds):
@@ -102,7 +104,9 @@ def main():
                      "192×192-equivalent images/s": f"{speed * (crop / 192) ** 2:.1f}"})
         print(rows[-1], flush=True)
     bare, loop, overhead = loop_overhead()
-    rows_overhead = [{"what": "live preset step (batch 16, 96×96, unet 8 residual)", "bare loop": f"{bare:.0f} ms",
+    live = preset("live")
+    what = f"live preset step (batch {live.batch_size}, {live.crop_size}×{live.crop_size}, fp32)"
+    rows_overhead = [{"what": what, "bare loop": f"{bare:.0f} ms",
                       "segdemo Trainer": f"{loop:.0f} ms", "overhead": f"{overhead:+.1f} %"}]
     write_section("training", "Training speed (fp32, channels_last)", rows,
                   notes="One optimizer step per timing, median of 4 after a warm-up; AdamW; BCE + Dice.")
