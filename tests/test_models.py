@@ -72,7 +72,7 @@ def test_unet_options_and_residual_blocks():
 
 @pytest.mark.parametrize("options, message", [
     ({"depth": 0}, "depth"),
-    ({"upsample": "nearest"}, "upsample"),
+    ({"upsample": "bicubic"}, "upsample"),
     ({"norm": "group"}, "norm"),
     ({"widht": 3}, "no option widht"),
 ])
