@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from segdemo.runtime import synchronize  # noqa: E402,F401  (the benches time GPUs with it)
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
@@ -46,15 +49,6 @@ def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{cores} cores ({cpu_model()}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}{gpu}")
-
-
-def synchronize(device) -> None:
-    """Wait for the GPU's queued work: CUDA calls return before they finish, so a timing that does not
-    wait measures only the launches. Nothing to wait for on the CPU."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_time(function, *, repeats: int = 20, warmup: int = 3, min_seconds: float = 0.0) -> float:

@@ -94,6 +94,15 @@ def train_on(cores: set[int] | None, threads: int | None = None) -> None:
         torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
 
 
+def synchronize(device) -> None:
+    """Wait for ``device``'s queued work: CUDA calls return before they finish, so a clock read
+    without waiting times only the launches. Nothing to wait for on a CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_has_native_bf16() -> bool:
     """True where oneDNN has bf16 instructions (AVX512-BF16/AMX); elsewhere bf16 is emulated."""
     import torch

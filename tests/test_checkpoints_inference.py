@@ -1,7 +1,9 @@
+import dataclasses
 import os
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -145,6 +147,32 @@ def test_fast_path_is_checked_against_fp32_and_the_model_is_left_alone():
     assert segmenter.agreement is not None and segmenter.agreement >= 0.995
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    fast = inference.fast_path_for(segmenter.device)
+    if fast.autocast_dtype is not None:  # autocast is kept only if it ran the probe image faster
+        plain = dataclasses.replace(fast, autocast_dtype=None)
+        assert set(segmenter.probe_seconds) == {fast.describe(), plain.describe()}
+        assert segmenter.path == min((fast, plain), key=lambda path: segmenter.probe_seconds[path.describe()])
+        assert segmenter.card()["inference path"] == segmenter.path.describe()
+
+
+def test_the_faster_inference_path_is_kept(monkeypatch):
+    """The timing decides: with an autocast path that is made slow, fp32 (folded, channels_last)
+    is kept, and the other way round."""
+    model = small_unet()
+    bf16 = inference.InferencePath(torch.bfloat16, True, True)
+    monkeypatch.setattr(inference, "fast_path_for", lambda device: bf16)
+    for slow in (torch.bfloat16, None):
+        segmenter = Segmenter(model, shapes_meta(model))
+        forward = segmenter._forward
+
+        def timed_forward(model_, path, x, slow=slow):
+            if model_ is segmenter._fast_model and path.autocast_dtype == slow:
+                time.sleep(0.02)
+            return forward(model_, path, x)
+
+        monkeypatch.setattr(segmenter, "_forward", timed_forward)
+        segmenter.predict(shapes.generate(1, seed=1)[0][0])
+        assert segmenter.path.autocast_dtype == (None if slow == torch.bfloat16 else torch.bfloat16)
 
 
 def test_tiled_prediction_equals_whole_image_prediction(monkeypatch):

@@ -7,6 +7,7 @@ drive is exercised on every machine; the ``cuda`` cases skip where there is no G
 one) and run on a GPU machine through ``bench/gpu_check.sh``.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -147,8 +148,8 @@ def test_a_run_on_the_device_learns_saves_loadable_weights_and_resumes(tmp_path,
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_shipped_model_on_the_device_keeps_its_fast_path_and_agrees_with_the_cpu(device, name):
-    """``load_segmenter`` on the device: the fast path (autocast where it pays, channels_last, folded
-    batch norms) passes its own check against fp32 and is kept, and its label maps agree with plain
+    """``load_segmenter`` on the device: the fast path (channels_last, folded batch norms, autocast
+    where it ran the probe image faster) passes its own check against fp32 and is kept, and its label maps agree with plain
     fp32 on the CPU (allowing for bf16 rounding at a few boundary pixels)."""
     reference = load_segmenter(SHIPPED / f"{name}.pt", device="cpu", precision="fp32")
     segmenter = load_segmenter(SHIPPED / f"{name}.pt", device=device)
@@ -160,7 +161,9 @@ def test_a_shipped_model_on_the_device_keeps_its_fast_path_and_agrees_with_the_c
         assert (answer.labels() == expected.labels()).mean() >= 0.99
         assert np.abs(answer.probabilities - expected.probabilities).mean() < 0.01
     assert segmenter.agreement is not None and segmenter.agreement >= AGREEMENT_REQUIRED
-    assert segmenter.path == fast_path_for(segmenter.device), f"fell back to {segmenter.path.describe()}"
+    fast = fast_path_for(segmenter.device)  # kept, with its autocast or without it, whichever timed faster
+    assert segmenter.path in (fast, dataclasses.replace(fast, autocast_dtype=None)), \
+        f"fell back to {segmenter.path.describe()}"
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ..runtime import autocast_dtype, cpu_has_native_bf16
+from ..runtime import autocast_dtype, cpu_has_native_bf16, synchronize
 
 WARMUP_STEPS = 1   # per precision, not timed: the first step builds the kernels (oneDNN, cuDNN)
 TIMED_STEPS = 3    # per precision, timed; the median decides
@@ -92,14 +92,10 @@ class StepClock:
         self.device = device
         self._start = 0.0
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def start(self) -> None:
-        self._sync()
+        synchronize(self.device)
         self._start = time.perf_counter()
 
     def stop(self) -> float:
-        self._sync()
+        synchronize(self.device)
         return time.perf_counter() - self._start
