@@ -135,12 +135,14 @@ class ProgressBar:
 
         self.tqdm = tqdm
         self.bar = None
+        self.processes = 1
 
     def _say(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
+            self.processes = event.world_size
             self.bar = self.tqdm(total=event.total_steps, initial=event.resumed_at_step, unit="step",
                                  dynamic_ncols=True, file=sys.stderr)
             self._say(f"{event.model} ({event.parameters:,} parameters) on {event.data['spec']}, "
@@ -160,6 +162,10 @@ class ProgressBar:
             self._say(f"  saved {event.path}")
         elif isinstance(event, RunEnded):
             self._say(event.message)
+            if event.images_per_second:
+                together = f", {self.processes} processes together" if self.processes > 1 else ""
+                self._say(f"trained on {event.images:,} images at {event.images_per_second:.1f} images/s{together} "
+                          f"(steps only, validation not counted)")
             self.bar.close()
 
 

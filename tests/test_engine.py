@@ -58,6 +58,7 @@ def test_events_and_jsonl_log(tmp_path):
     assert snapshot.image.shape == (32, 32, 3) and snapshot.image.dtype == np.uint8
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["type"] for line in lines] == kinds
+    assert events[-1].images == 8 * 4 and events[-1].images_per_second > 0  # 8 steps of 4: what the CLI reports
     assert "image" not in next(line for line in lines if line["type"] == "snapshot")
 
 
