@@ -1,16 +1,17 @@
 """Train a segmentation model from the command line.
 
-    python -m segdemo.train --data shapes --epochs 2 --out runs/one           # the small default run
+    python -m segdemo.train --data shapes --epochs 2 --out runs/one           # the small default run: 50 s
     python -m segdemo.train --preset live --max-seconds 120 --out runs/live   # the app's Train tab: 2 min
-    python -m segdemo.train --config train/unet_shapes.json --epochs 5 --out runs/unet_shapes  # a recipe, cut short
-    torchrun --nproc_per_node 2 -m segdemo.train --data shapes --epochs 2 --out runs/ddp  # the first, 2 processes
+    python -m segdemo.train --config train/unet_shapes.json --epochs 5 --out runs/unet_shapes  # a recipe, cut: 80 s
+    torchrun --nproc_per_node 2 -m segdemo.train --data shapes --epochs 2 --out runs/ddp  # the first, 2 processes: 40 s
 
-Without ``--preset`` or ``--config`` a run starts from the ``small`` preset:
-the live preset's 8-wide residual U-Net (0.13 M parameters), 96×96 crops of fresh shapes, 4 epochs
-of 2000 images. ``--preset tutorial`` (7.8 M parameters) and ``--preset original`` (31 M) train the
-classic widths: hours on 2 CPU cores, minutes on a GPU. Every option is explained by ``--help``. The
-run writes ``best.pt``, ``last.pt`` and ``log.jsonl`` into ``--out``, and says at its end how many
-images per second it trained (all processes together); ``--resume OUT/last.pt`` continues it.
+(Times on 2 CPU cores: BENCHMARKS.md.) Without ``--preset`` or ``--config`` a run starts from the
+``small`` preset: the live preset's 8-wide residual U-Net (0.13 M parameters), 96×96 crops of fresh
+shapes, 4 epochs of 2000 images. ``--preset tutorial`` (7.8 M parameters) and ``--preset original``
+(31 M) train the classic widths: hours on 2 CPU cores, minutes on a GPU. Every option is explained by
+``--help``. The run writes ``best.pt``, ``last.pt`` and ``log.jsonl`` into ``--out``, and says at its
+end how many images per second it trained (all processes together); ``--resume OUT/last.pt``
+continues it.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     machinery.add_argument("--threads", type=int, help="torch CPU threads")
     machinery.add_argument("--seed", type=int, help="random seed")
     machinery.add_argument("--out", help="output folder for best.pt, last.pt and log.jsonl")
-    machinery.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt")
+    machinery.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt (as the run was set "
+                                                                    "up, unless other options say otherwise)")
     machinery.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
     machinery.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
