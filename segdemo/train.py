@@ -1,11 +1,17 @@
 """Train a segmentation model from the command line.
 
-    python -m segdemo.train --preset live --max-seconds 180 --out runs/live
-    python -m segdemo.train --model unet --base-channels 16 --data drive:DRIVE.zip --epochs 50 --out runs/drive
-    torchrun --nproc_per_node 2 -m segdemo.train --data shapes --epochs 2 --out runs/ddp
+    python -m segdemo.train --data shapes --epochs 2 --out runs/one           # the small default run: 50 s
+    python -m segdemo.train --preset live --max-seconds 120 --out runs/live   # the app's Train tab: 2 min
+    python -m segdemo.train --config train/unet_shapes.json --epochs 5 --out runs/unet_shapes  # a recipe, cut: 80 s
+    torchrun --nproc_per_node 2 -m segdemo.train --data shapes --epochs 2 --out runs/ddp  # the first, 2 processes: 40 s
 
-Every option is explained by ``--help``. The run writes ``best.pt``, ``last.pt`` and ``log.jsonl``
-into ``--out``; ``--resume OUT/last.pt`` continues it.
+(Times on 2 CPU cores: BENCHMARKS.md.) Without ``--preset`` or ``--config`` a run starts from the
+``small`` preset: the live preset's 8-wide residual U-Net (0.13 M parameters), 96×96 crops of fresh
+shapes, 4 epochs of 2000 images. ``--preset tutorial`` (7.8 M parameters) and ``--preset original``
+(31 M) train the classic widths: hours on 2 CPU cores, minutes on a GPU. Every option is explained by
+``--help``. The run writes ``best.pt``, ``last.pt`` and ``log.jsonl`` into ``--out``, and says at its
+end how many images per second it trained (all processes together); ``--resume OUT/last.pt``
+continues it.
 """
 
 from __future__ import annotations
@@ -16,14 +22,15 @@ import json
 import logging
 import sys
 
-from . import limits
+from . import checkpoints, limits
 from .data import source_entries
 from .errors import OUT_OF_MEMORY, out_of_memory
-from .engine.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, configure, preset
+from .engine.config import (CLASSIC_PRESETS, CLI_PRESET, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig,
+                             configure, preset)
 from .engine.events import CheckpointSaved, EpochDone, PrecisionChosen, RunEnded, RunStarted, StepDone
 from .errors import UserError
 from .losses import LOSS_NAMES
-from .models import names
+from .models import count_parameters, names, skeleton
 from .models.unet import UPSAMPLE_MODES
 from .runtime import PRECISIONS
 
@@ -47,20 +54,27 @@ def _pairs(items) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
+    defaults = PRESETS[CLI_PRESET]
+    unet = defaults.model_options
     parser = argparse.ArgumentParser(
         prog="python -m segdemo.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="examples:\n" + __doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to train")
-    what.add_argument("--config", metavar="JSON", help="a recipe file (train/*.json): TrainConfig fields; "
-                                                       "other options override it")
+    what.add_argument("--config", metavar="JSON", help="a recipe file (train/*.json): TrainConfig fields (the "
+                                                       "rest TrainConfig's defaults); other options override it")
     what.add_argument("--preset", choices=sorted(PRESETS),
-                      help="start from a measured recipe; other options override it "
-                           "(live: what the app's Train tab runs)")
+                      help=f"start from a recipe; other options override it. Default {CLI_PRESET}: a "
+                           f"{_size(defaults)} U-Net, {defaults.epochs} epochs, a few minutes on 2 CPU cores; "
+                           "live: what the app's Train tab runs; "
+                           + "; ".join(f"{name}: the {_size(PRESETS[name])} {PRESETS[name].title}"
+                                       for name in CLASSIC_PRESETS)
+                           + " (the classic widths: hours on 2 CPU cores, minutes on a GPU)")
     what.add_argument("--model", choices=names(trainable=True), help=f"architecture (default {defaults.model})")
-    what.add_argument("--base-channels", type=int, help="unet: width of the first stage")
-    what.add_argument("--depth", type=int, help="unet: number of poolings")
-    what.add_argument("--upsample", choices=UPSAMPLE_MODES, help="unet: decoder upsampling")
+    what.add_argument("--base-channels", type=int,
+                      help=f"unet: width of the first stage (default {unet['base_channels']}; the classic U-Net: 64)")
+    what.add_argument("--depth", type=int, help=f"unet: number of poolings (default {unet['depth']})")
+    what.add_argument("--upsample", choices=UPSAMPLE_MODES,
+                      help=f"unet: decoder upsampling (default {unet.get('upsample', 'bilinear')})")
     what.add_argument("--norm", choices=["batch", "none"], help="unet: normalization")
     what.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                       help="any other model option, e.g. residual=True (repeatable)")
@@ -83,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
     how.add_argument("--loss", choices=LOSS_NAMES, help="loss (auto: BCE+Dice or cross-entropy by task)")
     how.add_argument("--bce-weight", type=float, help="weight of BCE in BCE+Dice (the tutorials use 0.5)")
-    how.add_argument("--crop-size", type=int, help="train on random crops of this size (evaluate on whole images; "
-                                                   "0: whole images)")
+    how.add_argument("--crop-size", type=int, help=f"train on random crops of this size (evaluate on whole images; "
+                                                   f"0: whole images; default {defaults.crop_size})")
     how.add_argument("--image-size", type=int, help="size of the generated shapes (shapes data only)")
     how.add_argument("--val-images", type=int, help="validate on this many images (default: all)")
     how.add_argument("--val-every", type=int, help="epochs between validations")
@@ -97,16 +111,38 @@ def build_parser() -> argparse.ArgumentParser:
     machinery.add_argument("--threads", type=int, help="torch CPU threads")
     machinery.add_argument("--seed", type=int, help="random seed")
     machinery.add_argument("--out", help="output folder for best.pt, last.pt and log.jsonl")
-    machinery.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt")
+    machinery.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt (as the run was set "
+                                                                    "up, unless other options say otherwise)")
     machinery.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
     machinery.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
+def _size(config: TrainConfig) -> str:
+    """How many parameters ``config``'s model has for the shapes' six classes, e.g. "0.13 M-parameter"."""
+    return f"{count_parameters(skeleton(config.model, 3, 6, **config.model_options)) / 1e6:.2g} M-parameter"
+
+
+def _base(args: argparse.Namespace) -> TrainConfig:
+    """What the flags change: the ``--preset``; TrainConfig's defaults under a ``--config`` recipe
+    (recipes are written over them); the run being resumed, as its checkpoint recorded it, for a
+    ``--resume`` alone; otherwise the small default run (:data:`~segdemo.engine.config.CLI_PRESET`)."""
+    if args.preset:
+        return preset(args.preset)
+    if args.config:
+        return TrainConfig()
+    if args.resume:
+        recipe = checkpoints.read(args.resume)["meta"].get("recipe")
+        if recipe:
+            return TrainConfig.from_dict(recipe)
+    return preset(CLI_PRESET)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run the command line asks for: a preset or a recipe file, with the flags applied by
-    :func:`segdemo.engine.config.configure` (as the Train tab's settings are)."""
-    config = preset(args.preset) if args.preset else TrainConfig()
+    """The run the command line asks for: a preset, a recipe file, the run being resumed or the
+    small default run, with the flags applied by :func:`segdemo.engine.config.configure` (as the
+    Train tab's settings are)."""
+    config = _base(args)
     if args.config:
         with open(args.config, encoding="utf-8") as file:
             recipe = json.load(file)
@@ -137,12 +173,14 @@ class ProgressBar:
 
         self.tqdm = tqdm
         self.bar = None
+        self.processes = 1
 
     def _say(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
+            self.processes = event.world_size
             self.bar = self.tqdm(total=event.total_steps, initial=event.resumed_at_step, unit="step",
                                  dynamic_ncols=True, file=sys.stderr)
             self._say(f"{event.model} ({event.parameters:,} parameters) on {event.data['spec']}, "
@@ -165,6 +203,10 @@ class ProgressBar:
             self._say(f"  saved {event.path}")
         elif isinstance(event, RunEnded):
             self._say(event.message)
+            if event.images_per_second:
+                together = f", {self.processes} processes together" if self.processes > 1 else ""
+                self._say(f"trained on {event.images:,} images at {event.images_per_second:.1f} images/s{together} "
+                          f"(steps only, validation not counted)")
             self.bar.close()
 
 

@@ -41,8 +41,8 @@ def free_port() -> int:
 
 def two_rank_run(folder: Path, device: str, **env) -> Path:
     """A tiny U-Net trained by two processes under torchrun (``tests/ddp_worker.py``) on ``device``;
-    checks that both ranks end with the same weights after 6 steps and that the log says world
-    size 2, and returns the run's folder."""
+    checks that both ranks end with the same weights after 6 steps, that the log says world size 2
+    and counts both ranks' images, and returns the run's folder."""
     import json
 
     done = subprocess.run(
@@ -55,7 +55,9 @@ def two_rank_run(folder: Path, device: str, **env) -> Path:
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = ((folder / f"rank{rank}.txt").read_text().split() for rank in (0, 1))
     assert rank0 == rank1 and rank0[1] == "6"
-    assert json.loads((folder / "run" / "log.jsonl").read_text().splitlines()[0])["world_size"] == 2
+    log = [json.loads(line) for line in (folder / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["world_size"] == 2
+    assert log[-1]["images"] == 2 * 6 * 2 and log[-1]["images_per_second"] > 0  # both ranks' images counted
     return folder / "run"
 
 

@@ -13,11 +13,14 @@ import torch
 from apphelpers import run_fresh, two_rank_run
 from fakes import write_drive, write_folder, write_voc
 from segdemo import checkpoints, limits, models
-from segdemo.engine import (BackgroundTrainer, EpochDone, RunEnded, RunStarted, SnapshotTaken, StepDone, TrainConfig,
-                            Trainer, configure, preset)
+from segdemo.engine import (PRESETS, BackgroundTrainer, EpochDone, RunEnded, RunStarted, SnapshotTaken, StepDone,
+                            TrainConfig, Trainer, configure, preset)
+from segdemo.engine.config import CLASSIC_PRESETS, CLI_PRESET
 from segdemo.engine.steps import lr_factor
 from segdemo.errors import SettingsError, TrainerBusy
 from segdemo.inference import load_segmenter
+from segdemo.models import count_parameters, skeleton
+from segdemo.train import build_parser, config_from_args
 
 
 def meta_of(path) -> dict:
@@ -60,6 +63,7 @@ def test_events_and_jsonl_log(tmp_path):
     assert snapshot.image.shape == (32, 32, 3) and snapshot.image.dtype == np.uint8
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["type"] for line in lines] == kinds
+    assert events[-1].images == 8 * 4 and events[-1].images_per_second > 0  # 8 steps of 4: what the CLI reports
     assert "image" not in next(line for line in lines if line["type"] == "snapshot")
 
 
@@ -248,6 +252,34 @@ def test_presets_are_valid():
     assert preset("live", epochs=3).epochs == 3
     with pytest.raises(ValueError, match="unknown preset"):
         preset("turbo")
+
+
+def parameters(config: TrainConfig) -> int:
+    """``config``'s model's parameters for the shapes' six classes, counted on the meta device."""
+    return count_parameters(skeleton(config.model, 3, 6, **config.model_options))
+
+
+def test_the_command_line_trains_a_small_model_unless_a_classic_width_is_named():
+    default = config_from_args(build_parser().parse_args([]))
+    assert default == preset(CLI_PRESET) and default.model_options == preset("live").model_options
+    assert parameters(default) < 1_000_000 and default.max_seconds is None and default.epochs <= 5
+    assert parameters(preset("tutorial")) == pytest.approx(7.8e6, rel=0.01)   # the tutorials' U-Net
+    assert parameters(preset("original")) == pytest.approx(31.0e6, rel=0.01)  # the paper's widths
+    assert set(CLASSIC_PRESETS) <= set(PRESETS)
+    assert "hours on 2 CPU cores" in build_parser().format_help()
+    wider = config_from_args(build_parser().parse_args(["--base-channels", "16"]))
+    assert wider.model_options == {**default.model_options, "base_channels": 16}
+    other = config_from_args(build_parser().parse_args(["--model", "u2netp"]))
+    assert other.model_options == {} and other.crop_size == default.crop_size  # its own defaults, the run's
+
+
+def test_a_resume_alone_continues_the_run_its_checkpoint_recorded(tmp_path):
+    first = Trainer(tiny(epochs=1, out=str(tmp_path))).run()
+    config = config_from_args(build_parser().parse_args(["--resume", first.last_path, "--epochs", "2"]))
+    assert config.model_options == tiny().model_options and config.data_options == tiny().data_options
+    assert config.resume == first.last_path and config.epochs == 2 and config.out == str(tmp_path)
+    result = Trainer(config).run()
+    assert result.reason == "finished" and result.steps == 8
 
 
 @pytest.mark.parametrize("writer, spec, options", [

@@ -62,3 +62,38 @@ def test_every_limit_and_quota_is_documented_with_its_setting():
     missing = [f"SEGDEMO_{field.name.upper()}" for cls in (Limits, Quotas) for field in dataclasses.fields(cls)
                if f"SEGDEMO_{field.name.upper()}" not in README]
     assert not missing, f"README.md does not name {missing}"
+
+
+# Every training command the documentation shows, wherever it is shown (--help prints train.py's).
+TRAINING_DOCS = {name: (ROOT / name).read_text() for name in ("README.md", "train/README.md", "segdemo/train.py")}
+TRAINING_LINES = [(name, line.strip()) for name, text in TRAINING_DOCS.items() for line in text.splitlines()
+                  if line.strip().startswith(("python -m segdemo.train", "torchrun")) and "segdemo.train" in line]
+
+
+@pytest.mark.parametrize("name, line", TRAINING_LINES,
+                         ids=[f"{name}:{line.split('--out')[0][:70]}" for name, line in TRAINING_LINES])
+def test_every_documented_training_command_is_a_short_run_of_a_small_model(name, line, monkeypatch):
+    """Each parses with the CLI's own parser, trains a model under 2 M parameters (unless it names a
+    classic-width preset: 7.8 M or 31 M) and is bounded: a time limit of at most 5 minutes, or at most
+    10,000 training images (a few minutes for such a model on 2 CPU cores: BENCHMARKS.md)."""
+    import shlex
+
+    from segdemo.data import open_source, parse_spec
+    from segdemo.engine.config import CLASSIC_PRESETS
+    from segdemo.models import count_parameters, skeleton
+    from segdemo.train import build_parser, config_from_args
+
+    monkeypatch.chdir(ROOT)  # recipes are named relative to the repository
+    words = shlex.split(line, comments=True)
+    config = config_from_args(build_parser().parse_args(words[words.index("segdemo.train") + 1:]))
+    if "--preset" not in words or words[words.index("--preset") + 1] not in CLASSIC_PRESETS:
+        assert count_parameters(skeleton(config.model, 3, 6, **config.model_options)) < 2_000_000, line
+    processes = int(words[words.index("--nproc_per_node") + 1]) if words[0] == "torchrun" else 1
+    if config.steps_per_epoch:
+        images = config.epochs * config.steps_per_epoch * config.batch_size * processes
+    elif parse_spec(config.data)[0] == "drive":  # the dataset is always the same 20 training images
+        images = config.epochs * 20
+    else:  # an epoch is one pass over the data (the processes share it): known here for generated shapes
+        assert parse_spec(config.data)[0] == "shapes", f"{line}: give --steps-per-epoch, the length is the data's"
+        images = config.epochs * open_source(config.data, **config.data_options).train_length
+    assert (config.max_seconds or 1e9) <= 300 or images <= 10_000, f"{line}: {images} training images"

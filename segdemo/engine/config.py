@@ -187,6 +187,7 @@ def number(value, name: str) -> float:
 
 
 # Presets: measured on the project's 2-core machines (see BENCHMARKS.md and train/).
+LIVE_MODEL = {"base_channels": 8, "depth": 3, "residual": True, "upsample": "nearest"}  # live and small
 PRESETS: dict[str, TrainConfig] = {
     # The Train tab's default: a slim residual U-Net learning the shapes live on 2 CPU cores.
     # Measured (BENCHMARKS.md, bench/bench_live.py): 8-wide residual blocks (ResUNet) learn as well
@@ -200,11 +201,36 @@ PRESETS: dict[str, TrainConfig] = {
     # timed on the first steps; validation on 48 whole 192×192 images every 50 steps. A minute by
     # default: fresh-shapes Dice 0.97 at 30 s and at 60 s (3 seeds each), so a class's runs queue briefly.
     "live": TrainConfig(
-        model="unet", model_options={"base_channels": 8, "depth": 3, "residual": True, "upsample": "nearest"},
-        data="shapes", epochs=100, steps_per_epoch=50, batch_size=12, lr=3e-3, schedule="onecycle",
-        warmup_fraction=0.15, crop_size=80, val_images=48, max_seconds=60, title="live U-Net",
+        model="unet", model_options=dict(LIVE_MODEL), data="shapes", epochs=100, steps_per_epoch=50,
+        batch_size=12, lr=3e-3, schedule="onecycle", warmup_fraction=0.15, crop_size=80, val_images=48,
+        max_seconds=60, title="live U-Net",
+    ),
+    # The command line's run when it names no preset or recipe (CLI_PRESET): the live preset's model,
+    # crops and batches, bounded by epochs rather than wall time, so that its length and result are the
+    # same on every machine. An epoch is one pass over 2000 fresh shapes (166 steps of 12; under
+    # torchrun the ranks share them); each ends with a validation on the 200 whole 192×192 images.
+    "small": TrainConfig(
+        model="unet", model_options=dict(LIVE_MODEL), data="shapes", epochs=4, batch_size=12, lr=3e-3,
+        schedule="onecycle", warmup_fraction=0.15, crop_size=80, title="small U-Net",
+    ),
+    # The classic widths, by name, with the plain defaults (whole 192×192 images): hours on 2 CPU
+    # cores (one batch-25 step of the tutorial's U-Net took 33 s there), minutes on a GPU.
+    # "tutorial": the tutorials' U-Net (64 wide, 3 poolings, bilinear, no normalization: 7.8 M
+    # parameters); "original": the paper's widths (64 wide, 4 poolings, transposed convolutions,
+    # here with batch norm: 31 M parameters).
+    "tutorial": TrainConfig(
+        model="unet", model_options={"base_channels": 64, "depth": 3, "upsample": "bilinear", "norm": "none"},
+        title="tutorial U-Net",
+    ),
+    "original": TrainConfig(
+        model="unet", model_options={"base_channels": 64, "depth": 4, "upsample": "transpose", "norm": "batch"},
+        title="original U-Net",
     ),
 }
+
+
+CLI_PRESET = "small"        # python -m segdemo.train without --preset or --config
+CLASSIC_PRESETS = ("tutorial", "original")  # slow on a CPU: the command line's help says so
 
 
 def preset(name: str, **overrides) -> TrainConfig:

@@ -11,7 +11,7 @@ The loop never prints. It hands each listener (any callable) one of these frozen
 - :class:`SnapshotTaken`: a picture of the model's current prediction on a fixed validation image;
 - :class:`CheckpointSaved`: ``last.pt`` or ``best.pt`` was written;
 - :class:`RunEnded`: how and why the run ended (``finished``, ``stopped``, ``time limit``,
-  ``diverged``, ``failed``), with the best metrics and the checkpoint paths.
+  ``diverged``, ``failed``), with the best metrics, the checkpoint paths and the images/s trained.
 
 Every event has an ``elapsed`` time (training seconds, resumes included) and a ``kind`` (its name
 in ``log.jsonl``). :class:`JsonlLog` writes them as JSON lines; :class:`EventHistory` keeps a bounded,
@@ -120,6 +120,8 @@ class RunEnded:
     best_path: str | None = None
     last_path: str | None = None
     elapsed: float = 0.0
+    images: int = 0                    # trained on since this process started the run, all ranks together
+    images_per_second: float | None = None   # ``images`` over the time of their steps (no validation)
 
 
 Event = Union[RunStarted, StepDone, PrecisionChosen, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved, RunEnded]

@@ -47,6 +47,7 @@ class TrainResult:
     best_path: str | None = None
     last_path: str | None = None
     history: dict = field(default_factory=dict)
+    images_per_second: float | None = None   # training throughput, all ranks together
     model: torch.nn.Module | None = None
     meta: dict | None = None
 
@@ -154,6 +155,8 @@ class Trainer:
         try:
             while progress.epoch < config.epochs:
                 outcome = train_one_epoch(setup, progress, self.emit, self._stop_reason)
+                progress.images += outcome.images
+                progress.step_seconds += outcome.seconds
                 if not outcome.complete:
                     reason, message = outcome.stop_reason
                     if outcome.losses:  # learned something since the last save: keep it
@@ -169,11 +172,13 @@ class Trainer:
         result = TrainResult(reason=reason, message=message, steps=progress.step, epochs=progress.epoch,
                              elapsed=progress.elapsed(), best_metrics=json_safe(progress.best_metrics),
                              last_metrics=json_safe(progress.last_metrics), best_path=progress.best_path,
-                             last_path=progress.last_path, history=progress.history, model=setup.model,
+                             last_path=progress.last_path, history=progress.history,
+                             images_per_second=progress.images_per_second(), model=setup.model,
                              meta=checkpoint_meta(setup, progress, progress.last_metrics))
         self.emit(RunEnded(reason=reason, message=message, steps=progress.step, epochs=progress.epoch,
                            best_metrics=result.best_metrics, last_metrics=result.last_metrics,
-                           best_path=progress.best_path, last_path=progress.last_path, elapsed=result.elapsed))
+                           best_path=progress.best_path, last_path=progress.last_path, elapsed=result.elapsed,
+                           images=progress.images, images_per_second=result.images_per_second))
         if log_file is not None:
             log_file.close()
         setup.context.close()

@@ -114,7 +114,13 @@ class Progress:
     history: dict = field(default_factory=lambda: {"steps": [], "epochs": []})
     seconds_before_resume: float = 0.0
     validation_seconds: float = 0.0       # how long the last validation took (time limits allow for it)
+    images: int = 0                       # trained on by this process's run, all ranks (not resumed)
+    step_seconds: float = 0.0             # the wall time those images took (no validation, no saving)
     started: float = field(default_factory=time.perf_counter)
+
+    def images_per_second(self) -> float | None:
+        """Training throughput of this process's run, all ranks together (None before a step)."""
+        return self.images / self.step_seconds if self.images else None
 
     def elapsed(self) -> float:
         """Training time so far, including the time before a resume (time limits and the

@@ -116,6 +116,8 @@ def timed_trial_step(setup: TrainingSetup, trial, images: torch.Tensor, target: 
 class EpochOutcome:
     losses: list[float]          # one per step taken
     stop_reason: tuple[str, str] | None = None   # (reason, message) when a stop or time limit cut it short
+    images: int = 0              # images trained on, all ranks together
+    seconds: float = 0.0         # wall time of the steps and their data (no validation)
 
     @property
     def complete(self) -> bool:
@@ -131,7 +133,8 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
     loader = setup.loader(setup.train_set, shuffle=not hasattr(setup.train_set, "set_epoch"),
                           batch_size=config.batch_size, epoch=progress.epoch)
     outcome = EpochOutcome([])
-    window_start, window_images = time.perf_counter(), 0
+    started = window_start = time.perf_counter()
+    window_images = 0
     for images, target in Prefetcher(loader, config.prefetch):
         if len(outcome.losses) >= setup.steps_per_epoch:
             break
@@ -151,6 +154,7 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
             emit(PrecisionChosen(step=progress.step, precision=precision_name(trial.choice),
                                  step_seconds=trial.medians, elapsed=progress.elapsed()))
         outcome.losses.append(loss)
+        outcome.images += len(images) * setup.context.world_size
         window_images += len(images) * setup.context.world_size
         if progress.step % config.log_every == 0:
             now = time.perf_counter()
@@ -165,6 +169,7 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
                                               "dice": event.dice, "lr": lr, "images_per_second": speed,
                                               "elapsed": event.elapsed})
             emit(event)
+    outcome.seconds = time.perf_counter() - started
     return outcome
 
 
