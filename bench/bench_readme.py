@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from common import ROOT, write_section  # noqa: E402
+from segdemo.engine.config import CLI_PRESET, PRESETS  # noqa: E402
 from fakes import write_drive, zip_tree  # noqa: E402
 
 
@@ -99,6 +100,12 @@ def ddp_pair(records: list[dict]) -> tuple[dict, dict]:
     return next(r for r in records if r is not ddp and training_options(r["line"]) == training_options(ddp["line"])), ddp
 
 
+def precision_of(record: dict) -> str:
+    """The precision the run trained in: its trial's choice where it timed one, else what it started with."""
+    chosen = next((entry for entry in record["log"] if entry["type"] == "precision"), None)
+    return chosen["precision"] if chosen else record["log"][0]["precision"]
+
+
 def ddp_rows(records: list[dict]) -> list[dict]:
     """The torchrun line and the one-process line that trains the same run, side by side."""
     one, ddp = ddp_pair(records)
@@ -109,7 +116,7 @@ def ddp_rows(records: list[dict]) -> list[dict]:
         rows.append({"run": name, "steps per process": end["steps"], "images": f"{end['images']:,}",
                      "images/s (steps, all processes)": f"{end['images_per_second']:.1f}",
                      "wall time": f"{record['wall']:.0f} s", "final val mean Dice": f"{final['mean_dice']:.3f}",
-                     "per class": " ".join(f"{dice:.2f}" for dice in final["dice"]), "precision": start["precision"],
+                     "per class": " ".join(f"{dice:.2f}" for dice in final["dice"]), "precision": precision_of(record),
                      "load before": f"{record['load']:.1f}"})
     return rows
 
@@ -121,13 +128,15 @@ def ddp_notes(records: list[dict]) -> str:
     steps = {"one": one["log"][-1]["steps"], "ddp": ddp["log"][-1]["steps"]}
     dice = {name: [e for e in r["log"] if e["type"] == "epoch"][-1]["val"]["mean_dice"]
             for name, r in (("one", one), ("ddp", ddp))}
+    small = PRESETS[CLI_PRESET]
+    crops = f"{small.crop_size}×{small.crop_size} crops, batch {small.batch_size}"
     why = ("Likely because this small model keeps two threads of one process busy only in part "
-           "(convolutions of 8 to 64 channels on 96×96 crops; the shapes are generated on one thread), so one "
+           f"(convolutions of 8 to 64 channels on {crops}; the shapes are generated on one thread), so one "
            "process per core does more; a wider model, whose convolutions fill both cores, would gain less. "
            if speed > 1.1 else "")
     return (f"`{ddp['line']}` against the same training in one process (`{one['line']}`), run one after the "
             f"other. Both train the CLI's default (the `small` preset: an 8-wide residual U-Net, 0.13 M "
-            f"parameters, 96×96 crops, batch 16 per process) on 4000 fresh shapes (the processes share each "
+            f"parameters, {crops} per process) on 4000 fresh shapes (the processes share each "
             f"epoch's 2000); images/s counts the training steps of all processes together (the validation on "
             f"200 whole 192×192 images after each epoch is not counted; the wall time includes it and the "
             f"start). The two processes (torchrun gives each one thread) trained {speed:.2f}× the images/s of one "
