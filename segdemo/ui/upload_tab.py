@@ -7,6 +7,9 @@ fractions.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -23,6 +26,11 @@ from .context import AppContext
 from .files import checked_upload, png_file, required_upload
 from .messages import handler, refuse
 from .widgets import DISPLAY_SIDE, format_dice, hex_color, live_dropdown
+
+log = logging.getLogger(__name__)
+
+# What /segment logs at DEBUG for each call, in milliseconds (bench/bench_load.py reads it).
+SEGMENT_PHASES = ("read", "model", "overlay", "png")
 
 EXPLAIN = """
 **Reading the results.** The overlay colors each pixel by the class the model gives it; the label
@@ -109,15 +117,21 @@ def segment_image(context: AppContext, image, model, request: gr.Request):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
     pixel value = label index) and the fraction of pixels of each label. An image larger than one
     request may ask of the model (in a shared app) is refused with what would fit."""
+    laps = [time.perf_counter()]
     image_path = required_upload(image, "image", "send an image file")
     segmenter = context.workspace(request).catalog.get(model or None)
     picture = refuse_over_budget(image_path, segmenter)  # the label map is data: never downscaled
+    laps.append(time.perf_counter())
     prediction = segmenter.predict(picture, deadline=context.deadline(request))
+    laps.append(time.perf_counter())
     shown = viz.downscale(picture, DISPLAY_SIDE)
     overlay = viz.overlay(shown, prediction if shown is picture else prediction.resized(*shown.shape[:2]))
-    return (png_file(overlay, "overlay.png"),
-            png_file(prediction.labels(), "labels.png", palette=prediction.label_colors),
-            {"model": prediction.model, "fractions": prediction.fractions()})
+    laps.append(time.perf_counter())
+    files = (png_file(overlay, "overlay.png"), png_file(prediction.labels(), "labels.png", palette=prediction.label_colors))
+    laps.append(time.perf_counter())
+    log.debug("segment timing %s", json.dumps({"images": 1, **{phase: round(1e3 * (end - begin), 2) for phase, begin, end
+                                                               in zip(SEGMENT_PHASES, laps, laps[1:])}}))
+    return (*files, {"model": prediction.model, "fractions": prediction.fractions()})
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
