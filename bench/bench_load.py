@@ -83,30 +83,31 @@ class CpuMeter:
 
 
 class RawClient:
-    """One visitor speaking gradio's protocol over one HTTP connection, each phase timed."""
+    """One visitor (one session, as a page or a ``gradio_client.Client`` is) speaking gradio's
+    protocol over one HTTP connection, each phase of each request timed."""
 
     def __init__(self, url: str):
         import httpx
 
         self.http = httpx.Client(base_url=url + "gradio_api/", timeout=120)
         self.fn_index, self.trigger = event_index(url, "segment")
+        self.session = uuid.uuid4().hex[:11]
 
     def segment(self, image: Path) -> dict:
-        """``/segment`` of ``image``: milliseconds of each phase and the event's session."""
-        session = uuid.uuid4().hex[:11]
+        """``/segment`` of ``image``: seconds of each phase, and the event's id."""
         begun = time.perf_counter()
         with open(image, "rb") as handle:
             response = self.http.post("upload", files=[("files", (image.name, handle))])
         response.raise_for_status()
         uploaded = time.perf_counter()
         sent = {"path": response.json()[0], "orig_name": image.name, "meta": {"_type": "gradio.FileData"}}
-        seen = queue_call(self.http, self.fn_index, self.trigger, [sent, ""], session)
+        seen = queue_call(self.http, self.fn_index, self.trigger, [sent, ""], self.session)
         for output in seen["output"]["output"]["data"][:2]:
             self.http.get(output["url"]).raise_for_status()
         done = time.perf_counter()
         started = seen.get("process_starts", seen["joined"])
-        return {"session": session, "upload": uploaded - begun, "join": seen["joined"] - uploaded,
-                "queue": started - seen["joined"], "event": seen["process_completed"] - started,
+        return {"event": seen["output"]["event_id"], "upload": uploaded - begun, "join": seen["joined"] - uploaded,
+                "queue": started - seen["joined"], "runs": seen["process_completed"] - started,
                 "download": done - seen["process_completed"], "total": done - begun}
 
     def close(self):
@@ -145,12 +146,12 @@ def timed_gradio_client(client, image: Path) -> float:
     return time.perf_counter() - start
 
 
-def gradio_traces(url: str, sessions: set[str]) -> list[dict]:
-    """Gradio's own timing (``GRADIO_PROFILING=1``) of the ``/segment`` events of ``sessions``."""
+def gradio_traces(url: str, events: set[str]) -> list[dict]:
+    """Gradio's own timing (``GRADIO_PROFILING=1``) of the ``/segment`` events of ``events`` (ids)."""
     import httpx
 
     traces = httpx.get(url + "gradio_api/profiling/traces", timeout=30).json()
-    return [trace for trace in traces if trace["fn_name"] == "segment" and trace["session_hash"] in sessions]
+    return [trace for trace in traces if trace["event_id"] in events]
 
 
 def handler_phases(log: Path, offset: int) -> list[dict]:
@@ -176,7 +177,7 @@ def breakdown_rows(raw: list[dict], traces: list[dict], calls: list[dict]) -> li
         {"phase": "client: join the queue (POST `queue/join`)", "ms p50 / p95 / mean": spread(ms("join"))},
         {"phase": "client: joined → `process_starts` (waiting in the queue)", "ms p50 / p95 / mean": spread(ms("queue"))},
         {"phase": "client: `process_starts` → `process_completed` (the event runs)",
-         "ms p50 / p95 / mean": spread(ms("event"))},
+         "ms p50 / p95 / mean": spread(ms("runs"))},
         {"phase": "client: download overlay and label map (2 GETs)", "ms p50 / p95 / mean": spread(ms("download"))},
         {"phase": "client: whole request", "ms p50 / p95 / mean": spread(ms("total"))},
     ]
@@ -220,75 +221,76 @@ def main(argv=None):
         log = folder / "app.log"
         process, url, _ = start_app(folder / "data", root=args.root.resolve(), log=log,
                                     env={"GRADIO_PROFILING": "1", "SEGDEMO_LOG_LEVEL": "DEBUG"})
-        os.sched_setaffinity(0, {args.client_core})  # the class's threads, started from here on, inherit it
-        meter = CpuMeter(process.pid)
-        images = []
-        for index in range(4):
-            path = folder / f"img{index}.png"
-            Image.fromarray(shapes.generate(1, 192, seed=index)[0][0]).save(path)
-            images.append(path)
-        main_client = local_client(url)
-        for image in images:
-            main_client.predict(handle_file(str(image)), "", api_name="/segment")
-        raw = RawClient(url)
-        idle_offset = log.stat().st_size
-        idle = [raw.segment(images[i % 4]) for i in range(30)]
+        try:
+            os.sched_setaffinity(0, {args.client_core})  # the class's threads, started from here on, inherit it
+            meter = CpuMeter(process.pid)
+            images = []
+            for index in range(4):
+                path = folder / f"img{index}.png"
+                Image.fromarray(shapes.generate(1, 192, seed=index)[0][0]).save(path)
+                images.append(path)
+            main_client = local_client(url)
+            for image in images:
+                main_client.predict(handle_file(str(image)), "", api_name="/segment")
+            raw = RawClient(url)
+            idle_offset = log.stat().st_size
+            idle = [raw.segment(images[i % 4]) for i in range(30)]
 
-        start_live_run(main_client, 600)
-        while main_client.predict(api_name="/train_status")["step"] < 5:
-            time.sleep(0.5)
-        meter.start()
-        steps_before = main_client.predict(api_name="/train_status")["step"]
-        time.sleep(10)
-        alone = meter.stop()
-        alone_rate = (main_client.predict(api_name="/train_status")["step"] - steps_before) / alone["wall"]
-
-        total = args.clients * args.requests
-        loads = {}
-        for name, make_client, call in (("gradio_client", lambda: local_client(url), timed_gradio_client),
-                                        ("raw HTTP", lambda: RawClient(url), RawClient.segment)):
-            offset = log.stat().st_size
-            steps = main_client.predict(api_name="/train_status")["step"]
+            start_live_run(main_client, 600)
+            while main_client.predict(api_name="/train_status")["step"] < 5:
+                time.sleep(0.5)
             meter.start()
-            results, failures = closed_loop(args.clients, args.requests, make_client, call, images)
-            cpu = meter.stop()
-            steps = main_client.predict(api_name="/train_status")["step"] - steps
-            loads[name] = {"results": results, "failures": failures, "cpu": cpu, "steps": steps, "offset": offset}
-            for failure in failures[:5]:
-                print("failure:", failure)
-        main_client.predict(api_name="/train_stop")
-        wait_until_idle(main_client)
+            steps_before = main_client.predict(api_name="/train_status")["step"]
+            time.sleep(10)
+            alone = meter.stop()
+            alone_rate = (main_client.predict(api_name="/train_status")["step"] - steps_before) / alone["wall"]
 
-        for name, load in loads.items():
-            latencies = load["results"] if name == "gradio_client" else [r["total"] for r in load["results"]]
-            cpu = load["cpu"]
-            rows.append({"what": f"{args.clients} clients × {args.requests} `/segment` (192×192) during a training run, "
-                                 f"{name} clients",
-                         "result": f"{len(latencies)}/{total} succeeded, p50 {1e3 * percentile(latencies, 50):.0f} ms, "
-                                   f"p95 {1e3 * percentile(latencies, 95):.0f} ms, {total / cpu['wall']:.1f} requests/s; "
-                                   + cpu_text(cpu, total),
-                         "training": f"{load['steps']} steps in the {cpu['wall']:.0f} s of load "
-                                     f"({load['steps'] / cpu['wall']:.1f}/s; {alone_rate:.1f}/s alone just before)"})
-        raw_load = loads["raw HTTP"]
-        sessions = {r["session"] for r in raw_load["results"]}
-        breakdown = breakdown_rows(raw_load["results"], gradio_traces(url, sessions),
-                                   handler_phases(log, raw_load["offset"]))
-        idle_breakdown = breakdown_rows(idle, gradio_traces(url, {r["session"] for r in idle}),
-                                        handler_phases(log, idle_offset)[:len(idle)])
-        for row, quiet in zip(breakdown, idle_breakdown):
-            row["the same, one client, no run"] = quiet["ms p50 / p95 / mean"]
+            total = args.clients * args.requests
+            loads = {}
+            for name, make_client, call in (("gradio_client", lambda: local_client(url), timed_gradio_client),
+                                            ("raw HTTP", lambda: RawClient(url), RawClient.segment)):
+                offset = log.stat().st_size
+                steps = main_client.predict(api_name="/train_status")["step"]
+                meter.start()
+                results, failures = closed_loop(args.clients, args.requests, make_client, call, images)
+                cpu = meter.stop()
+                steps = main_client.predict(api_name="/train_status")["step"] - steps
+                loads[name] = {"results": results, "failures": failures, "cpu": cpu, "steps": steps, "offset": offset}
+                for failure in failures[:5]:
+                    print("failure:", failure)
+            main_client.predict(api_name="/train_stop")
+            wait_until_idle(main_client)
 
-        memory = {}
-        app = psutil.Process(process.pid)
-        for done in range(1, args.memory_requests + 1):
-            main_client.predict(handle_file(str(images[done % 4])), "", api_name="/segment")
-            if done in (100, args.memory_requests):
-                memory[done] = app.memory_info().rss / 2**20
-        rows.append({"what": "resident memory of the app after N sequential `/segment` requests",
-                     "result": ", ".join(f"{n}: {mb:.0f} MB" for n, mb in memory.items()),
-                     "training": "–"})
-        process.terminate()
-        process.wait()
+            for name, load in loads.items():
+                latencies = load["results"] if name == "gradio_client" else [r["total"] for r in load["results"]]
+                cpu = load["cpu"]
+                rows.append({"what": f"{args.clients} clients × {args.requests} `/segment` (192×192) during a training run, "
+                                     f"{name} clients",
+                             "result": f"{len(latencies)}/{total} succeeded, p50 {1e3 * percentile(latencies, 50):.0f} ms, "
+                                       f"p95 {1e3 * percentile(latencies, 95):.0f} ms, {total / cpu['wall']:.1f} requests/s; "
+                                       + cpu_text(cpu, total),
+                             "training": f"{load['steps']} steps in the {cpu['wall']:.0f} s of load "
+                                         f"({load['steps'] / cpu['wall']:.1f}/s; {alone_rate:.1f}/s alone just before)"})
+            raw_load = loads["raw HTTP"]
+            breakdown = breakdown_rows(raw_load["results"], gradio_traces(url, {r["event"] for r in raw_load["results"]}),
+                                       handler_phases(log, raw_load["offset"]))
+            idle_breakdown = breakdown_rows(idle, gradio_traces(url, {r["event"] for r in idle}),
+                                            handler_phases(log, idle_offset)[:len(idle)])
+            for row, quiet in zip(breakdown, idle_breakdown):
+                row["the same, one client, no run"] = quiet["ms p50 / p95 / mean"]
+
+            memory = {}
+            app = psutil.Process(process.pid)
+            for done in range(1, args.memory_requests + 1):
+                main_client.predict(handle_file(str(images[done % 4])), "", api_name="/segment")
+                if done in (100, args.memory_requests):
+                    memory[done] = app.memory_info().rss / 2**20
+            rows.append({"what": "resident memory of the app after N sequential `/segment` requests",
+                         "result": ", ".join(f"{n}: {mb:.0f} MB" for n, mb in memory.items()),
+                         "training": "–"})
+        finally:  # the app (and its run) end with the benchmark, whatever went wrong
+            process.terminate()
+            process.wait()
     print(markdown_table(breakdown))
     write_section("load", "Load: concurrent visitors while training, where a request's time goes, and memory", rows,
                   notes=(f"CPU: {cpu_model()}. The app is `python app.py` (one workspace; the run trains in a child "
@@ -299,7 +301,7 @@ def main(argv=None):
                          "is its own session and sends its next request as soon as the last is answered. The run is the "
                          "Train tab's default (live preset); 'alone' is its step rate in the 10 s before the load.\n\n"
                          "Where a request's time goes, during the raw-HTTP load above (each request's client-side "
-                         "phases; gradio's own timing of the same events, matched by session; the handler's own log), "
+                         "phases; gradio's own timing of the same events, matched by event id; the handler's own log), "
                          "and for one client sending 30 requests with no run:\n\n" + markdown_table(breakdown)),
                   machine_line=described, path=args.out)
 
