@@ -2,10 +2,12 @@
 
 Options: ``--data-dir PATH`` (or SEGDEMO_DATA_DIR) for saved models and annotations,
 ``--workspaces`` (or SEGDEMO_WORKSPACES=1; on by itself on a Space) for a private workspace per
-visitor and a training queue, ``--host``, ``--port``.
+visitor and a training queue, ``--host``, ``--port``. ``SEGDEMO_LOG_LEVEL=DEBUG`` (or INFO) shows
+segdemo's own log on standard error, ``/segment``'s time per phase among it.
 """
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -33,6 +35,8 @@ demo = build_demo(create_context(_args.data_dir, shipped_dir=Path(__file__).reso
                                  public=public_mode(_args.workspaces)))
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("segdemo").setLevel(os.environ.get("SEGDEMO_LOG_LEVEL", "WARNING").upper())
     print(reserve_cores(demo.segdemo_context), flush=True)
     # Serve the page first (nothing so far has imported torch; the server runs in its own
     # threads), then load torch and the default model while the first visitor reads it.

@@ -7,6 +7,7 @@ run is going), the cost of a page watching a run, and memory.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +40,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(data_dir: Path, cpus: str | None = None, env: dict | None = None, root: Path = ROOT):
+def start_app(data_dir: Path, cpus: str | None = None, env: dict | None = None, root: Path = ROOT,
+              log: Path | None = None):
     """``python app.py`` of the tree at ``root`` on a free port (pinned to ``cpus`` with taskset if
-    given); the process, its URL and the seconds until its first page was served."""
+    given, its standard error written to ``log`` if given); the process, its URL and the seconds
+    until its first page was served."""
     port = free_port()
     start = time.perf_counter()
     pin = ["taskset", "-c", cpus] if cpus else []
+    errors = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115  (the child holds it from here)
     process = subprocess.Popen([*pin, sys.executable, "app.py", "--port", str(port), "--data-dir", str(data_dir)],
-                               cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=root, stdout=subprocess.DEVNULL, stderr=errors,
                                env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
+    if log:
+        errors.close()
     url = f"http://127.0.0.1:{port}/"
     while True:
         try:
@@ -67,6 +74,40 @@ def local_client(url: str, *, ssl_verify: bool = False):
     from gradio_client import Client
 
     return Client(url, verbose=False, analytics_enabled=False, ssl_verify=ssl_verify)
+
+
+def event_index(url: str, api_name: str) -> tuple[int, int]:
+    """The ``fn_index`` and trigger id of the app's event named ``api_name``, read from its config."""
+    with urllib.request.urlopen(url + "config") as response:
+        config = json.load(response)
+    for index, dependency in enumerate(config["dependencies"]):
+        if dependency.get("api_name") == api_name:
+            return index, dependency["targets"][0][0]
+    raise RuntimeError(f"the app has no event named {api_name!r}")
+
+
+def queue_call(http, fn_index: int, trigger: int, data: list, session: str | None = None) -> dict:
+    """One event through gradio's queue, as a page sends it: join the queue (``http`` is an
+    ``httpx.Client`` on the app's ``gradio_api/``), then read the session's event stream until the
+    event completes. ``{"joined": t, "<message>": t, ..., "output": the completed message}``, each
+    ``t`` a ``time.perf_counter()`` when that message arrived (the first of its kind); a failed
+    event raises ``RuntimeError`` with gradio's message."""
+    session = session or uuid.uuid4().hex[:11]
+    http.post("queue/join", json={"data": data, "event_data": None, "fn_index": fn_index, "trigger_id": trigger,
+                                  "session_hash": session}).raise_for_status()
+    seen = {"joined": time.perf_counter()}
+    with http.stream("GET", "queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            seen.setdefault(message.get("msg"), time.perf_counter())
+            if message.get("msg") == "process_completed":
+                if not message.get("success"):
+                    raise RuntimeError(str(message.get("output")))
+                seen["output"] = message
+                return seen
+    raise RuntimeError("the event stream ended before the event completed")
 
 
 def percentile(values, q):

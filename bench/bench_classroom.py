@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from bench_app import (local_client, percentile, segment_latencies, start_app, start_live_run,  # noqa: E402
-                       train_tab_pages)
+from bench_app import (local_client, percentile, queue_call, segment_latencies, start_app,  # noqa: E402
+                       start_live_run, train_tab_pages)
 from common import machine, write_section  # noqa: E402
 
 TICK_SECONDS = 0.8   # the Train tab's timer (segdemo.ui.train_tab.REFRESH_SECONDS)
@@ -94,14 +94,9 @@ def watch(url: str, stop: threading.Event, ticks: list[float], failures: list[st
         while not stop.is_set():
             begun = time.perf_counter()
             try:
-                http.post("queue/join", json={"data": [None], "event_data": None, "fn_index": fn_index,
-                                              "trigger_id": trigger, "session_hash": session}).raise_for_status()
-                with http.stream("GET", "queue/data", params={"session_hash": session}) as stream:
-                    for line in stream.iter_lines():
-                        if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
-                            break
+                queue_call(http, fn_index, trigger, [None], session)
                 ticks.append(time.perf_counter() - begun)
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, RuntimeError) as error:
                 failures.append(type(error).__name__)
             stop.wait(max(0.0, TICK_SECONDS - (time.perf_counter() - begun)))
 

@@ -46,7 +46,7 @@ from .labels import probabilities_to_labels
 from .limits import Deadline, size_text
 from .models import count_parameters
 from .prediction import Prediction
-from .runtime import IMAGENET, autocast_dtype, normalize, resolve_device, synchronize
+from .runtime import IMAGENET, autocast_dtype, normalize, resolve_device, synchronize, use_threads
 from .tasks import MULTICLASS, LabelSpace, check_task, probabilities_from_logits
 
 log = logging.getLogger(__name__)
@@ -353,10 +353,14 @@ class Segmenter(LabelSpace):
 
     # --- prediction -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, image: np.ndarray, *, deadline: Deadline | None = None) -> Prediction:
+    def predict(self, image: np.ndarray, *, deadline: Deadline | None = None, threads: int | None = None) -> Prediction:
         """The model's prediction for an ``(H, W, 3)`` uint8 image, with its wall time. With a
-        ``deadline``, it stops with :class:`~segdemo.errors.LimitError` once that has passed."""
+        ``deadline``, it stops with :class:`~segdemo.errors.LimitError` once that has passed; with
+        ``threads``, the calling thread predicts with that many torch threads (and keeps them:
+        :func:`~segdemo.runtime.use_threads`)."""
         x = self._to_input(image)
+        if threads is not None:
+            use_threads(threads)
         self._probe()
         start = time.perf_counter()
         _request.deadline = deadline

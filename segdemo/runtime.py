@@ -8,7 +8,8 @@ the same precision whichever of them runs it.
   photos and pretrained trunks :data:`IMAGENET`.
 - **Device**: ``auto`` is the GPU when there is one.
 - **Cores**: on a shared app, training and serving can be given cores of their own
-  (:func:`split_cores`, :func:`pin_this_thread`, :func:`train_on`), so that a class's requests do not slow the run.
+  (:func:`split_cores`, :func:`pin_this_thread`, :func:`train_on`), so that a class's requests do not slow the run;
+  a request's prediction can be given fewer threads than the cores (:func:`use_threads`).
 - **Precision**: :func:`autocast_dtype`'s ``auto`` is bf16 autocast on CUDA (fp16 where bf16 is
   missing) and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere: on CPUs without native
   bf16 it is emulated and was measured many times slower than fp32 (BENCHMARKS.md). Inference checks
@@ -101,6 +102,17 @@ def synchronize(device) -> None:
 
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def use_threads(count: int) -> None:
+    """Give torch ``count`` threads in the calling thread (OpenMP keeps the number per thread),
+    unless it has that many already: each change also empties oneDNN's cache of prepared kernels
+    (the next 192×192 prediction of the default U-Net took 2.7 ms more CPU), so a thread keeps its
+    number until told another."""
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
 
 
 def cpu_has_native_bf16() -> bool:

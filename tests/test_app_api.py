@@ -56,6 +56,62 @@ def test_segment_endpoint(client, shapes_png):
     assert fractions["background"] > 0.7 and fractions["ring"] > 0
 
 
+def test_a_class_segmenting_at_once_each_gets_its_own_result(app, tmp_path):
+    """Several visitors calling ``/segment`` at the same moment (a class) each get the overlay,
+    label map and fractions of their own image, as one visitor alone would."""
+    import threading
+
+    images = [save_image(tmp_path / f"shapes{seed}.png", shapes.generate(1, 192, seed=seed)[0][0])
+              for seed in range(4)]
+    alone = [app.client().predict(handle_file(str(image)), "", api_name="/segment") for image in images]
+    expected = [(np.asarray(Image.open(labels)), info["fractions"]) for _, labels, info in alone]
+    results, failures = [], []
+
+    def visitor(index):
+        client = app.client()
+        try:
+            for request in range(3):
+                which = (index + request) % len(images)
+                results.append((which, client.predict(handle_file(str(images[which])), "", api_name="/segment")))
+        except Exception as error:  # noqa: BLE001  (reported below with the others)
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures and len(results) == 18, failures
+    for which, (overlay, labels, info) in results:
+        own_labels, own_fractions = expected[which]
+        assert Image.open(overlay).size == (192, 192) and info["model"] == "unet_shapes"
+        # the same image gives the same answer (up to a pixel or two where threads sum in another order)
+        assert (np.asarray(Image.open(labels)) == own_labels).mean() > 0.999
+        assert max(abs(info["fractions"][name] - share) for name, share in own_fractions.items()) < 1e-3
+        others = [fractions for index, (_, fractions) in enumerate(expected) if index != which]
+        assert all(max(abs(info["fractions"][name] - other[name]) for name in other) > 1e-3 for other in others)
+
+
+def test_a_request_predicts_on_one_thread_while_a_run_trains_or_others_predict(app):
+    """AppContext.request_threads reads three attributes of gradio's queue: if gradio renames
+    them, this fails instead of every request silently predicting with all the cores."""
+    import dataclasses
+    import os
+    from types import SimpleNamespace
+
+    from segdemo.ui.context import INFERENCE
+
+    group = app.demo._queue.event_queue_per_concurrency_id[INFERENCE]
+    assert group.current_concurrency == 0 and group.queue == []
+    assert app.context.request_threads() == len(os.sched_getaffinity(0))
+    training = dataclasses.replace(app.context, trainer=SimpleNamespace(running=True))
+    assert training.request_threads() == 1
+    for running, waiting in ((2, []), (1, ["an event"])):
+        queue = SimpleNamespace(event_queue_per_concurrency_id={INFERENCE: SimpleNamespace(
+            current_concurrency=running, queue=waiting)})
+        assert dataclasses.replace(app.context, queue=queue).request_threads() == 1
+
+
 def test_segment_upload_with_and_without_ground_truth(client, shapes_png):
     image, mask = shapes_png
     result = client.predict(handle_file(str(image)), None, "unet_shapes", 0.5, 0.5, api_name="/segment_upload")

@@ -137,6 +137,29 @@ def test_predict_probabilities_and_labels():
         segmenter.predict(np.zeros((5, 5), dtype=np.float32))
 
 
+def test_a_prediction_with_one_thread_keeps_that_thread_at_one_and_no_other():
+    """OpenMP keeps torch's thread count per thread: a server's request predicts on one thread
+    without changing the count of the thread that asked nothing (a training thread, say)."""
+    import threading
+
+    model = small_unet()
+    segmenter = Segmenter(model, shapes_meta(model))
+    image = shapes.generate(1, size=(48, 48), seed=0)[0][0]
+    before = torch.get_num_threads()
+    expected = segmenter.predict(image).probabilities
+    seen = {}
+
+    def request():
+        seen["probabilities"] = segmenter.predict(image, threads=1).probabilities
+        seen["threads"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join()
+    assert seen["threads"] == 1 and torch.get_num_threads() == before
+    assert (np.argmax(seen["probabilities"], 0) == np.argmax(expected, 0)).mean() > 0.999
+
+
 def test_fast_path_is_checked_against_fp32_and_the_model_is_left_alone():
     model = small_unet()
     model.train()

@@ -18,7 +18,7 @@ from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
 from . import sharing_panel
 from .budget import predict_within_budget
-from .context import AppContext
+from .context import INFERENCE, AppContext
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
 from .editor import CheckedImageEditor
@@ -187,7 +187,8 @@ def prefill(context: AppContext, dataset, image, model, threshold, request: gr.R
         raise refuse("open an image first")
     space = context.workspace(request)
     info = space.store.info(dataset)
-    prediction, note = predict_within_budget(space.catalog.get(model), image, context.deadline(request))
+    prediction, note = predict_within_budget(space.catalog.get(model), image, context.deadline(request),
+                                             context.request_threads())
     table, unmatched = relabel_table(prediction.label_names, info.classes)
     labels = table[prediction.labels(threshold)]
     unmatched = [name for name in unmatched if name != prediction.label_names[0]]  # its background is ours
@@ -328,7 +329,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     open_hidden = gr.Button(visible=False)
     open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
     prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold], [editor, message],
-                         api_name="annotate_prefill", concurrency_id="inference")
+                         api_name="annotate_prefill", concurrency_id=INFERENCE)
     cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
                          api_name="annotate_cleanup")
     save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page], listing,

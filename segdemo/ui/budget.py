@@ -45,15 +45,17 @@ def check_images(segmenter: Segmenter, count: int, height: int, width: int) -> N
     segmenter.check_work(height, width, None, memory)
 
 
-def predict_within_budget(segmenter: Segmenter, image: np.ndarray, deadline) -> tuple[Prediction, str]:
-    """``segmenter``'s prediction for ``image``, made on a downscaled copy when the whole image is
-    more than one request may ask (then brought back to the image's size), and a note saying so."""
+def predict_within_budget(segmenter: Segmenter, image: np.ndarray, deadline, threads: int | None = None
+                          ) -> tuple[Prediction, str]:
+    """``segmenter``'s prediction for ``image`` (with ``threads`` torch threads), made on a downscaled
+    copy when the whole image is more than one request may ask (then brought back to the image's
+    size), and a note saying so."""
     height, width = image.shape[:2]
     fit = segmenter.largest_within(height, width, *request_budget())
     if fit == (height, width):
-        return segmenter.predict(image, deadline=deadline), ""
+        return segmenter.predict(image, deadline=deadline, threads=threads), ""
     small = cv2.resize(image, (fit[1], fit[0]), interpolation=cv2.INTER_AREA)
-    prediction = segmenter.predict(small, deadline=deadline).resized(height, width)
+    prediction = segmenter.predict(small, deadline=deadline, threads=threads).resized(height, width)
     return prediction, shrunk_note(small, (height, width))
 
 

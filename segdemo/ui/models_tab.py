@@ -10,7 +10,7 @@ from .. import viz
 from ..data import shapes
 from . import sharing_panel
 from .budget import read_within_budget, shrunk_note
-from .context import AppContext
+from .context import INFERENCE, AppContext
 from .files import required_upload
 from .messages import handler, refuse
 from .shapes_tab import predicts_shapes, truth_overlay
@@ -95,7 +95,7 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
     for name, segmenter in zip(models, segmenters):
         # Each model has run once already (on its probe image, when first used), so this time is
         # close to the steady-state one without a second, warm-up prediction of the whole image.
-        prediction = segmenter.predict(picture, deadline=deadline)
+        prediction = segmenter.predict(picture, deadline=deadline, threads=context.request_threads())
         overlay = viz.overlay(picture, prediction, threshold=threshold, opacity=0.7)
         dice = score(prediction, truth, threshold)["mean_dice"] if truth is not None and predicts_shapes(segmenter) \
             else None
@@ -144,9 +144,9 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             times = gr.Dataframe(label="inference times", interactive=False, elem_id="compare-times")
 
     show = handler(model_card, context)
-    model.change(show, [model], [details, stages, legend], api_name="model_card", concurrency_id="inference")
+    model.change(show, [model], [details, stages, legend], api_name="model_card", concurrency_id=INFERENCE)
     upload.upload(handler(upload_checkpoint, context, heavy=True), [upload], [model, upload, details],
                   api_name="upload_checkpoint")
     run.click(handler(compare, context, heavy=True), [chosen, source, seed, image_file, threshold], [gallery, times],
-              api_name="compare", concurrency_id="inference")
+              api_name="compare", concurrency_id=INFERENCE)
     return {"model": model, "compare": chosen, "details": details, "stages": stages, "legend": legend, "show": show}

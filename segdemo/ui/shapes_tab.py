@@ -9,7 +9,7 @@ from .. import viz
 from ..data import shapes
 from ..tasks import MULTILABEL
 from .budget import check_images
-from .context import AppContext
+from .context import INFERENCE, AppContext
 from .messages import handler, refuse
 from .widgets import format_dice, legend_html, live_dropdown
 
@@ -70,11 +70,11 @@ def segment_shapes(context: AppContext, shapes_images, model, threshold, request
     segmenter = context.workspace(request).catalog.get(model)
     images = shapes_images["images"]
     check_images(segmenter, len(images), *images[0].shape[:2])
-    deadline = context.deadline(request)
+    deadline, threads = context.deadline(request), context.request_threads()
     comparable = predicts_shapes(segmenter)
     rows, gallery, predictions = [], [], []
     for index, (image, mask) in enumerate(zip(images, shapes_images["masks"])):
-        prediction = segmenter.predict(image, deadline=deadline)
+        prediction = segmenter.predict(image, deadline=deadline, threads=threads)
         predictions.append(prediction)
         pictures = (image, truth_overlay(image, mask), viz.overlay(image, prediction, threshold=threshold, opacity=0.7))
         caption = f"image {index + 1}: input | ground truth | prediction"
@@ -133,17 +133,17 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
 
     run_segment = handler(segment_shapes, context, heavy=True)
     generate_event = run.click(handler(generate_shapes), [count, seed, size], [gallery, generated],
-                               api_name="generate_shapes", concurrency_id="inference")
+                               api_name="generate_shapes", concurrency_id=INFERENCE)
     generate_event.success(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
-                           api_name="segment_shapes", concurrency_id="inference")
+                           api_name="segment_shapes", concurrency_id=INFERENCE)
     threshold.release(run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
-                      api_visibility="private", concurrency_id="inference")
+                      api_visibility="private", concurrency_id=INFERENCE)
     gallery.select(select_channels, [predicted], [channels], api_visibility="private")
     for button, (_, n, s, z) in zip(example_buttons, EXAMPLES):
         button.click(lambda n=n, s=s, z=z: (n, s, z), None, [count, seed, size], api_visibility="private",
                      queue=False).then(
             handler(generate_shapes), [count, seed, size], [gallery, generated], api_visibility="private",
-            concurrency_id="inference").success(
+            concurrency_id=INFERENCE).success(
             run_segment, [generated, model, threshold], [gallery, dice, channels, info, predicted],
-            api_visibility="private", concurrency_id="inference")
+            api_visibility="private", concurrency_id=INFERENCE)
     return {"model": model}

@@ -7,6 +7,9 @@ fractions.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -19,10 +22,15 @@ from ..image_files import image_size, read_label_map
 from ..labels import fit_ground_truth
 from ..prediction import Prediction
 from .budget import read_within_budget, refuse_over_budget, shrunk_note
-from .context import AppContext
+from .context import INFERENCE, AppContext
 from .files import checked_upload, png_file, required_upload
 from .messages import handler, refuse
 from .widgets import DISPLAY_SIDE, format_dice, hex_color, live_dropdown
+
+log = logging.getLogger(__name__)
+
+# What /segment logs at DEBUG for each call, in milliseconds (bench/bench_load.py reads it).
+SEGMENT_PHASES = ("read", "model", "overlay", "png")
 
 EXPLAIN = """
 **Reading the results.** The overlay colors each pixel by the class the model gives it; the label
@@ -61,7 +69,7 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     if mask_path:  # read before predicting: a mask that does not fit is reported at once
         truth = read_label_map(mask_path, palette=segmenter.label_colors, shrink_to=picture.shape[:2])
         truth = fit_ground_truth(truth, segmenter.task, segmenter.label_names, model=segmenter.name)
-    prediction = segmenter.predict(picture, deadline=context.deadline(request))
+    prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads())
     shown = viz.downscale(picture, DISPLAY_SIDE)
     height, width = shown.shape[:2]
     info = (f"**{prediction.model}** on a {picture.shape[1]}×{picture.shape[0]} image: "
@@ -109,15 +117,21 @@ def segment_image(context: AppContext, image, model, request: gr.Request):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
     pixel value = label index) and the fraction of pixels of each label. An image larger than one
     request may ask of the model (in a shared app) is refused with what would fit."""
+    laps = [time.perf_counter()]
     image_path = required_upload(image, "image", "send an image file")
     segmenter = context.workspace(request).catalog.get(model or None)
     picture = refuse_over_budget(image_path, segmenter)  # the label map is data: never downscaled
-    prediction = segmenter.predict(picture, deadline=context.deadline(request))
+    laps.append(time.perf_counter())
+    prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads())
+    laps.append(time.perf_counter())
     shown = viz.downscale(picture, DISPLAY_SIDE)
     overlay = viz.overlay(shown, prediction if shown is picture else prediction.resized(*shown.shape[:2]))
-    return (png_file(overlay, "overlay.png"),
-            png_file(prediction.labels(), "labels.png", palette=prediction.label_colors),
-            {"model": prediction.model, "fractions": prediction.fractions()})
+    laps.append(time.perf_counter())
+    files = (png_file(overlay, "overlay.png"), png_file(prediction.labels(), "labels.png", palette=prediction.label_colors))
+    laps.append(time.perf_counter())
+    log.debug("segment timing %s", json.dumps({"images": 1, **{phase: round(1e3 * (end - begin), 2) for phase, begin, end
+                                                               in zip(SEGMENT_PHASES, laps, laps[1:])}}))
+    return (*files, {"model": prediction.model, "fractions": prediction.fractions()})
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
@@ -147,7 +161,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     outputs = [annotated, label_map, channels, metrics, errors, info]
     run.click(handler(segment_upload, context, heavy=True), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
-              api_name="segment_upload", concurrency_id="inference")
+              api_name="segment_upload", concurrency_id=INFERENCE)
     for slider in (threshold, opacity):
         slider.release(handler(render), [kept, threshold, opacity], outputs, api_visibility="private")
 
@@ -160,5 +174,5 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
         api_fractions = gr.JSON(label="class fractions")
         api_button = gr.Button("segment (API)")
     api_button.click(handler(segment_image, context, heavy=True), [api_image, api_model],
-                     [api_overlay, api_labels, api_fractions], api_name="segment", concurrency_id="inference")
+                     [api_overlay, api_labels, api_fractions], api_name="segment", concurrency_id=INFERENCE)
     return {"model": model}
