@@ -36,8 +36,10 @@ EXPLAIN = """
 weights to lower the **loss** (binary cross-entropy + Dice for the shapes). The **train Dice** is
 measured on the batch it just learned from; the **validation Dice**, after each epoch, on images
 it never trains on: that is the honest one. The default run is tuned for two CPU cores: a slim
-U-Net learning on 96×96 crops (shapes keep their scale, a step costs a quarter), evaluated on whole
-192×192 images, with a one-cycle learning rate that warms up, peaks and anneals within the time limit.
+U-Net learning on small batches of 80×80 crops (shapes keep their scale; many cheap steps teach it
+more than a few big ones), evaluated on whole 192×192 images, with a one-cycle learning rate that warms
+up, peaks and anneals within the time limit. Its last layer starts out predicting how much of an image
+each class covers, so the first steps are not spent learning that most pixels are background.
 """
 
 NEW_MODEL = "(none: a new model)"
