@@ -250,14 +250,12 @@ assert "torch" in sys.modules and context.page_catalog().loaded() == ["unet_shap
 
 def test_the_idle_queue_polls_gently(app):
     """calm_queue sets two attributes of gradio's Queue: if gradio renames them, this fails
-    instead of the app silently going back to waking every millisecond. Waiting visitors hear
-    their place once a second, not each time any event starts."""
-    from segdemo.ui.app import PROGRESS_POLL_SECONDS, QUEUE_IDLE_POLL_SECONDS, QUEUE_STATUS_SECONDS
+    instead of the app silently going back to waking every millisecond."""
+    from segdemo.ui.app import PROGRESS_POLL_SECONDS, QUEUE_IDLE_POLL_SECONDS
 
     queue = app.demo._queue
     assert queue.sleep_when_free == QUEUE_IDLE_POLL_SECONDS
     assert queue.progress_update_sleep_when_free == PROGRESS_POLL_SECONDS
-    assert not queue.live_updates and queue.update_intervals == QUEUE_STATUS_SECONDS
 
 
 def test_scratch_folders_are_pruned(monkeypatch):

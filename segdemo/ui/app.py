@@ -122,17 +122,13 @@ def build_demo(context: AppContext) -> gr.Blocks:
             for event in opened:
                 event.success(handler(train_tab.refresh_pickers, context, len(dropdowns)), [panel["shown"]], dropdowns,
                               **own).then(annotate_parts["list_datasets"], None, [annotate_parts["dataset"]], **own)
-    demo.queue(default_concurrency_limit=2, max_size=128, status_update_rate=QUEUE_STATUS_SECONDS)
+    demo.queue(default_concurrency_limit=2, max_size=128)
     calm_queue(demo)
     context.queue = demo._queue   # a request's deadline ends when its visitor has gone (AppContext.deadline)
     demo.segdemo_context = context
     return demo
 
 
-# How often a waiting visitor hears their place in the queue. Gradio's default ("auto") tells every
-# waiting event its place again each time any event starts: with a class of 16 waiting that is 15
-# messages per request answered, written by the server and read by each client.
-QUEUE_STATUS_SECONDS = 1.0
 QUEUE_IDLE_POLL_SECONDS = 0.01   # how often an idle queue looks for new events (gradio: 0.001)
 PROGRESS_POLL_SECONDS = 0.05     # how often it forwards gr.Progress updates (gradio: 0.01)
 
