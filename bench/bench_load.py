@@ -1,12 +1,14 @@
 """Load: a class segmenting at once while a training run goes, where each request's time goes, and
 memory over many requests.
 
-    python bench/bench_load.py --clients 16 --requests 20
+    python bench/bench_load.py --clients 16 --requests 20 [--layouts shared,reserved]
 
-The app is plain ``python app.py`` (one visitor's workspace, training and requests sharing both
-cores), started with gradio's own per-event timing (``GRADIO_PROFILING=1``) and segdemo's log at
-DEBUG (``/segment`` logs its phases). This process stands in for the class; it keeps to one core
-(``--client-core``), and its CPU is reported beside the server's. During one live run:
+The app is single-user ``python app.py``, started with gradio's own per-event timing
+(``GRADIO_PROFILING=1``) and segdemo's log at DEBUG (``/segment`` logs its phases), in each of two
+layouts: ``shared`` (as it starts: the run and the requests share both cores) and ``reserved``
+(``SEGDEMO_SERVING_CORES=1``, public mode's default: requests on core 0, the run on core 1). This
+process stands in for the class; it keeps to one core (``--client-core``), and its CPU is reported
+beside the server's and the run's. During one live run:
 
 1. ``--clients`` ``gradio_client`` sessions send ``--requests`` ``/segment`` each, back to back:
    every request must succeed; p50/p95 latency and requests/s; the run must keep progressing.
@@ -15,9 +17,9 @@ DEBUG (``/segment`` logs its phases). This process stands in for the class; it k
    client and matched, event by event, with gradio's own timing on the server (queue wait,
    preprocess, handler, postprocess) and the handler's log (read, model, overlay, PNG encoding).
 
-Then resident memory is read after 100 and after ``--memory-requests`` sequential requests (no
-growth means no leak). ``--root`` measures another checkout of the app (for a before/after) and
-``--out`` writes the section to another file than BENCHMARKS.md.
+Then, in the first layout, resident memory is read after 100 and after ``--memory-requests``
+sequential requests (no growth means no leak). ``--root`` measures another checkout of the app
+(for a before/after) and ``--out`` writes the section to another file than BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -199,9 +200,90 @@ def cpu_text(cpu: dict, requests: int) -> str:
             f"of CPU; training used {100 * cpu['training'] / cpu['wall']:.0f} % of a core")
 
 
-def main(argv=None):
+# name: (what it is, the app's environment)
+LAYOUTS = {"shared": ("`python app.py` as it starts on your own machine: the run (a child process, two torch "
+                      "threads) and the requests share both cores", {}),
+           "reserved": ("a core kept for the run (`SEGDEMO_SERVING_CORES=1`, public mode's default): requests on "
+                        "core 0, the run on core 1 with one torch thread", {"SEGDEMO_SERVING_CORES": "1"})}
+
+
+def measure(layout: str, args, folder: Path, images: list[Path], cores: str) -> dict:
+    """One app started in ``layout``: the class's load on it during a live run, the breakdown of
+    a request's time, and (if ``args.memory_requests``) its memory over sequential requests."""
     import psutil
     from gradio_client import handle_file
+
+    log = folder / f"{layout}.log"
+    process, url, _ = start_app(folder / layout, cpus=cores, root=args.root.resolve(), log=log,
+                                env={"GRADIO_PROFILING": "1", "SEGDEMO_LOG_LEVEL": "DEBUG", **LAYOUTS[layout][1]})
+    try:
+        meter = CpuMeter(process.pid)
+        main_client = local_client(url)
+        for image in images:
+            main_client.predict(handle_file(str(image)), "", api_name="/segment")
+        raw = RawClient(url)
+        idle_offset = log.stat().st_size
+        idle = [raw.segment(images[i % len(images)]) for i in range(30)]
+
+        start_live_run(main_client, 600)
+        while main_client.predict(api_name="/train_status")["step"] < 5:
+            time.sleep(0.5)
+        steps_before = main_client.predict(api_name="/train_status")["step"]
+        meter.start()
+        time.sleep(10)
+        alone = meter.stop()
+        alone_rate = (main_client.predict(api_name="/train_status")["step"] - steps_before) / alone["wall"]
+
+        loads = {}
+        for name, make_client, call in (("gradio_client", lambda: local_client(url), timed_gradio_client),
+                                        ("raw HTTP", lambda: RawClient(url), RawClient.segment)):
+            offset = log.stat().st_size
+            steps = main_client.predict(api_name="/train_status")["step"]
+            meter.start()
+            results, failures = closed_loop(args.clients, args.requests, make_client, call, images)
+            cpu = meter.stop()
+            steps = main_client.predict(api_name="/train_status")["step"] - steps
+            loads[name] = {"results": results, "failures": failures, "cpu": cpu, "steps": steps, "offset": offset}
+            for failure in failures[:5]:
+                print("failure:", failure)
+        main_client.predict(api_name="/train_stop")
+        wait_until_idle(main_client)
+
+        rows, total = [], args.clients * args.requests
+        for name, load in loads.items():
+            latencies = load["results"] if name == "gradio_client" else [r["total"] for r in load["results"]]
+            cpu = load["cpu"]
+            rows.append({"layout": layout, "what": f"{args.clients} clients × {args.requests} `/segment` (192×192) "
+                                                   f"during a training run, {name} clients",
+                         "result": f"{len(latencies)}/{total} succeeded, p50 {1e3 * percentile(latencies, 50):.0f} ms, "
+                                   f"p95 {1e3 * percentile(latencies, 95):.0f} ms, {total / cpu['wall']:.1f} requests/s; "
+                                   + cpu_text(cpu, total),
+                         "training": f"{load['steps']} steps in the {cpu['wall']:.0f} s of load "
+                                     f"({load['steps'] / cpu['wall']:.1f}/s; {alone_rate:.1f}/s alone just before)"})
+        raw_load = loads["raw HTTP"]
+        breakdown = breakdown_rows(raw_load["results"], gradio_traces(url, {r["event"] for r in raw_load["results"]}),
+                                   handler_phases(log, raw_load["offset"]))
+        idle_breakdown = breakdown_rows(idle, gradio_traces(url, {r["event"] for r in idle}),
+                                        handler_phases(log, idle_offset)[:len(idle)])
+        for row, quiet in zip(breakdown, idle_breakdown):
+            row["the same, one client, no run"] = quiet["ms p50 / p95 / mean"]
+
+        memory = {}
+        app = psutil.Process(process.pid)
+        for done in range(1, args.memory_requests + 1):
+            main_client.predict(handle_file(str(images[done % len(images)])), "", api_name="/segment")
+            if done in (100, args.memory_requests):
+                memory[done] = app.memory_info().rss / 2**20
+        if memory:
+            rows.append({"layout": layout, "what": "resident memory of the app after N sequential `/segment` requests",
+                         "result": ", ".join(f"{n}: {mb:.0f} MB" for n, mb in memory.items()), "training": "–"})
+        return {"rows": rows, "breakdown": breakdown}
+    finally:  # the app (and its run) end with the benchmark, whatever went wrong
+        process.terminate()
+        process.wait()
+
+
+def main(argv=None):
     from PIL import Image
 
     from segdemo.data import shapes
@@ -209,100 +291,44 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--memory-requests", type=int, default=1000)
+    parser.add_argument("--memory-requests", type=int, default=1000, help="in the first layout only (0: none)")
+    parser.add_argument("--layouts", default="shared,reserved", help="comma-separated: " + ", ".join(LAYOUTS))
     parser.add_argument("--client-core", type=int, default=1, help="the core this process (the class) keeps to")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout of the app to measure")
     parser.add_argument("--out", type=Path, default=None, help="write the section here (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
     described = machine()  # before this process keeps to one core
-    rows = []
+    cores = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
+    os.sched_setaffinity(0, {args.client_core})  # the class's threads, started from here on, inherit it
+    rows, breakdowns = [], {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        log = folder / "app.log"
-        process, url, _ = start_app(folder / "data", root=args.root.resolve(), log=log,
-                                    env={"GRADIO_PROFILING": "1", "SEGDEMO_LOG_LEVEL": "DEBUG"})
-        try:
-            os.sched_setaffinity(0, {args.client_core})  # the class's threads, started from here on, inherit it
-            meter = CpuMeter(process.pid)
-            images = []
-            for index in range(4):
-                path = folder / f"img{index}.png"
-                Image.fromarray(shapes.generate(1, 192, seed=index)[0][0]).save(path)
-                images.append(path)
-            main_client = local_client(url)
-            for image in images:
-                main_client.predict(handle_file(str(image)), "", api_name="/segment")
-            raw = RawClient(url)
-            idle_offset = log.stat().st_size
-            idle = [raw.segment(images[i % 4]) for i in range(30)]
-
-            start_live_run(main_client, 600)
-            while main_client.predict(api_name="/train_status")["step"] < 5:
-                time.sleep(0.5)
-            meter.start()
-            steps_before = main_client.predict(api_name="/train_status")["step"]
-            time.sleep(10)
-            alone = meter.stop()
-            alone_rate = (main_client.predict(api_name="/train_status")["step"] - steps_before) / alone["wall"]
-
-            total = args.clients * args.requests
-            loads = {}
-            for name, make_client, call in (("gradio_client", lambda: local_client(url), timed_gradio_client),
-                                            ("raw HTTP", lambda: RawClient(url), RawClient.segment)):
-                offset = log.stat().st_size
-                steps = main_client.predict(api_name="/train_status")["step"]
-                meter.start()
-                results, failures = closed_loop(args.clients, args.requests, make_client, call, images)
-                cpu = meter.stop()
-                steps = main_client.predict(api_name="/train_status")["step"] - steps
-                loads[name] = {"results": results, "failures": failures, "cpu": cpu, "steps": steps, "offset": offset}
-                for failure in failures[:5]:
-                    print("failure:", failure)
-            main_client.predict(api_name="/train_stop")
-            wait_until_idle(main_client)
-
-            for name, load in loads.items():
-                latencies = load["results"] if name == "gradio_client" else [r["total"] for r in load["results"]]
-                cpu = load["cpu"]
-                rows.append({"what": f"{args.clients} clients × {args.requests} `/segment` (192×192) during a training run, "
-                                     f"{name} clients",
-                             "result": f"{len(latencies)}/{total} succeeded, p50 {1e3 * percentile(latencies, 50):.0f} ms, "
-                                       f"p95 {1e3 * percentile(latencies, 95):.0f} ms, {total / cpu['wall']:.1f} requests/s; "
-                                       + cpu_text(cpu, total),
-                             "training": f"{load['steps']} steps in the {cpu['wall']:.0f} s of load "
-                                         f"({load['steps'] / cpu['wall']:.1f}/s; {alone_rate:.1f}/s alone just before)"})
-            raw_load = loads["raw HTTP"]
-            breakdown = breakdown_rows(raw_load["results"], gradio_traces(url, {r["event"] for r in raw_load["results"]}),
-                                       handler_phases(log, raw_load["offset"]))
-            idle_breakdown = breakdown_rows(idle, gradio_traces(url, {r["event"] for r in idle}),
-                                            handler_phases(log, idle_offset)[:len(idle)])
-            for row, quiet in zip(breakdown, idle_breakdown):
-                row["the same, one client, no run"] = quiet["ms p50 / p95 / mean"]
-
-            memory = {}
-            app = psutil.Process(process.pid)
-            for done in range(1, args.memory_requests + 1):
-                main_client.predict(handle_file(str(images[done % 4])), "", api_name="/segment")
-                if done in (100, args.memory_requests):
-                    memory[done] = app.memory_info().rss / 2**20
-            rows.append({"what": "resident memory of the app after N sequential `/segment` requests",
-                         "result": ", ".join(f"{n}: {mb:.0f} MB" for n, mb in memory.items()),
-                         "training": "–"})
-        finally:  # the app (and its run) end with the benchmark, whatever went wrong
-            process.terminate()
-            process.wait()
-    print(markdown_table(breakdown))
+        images = []
+        for index in range(4):
+            path = folder / f"img{index}.png"
+            Image.fromarray(shapes.generate(1, 192, seed=index)[0][0]).save(path)
+            images.append(path)
+        for layout in args.layouts.split(","):
+            measured = measure(layout, args, folder, images, cores)
+            args.memory_requests = 0
+            rows += measured["rows"]
+            breakdowns[layout] = measured["breakdown"]
+            print(*measured["rows"], markdown_table(measured["breakdown"]), sep="\n", flush=True)
+    layouts = " ".join(f"**{name}**: {LAYOUTS[name][0]}." for name in breakdowns)
+    tables = "\n\n".join(f"Layout **{name}**:\n\n{markdown_table(table)}" for name, table in breakdowns.items())
     write_section("load", "Load: concurrent visitors while training, where a request's time goes, and memory", rows,
-                  notes=(f"CPU: {cpu_model()}. The app is `python app.py` (one workspace; the run trains in a child "
-                         "process with two torch threads; requests are served on both cores too), started with "
+                  notes=(f"CPU: {cpu_model()}. Layouts: {layouts} The app is single-user `python app.py`, started with "
                          "`GRADIO_PROFILING=1` and `SEGDEMO_LOG_LEVEL=DEBUG`. The clients are threads of the benchmark "
                          f"process, kept to core {args.client_core} (`os.sched_setaffinity`), so their own CPU (the "
-                         "'clients' figure) is taken from the same two cores as the server's and the run's. Each client "
-                         "is its own session and sends its next request as soon as the last is answered. The run is the "
-                         "Train tab's default (live preset); 'alone' is its step rate in the 10 s before the load.\n\n"
+                         "'clients' figure) is taken from the same two cores as the server's and the run's (in "
+                         "**reserved**, from the run's core). Each client is its own session and sends its next request "
+                         "as soon as the last is answered. The run is the Train tab's default (live preset); 'alone' is "
+                         "its step rate in the 10 s before the load. CPU per request: the app process's and the class's "
+                         "CPU time during the load over the requests answered; the run's child process's own CPU as a "
+                         "share of one core.\n\n"
                          "Where a request's time goes, during the raw-HTTP load above (each request's client-side "
                          "phases; gradio's own timing of the same events, matched by event id; the handler's own log), "
-                         "and for one client sending 30 requests with no run:\n\n" + markdown_table(breakdown)),
+                         "and for one client sending 30 requests with no run (ms: median / p95 / mean):\n\n" + tables),
                   machine_line=described, path=args.out)
 
 
