@@ -46,7 +46,7 @@ from .labels import probabilities_to_labels
 from .limits import Deadline, size_text
 from .models import count_parameters
 from .prediction import Prediction
-from .runtime import IMAGENET, autocast_dtype, normalize, resolve_device, synchronize, use_threads
+from .runtime import IMAGENET, DeviceClock, autocast_dtype, normalize, resolve_device, use_threads
 from .tasks import MULTICLASS, LabelSpace, check_task, probabilities_from_logits
 
 log = logging.getLogger(__name__)
@@ -406,13 +406,11 @@ class Segmenter(LabelSpace):
         assumed. ``probe_seconds`` keeps the times."""
         self.probe_seconds = {}
         for path in paths:
-            times = []
+            clock, times = DeviceClock(self.device), []
             for _ in range(4):
-                synchronize(self.device)
-                start = time.perf_counter()
+                clock.start()
                 self._forward(self._fast_model, path, x)
-                synchronize(self.device)
-                times.append(time.perf_counter() - start)
+                times.append(clock.stop())
             self.probe_seconds[path.describe()] = sorted(times[1:])[1]
         return min(paths, key=lambda path: self.probe_seconds[path.describe()])
 

@@ -23,6 +23,7 @@ refer to the normalizations before torch is loaded.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,9 +91,7 @@ def train_on(cores: set[int] | None, threads: int | None = None) -> None:
         pin_this_thread(cores)
     threads = threads or (len(cores) if cores else None)
     if threads:
-        import torch
-
-        torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
+        use_threads(threads)  # OpenMP: applies to this thread's parallel regions
 
 
 def synchronize(device) -> None:
@@ -102,6 +101,23 @@ def synchronize(device) -> None:
 
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class DeviceClock:
+    """Wall time of work on ``device``, synchronized at both ends (see :func:`synchronize`): a
+    training step of the precision trial, an inference path on the probe image."""
+
+    def __init__(self, device):
+        self.device = device
+        self._start = 0.0
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter() - self._start
 
 
 def use_threads(count: int) -> None:

@@ -15,11 +15,10 @@ than fp32) there is nothing to try and fp32 is used at once.
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
-from ..runtime import autocast_dtype, cpu_has_native_bf16, synchronize
+from ..runtime import autocast_dtype, cpu_has_native_bf16
 
 WARMUP_STEPS = 1   # per precision, not timed: the first step builds the kernels (oneDNN, cuDNN)
 TIMED_STEPS = 3    # per precision, timed; the median decides
@@ -82,20 +81,3 @@ class PrecisionTrial:
             self.choice = self.options[best]
             self.medians = {precision_name(o): m for o, m in zip(self.options, medians)}
             self.decided = True
-
-
-class StepClock:
-    """Wall time of one step on ``device`` (a GPU is synchronized at both ends, so that its
-    queued work is counted in the step that queued it)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._start = 0.0
-
-    def start(self) -> None:
-        synchronize(self.device)
-        self._start = time.perf_counter()
-
-    def stop(self) -> float:
-        synchronize(self.device)
-        return time.perf_counter() - self._start

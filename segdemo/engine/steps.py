@@ -21,10 +21,11 @@ from .. import viz
 from ..files import json_safe
 from ..metrics import SegmentationMetrics
 from ..prediction import Prediction
+from ..runtime import DeviceClock
 from ..tasks import probabilities_from_logits
 from .config import TrainConfig
 from .events import Listener, PrecisionChosen, SnapshotTaken, StepDone
-from .precision import StepClock, precision_name
+from .precision import precision_name
 from .setup import Progress, TrainingSetup
 
 
@@ -104,7 +105,7 @@ def timed_trial_step(setup: TrainingSetup, trial, images: torch.Tensor, target: 
     """:func:`train_step` in the precision ``trial`` (a :class:`~.precision.PrecisionTrial`) hands
     out, timed for it; once it has decided, the run keeps its choice."""
     setup.autocast_dtype = trial.next()
-    clock = StepClock(setup.device)
+    clock = DeviceClock(setup.device)
     clock.start()
     result = train_step(setup, images, target, lr, step)
     trial.record(clock.stop())
