@@ -1,7 +1,11 @@
 """Evaluate a checkpoint on data it was not tuned on; optionally record the results in it.
 
-    python -m segdemo.evaluate checkpoints/unet_shapes.pt --image-size 192 --image-size 256 --seed 2024 --record
+    python -m segdemo.evaluate checkpoints/unet_shapes.pt --image-size 192 --image-size 256 --seed 2024
+    python -m segdemo.evaluate runs/live/last.pt --record
     python -m segdemo.evaluate runs/drive/best.pt --data drive:DRIVE.zip
+
+``--record`` rewrites the checkpoint's metadata: the shipped checkpoints are recorded only by
+``train/build_checkpoints.sh``, with the seeds their cards quote.
 
 Shapes are generated fresh (``--count`` images per size and seed, seeds never used in training);
 file datasets are evaluated on their validation split. Metrics are dataset-level (counts summed

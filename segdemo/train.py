@@ -23,7 +23,7 @@ import logging
 import sys
 
 from . import checkpoints, limits
-from .data import source_entries
+from .data import parse_spec, source_entries
 from .errors import OUT_OF_MEMORY, out_of_memory
 from .engine.config import (CLASSIC_PRESETS, CLI_PRESET, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig,
                              configure, preset)
@@ -138,6 +138,19 @@ def _base(args: argparse.Namespace) -> TrainConfig:
     return preset(CLI_PRESET)
 
 
+def written_over(base: TrainConfig, recipe: dict) -> TrainConfig:
+    """``recipe``'s settings written over ``base`` (unknown keys are refused). A recipe that names
+    another model, or another kind of data, than ``base`` starts from that one's own defaults, as
+    :func:`~segdemo.engine.config.configure` does: ``--preset live`` with a recipe for
+    ``u2netp`` must not hand the U-Net's widths to U²-Net."""
+    settings = base.to_dict()
+    if recipe.get("model", base.model) != base.model:
+        settings["model_options"] = {}
+    if parse_spec(recipe.get("data", base.data))[0] != parse_spec(base.data)[0]:
+        settings["data_options"] = {}
+    return TrainConfig.from_dict({**settings, **recipe})
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run the command line asks for: a preset, a recipe file, the run being resumed or the
     small default run, with the flags applied by :func:`segdemo.engine.config.configure` (as the
@@ -147,7 +160,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         with open(args.config, encoding="utf-8") as file:
             recipe = json.load(file)
         recipe.pop("comment", None)
-        config = TrainConfig.from_dict({**config.to_dict(), **recipe})  # unknown keys are refused
+        config = written_over(config, recipe)
     direct = ["model", "data", "init_from", "title", "epochs", "steps_per_epoch", "max_seconds", "batch_size",
               "lr", "optimizer", "weight_decay", "momentum", "schedule", "loss", "bce_weight", "crop_size",
               "val_images", "val_every", "device", "precision", "threads", "seed", "out", "resume"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fakes import write_drive, write_voc, zip_tree
-from segdemo.engine import TrainConfig, Trainer
+from segdemo.engine import TrainConfig, Trainer, preset
 from segdemo.train import build_parser, config_from_args
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "train").glob("*.json"))
@@ -36,3 +36,15 @@ def test_file_dataset_recipes_train_on_fakes(tmp_path, name, writer):
         model_options={**recipe["model_options"], "base_channels": 4}, out=str(tmp_path / "run"))
     result = Trainer(config).run()
     assert result.reason == "finished" and Path(result.best_path).exists()
+
+
+def test_a_recipe_for_another_model_or_data_over_a_preset_starts_from_its_own_defaults(tmp_path):
+    recipe = tmp_path / "u2netp.json"
+    recipe.write_text(json.dumps({"model": "u2netp", "epochs": 1}))
+    config = config_from_args(build_parser().parse_args(["--preset", "live", "--config", str(recipe)]))
+    assert config.model == "u2netp" and config.model_options == {} and config.crop_size == 80  # the preset's crops
+    drive = tmp_path / "drive.json"
+    drive.write_text(json.dumps({"data": "drive:DRIVE.zip"}))
+    config = config_from_args(build_parser().parse_args(["--preset", "live", "--config", str(drive)]))
+    assert config.data == "drive:DRIVE.zip" and config.data_options == {}
+    assert config.model_options == preset("live").model_options  # the same model keeps the preset's widths
