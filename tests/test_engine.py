@@ -296,6 +296,17 @@ def test_training_runs_on_every_file_source(tmp_path, writer, spec, options):
     assert meta_of(result.last_path)["task"] == {"drive": "binary", "voc": "multiclass", "folder": "multiclass"}[spec]
 
 
+def test_an_epoch_longer_than_one_pass_over_a_small_dataset_trains_all_its_steps(tmp_path):
+    root = write_drive(tmp_path / "drive")  # 3 training images: one batch of 2 per pass
+    steps: list[StepDone] = []
+    config = TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data=f"drive:{root}",
+                         epochs=2, steps_per_epoch=5, batch_size=2, crop_size=32, val_images=2, lr=1e-2)
+    result = Trainer(config, [lambda e: steps.append(e) if isinstance(e, StepDone) else None]).run()
+    assert result.reason == "finished" and result.steps == 10 and len(steps) == 10
+    lrs = [event.lr for event in steps]
+    assert max(lrs) == pytest.approx(1e-2, rel=0.2) and lrs[-1] < 1e-3  # the schedule ran its whole course
+
+
 def test_fine_tuning_needs_the_same_classes(tmp_path):
     first = Trainer(tiny(epochs=1, out=str(tmp_path / "a"))).run()
     tuned = Trainer(tiny(epochs=1, init_from=first.best_path, out=str(tmp_path / "b"))).run()

@@ -84,18 +84,20 @@ class TrainingSetup:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, target.to(self.device, non_blocking=True)
 
-    def loader(self, dataset, *, shuffle: bool, batch_size: int, epoch: int, shard: bool = True) -> DataLoader:
+    def loader(self, dataset, *, shuffle: bool, batch_size: int, epoch: int, shard: bool = True,
+               repeat: int = 0) -> DataLoader:
         """A DataLoader over ``dataset``; under torchrun each rank gets its own shard (unless
-        ``shard`` is False: validation sets are sharded once, up front)."""
+        ``shard`` is False: validation sets are sharded once, up front). ``repeat`` counts the
+        passes over it within one epoch; each is shuffled differently."""
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         sampler = None
         if self.context.enabled and shard:
             sampler = DistributedSampler(dataset, num_replicas=self.context.world_size, rank=self.context.rank,
                                          shuffle=shuffle, seed=self.config.seed, drop_last=True)
-            sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch + 1_000_003 * repeat)
             shuffle = False
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch + 1_000_003 * repeat)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                           drop_last=shuffle or sampler is not None, generator=generator, num_workers=0)
 

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -125,20 +125,37 @@ class EpochOutcome:
         return self.stop_reason is None
 
 
+def epoch_batches(setup: TrainingSetup, epoch: int) -> Iterator:
+    """The ``setup.steps_per_epoch`` training batches of epoch ``epoch``: passes over the training
+    set, each reshuffled, as many as those steps take. A run may ask for more steps per epoch than
+    one pass holds (DRIVE's 20 images in batches of 8, a class's 10 annotated images): its epoch, and
+    the learning-rate schedule that counts on it, then has all of them."""
+    shuffle = not hasattr(setup.train_set, "set_epoch")  # the shapes stream is drawn fresh anyway
+    left, repeat = setup.steps_per_epoch, 0
+    while left > 0:
+        served = 0
+        for batch in setup.loader(setup.train_set, shuffle=shuffle, batch_size=setup.config.batch_size,
+                                  epoch=epoch, repeat=repeat):
+            yield batch
+            served += 1
+            left -= 1
+            if left == 0:
+                return
+        if served == 0:  # nothing to draw from (cannot happen once the run is planned): end the epoch
+            return
+        repeat += 1
+
+
 def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
                     should_stop: Callable[[], tuple[str, str] | None]) -> EpochOutcome:
     """Train ``setup.steps_per_epoch`` steps (fewer when ``should_stop``, asked before each step,
     gives a reason), emitting a :class:`~.events.StepDone` every ``log_every`` steps."""
     config = setup.config
     batch_metrics = SegmentationMetrics(setup.info.task, setup.info.num_classes, roc=False)
-    loader = setup.loader(setup.train_set, shuffle=not hasattr(setup.train_set, "set_epoch"),
-                          batch_size=config.batch_size, epoch=progress.epoch)
     outcome = EpochOutcome([])
     started = window_start = time.perf_counter()
     window_images = 0
-    for images, target in Prefetcher(loader, config.prefetch):
-        if len(outcome.losses) >= setup.steps_per_epoch:
-            break
+    for images, target in Prefetcher(epoch_batches(setup, progress.epoch), config.prefetch):
         outcome.stop_reason = should_stop()
         if outcome.stop_reason is not None:
             break
