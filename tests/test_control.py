@@ -114,14 +114,18 @@ def test_one_step_is_refused_while_the_run_goes():
         RunControl().step()
 
 
-def test_stop_while_paused_validates_and_saves(tmp_path):
+def test_a_step_taken_while_paused_is_reported_and_stop_while_paused_validates_and_saves(tmp_path):
     control, events = RunControl(), []
-    trainer = Trainer(endless(out=str(tmp_path)), [events.append], control=control)
+    trainer = Trainer(endless(out=str(tmp_path), log_every=4), [events.append], control=control)
     thread = threading.Thread(target=lambda: events.append(trainer.run()))
     thread.start()
-    wait_until(lambda: len(steps_of(events)) >= 3)
+    wait_until(lambda: len(steps_of(events)) >= 2)
     control.pause()
     wait_until(lambda: any(isinstance(event, ControlApplied) for event in events))
+    for _ in range(2):  # reported one by one, though the run reports every fourth step
+        taken = trainer.progress.step
+        control.step()
+        wait_until(lambda: steps_of(events)[-1].step == taken + 1)
     control.stop()
     thread.join(60)
     assert not thread.is_alive()
