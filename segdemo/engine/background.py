@@ -414,10 +414,13 @@ class BackgroundTrainer:
         progress = eta = None
         if total_steps:
             progress = done / total_steps
+            # The time that counts against the limit: training time, or where pauses count, the wall time.
+            counted = (time.time() - started) if run.control.pauses_count and started and state in GOING else \
+                (step.elapsed if step else 0.0)
             if config.max_seconds and step:
-                progress = max(progress, min(1.0, step.elapsed / config.max_seconds))
+                progress = max(progress, min(1.0, counted / config.max_seconds))
             if step and progress and progress > 0 and state in GOING:
-                eta = max(0.0, step.elapsed * (1 - progress) / progress)
+                eta = max(0.0, counted * (1 - progress) / progress)
         yours = run.owner == viewer
         checkpoint = (result.best_path or result.last_path) if result is not None and yours else None
         chosen_lr = run.control.learning_rate
