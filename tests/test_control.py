@@ -6,7 +6,7 @@ import time
 import pytest
 
 from segdemo import checkpoints
-from segdemo.engine import BackgroundTrainer, ControlApplied, RunControl, RunEnded, StepDone, TrainConfig, Trainer
+from segdemo.engine import BackgroundTrainer, ControlApplied, RunControl, StepDone, TrainConfig, Trainer
 from segdemo.engine.control import checked_learning_rate
 from segdemo.engine.worker import apply_command
 from segdemo.errors import SettingsError, UserError
@@ -45,8 +45,8 @@ def test_pause_holds_the_run_without_a_core_one_step_steps_once_and_resume_goes_
     trainer.start(endless())
     wait_until(lambda: (trainer.status()["step"] or 0) >= 3)
     trainer.pause()
-    assert trainer.status()["paused"]
-    wait_until(lambda: trainer._current.history.latest(ControlApplied) is not None)
+    wait_until(lambda: trainer.status()["paused"])  # once the step under way has ended
+    assert trainer.status()["message"].startswith("paused at step")
     held = trainer.status()["step"]
     if separate_process:
         pid = trainer._current.child.pid
@@ -183,7 +183,7 @@ def test_only_the_owner_controls_a_run_on_a_shared_trainer(tmp_path):
             attempt("c")
     assert not trainer.status("c")["paused"] and trainer.status("c")["lr_set_by"] == "schedule"
     trainer.pause("a")
-    assert trainer.status("c")["paused"]  # everyone sees that the run is paused
+    wait_until(lambda: trainer.status("c")["paused"])  # everyone sees that the run is paused
     trainer.stop("b")
     trainer.stop("a")
     assert trainer.wait(60)

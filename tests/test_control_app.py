@@ -33,10 +33,9 @@ def stop_and_wait(client) -> None:
 
 def test_pause_holds_the_step_counter_one_step_moves_it_once_resume_moves_it_again(client):
     start_and_wait_for_steps(client)
-    assert "Paused" in client.predict(api_name="/train_pause")
-    time.sleep(1.0)  # a step under way when Pause came finishes first
-    held = status_of(client)
-    assert held["paused"] and held["state"] == "running"
+    assert "Pausing" in client.predict(api_name="/train_pause")
+    held = wait_for(lambda: (s := status_of(client))["paused"] and s, timeout=30)  # the step under way ends first
+    assert held["state"] == "running" and held["message"] == f"paused at step {held['step']}"
     time.sleep(3.0)
     assert status_of(client)["step"] == held["step"], "the step counter moved while paused"
 
@@ -92,7 +91,7 @@ def test_in_a_classroom_only_the_runs_owner_may_pause_step_or_set_its_learning_r
     seen_by_bob = status_of(bob)
     assert not seen_by_bob["paused"] and seen_by_bob["lr_set_by"] == "schedule"
     assert "time limit keeps running" in alice.predict(api_name="/train_pause")
-    assert status_of(bob)["paused"], "everyone sees that the run going is paused"
+    wait_for(lambda: status_of(bob)["paused"], timeout=30)  # everyone sees that the run going is paused
     alice.predict(learning_rate=0.001, api_name="/train_set_lr")
     assert status_of(bob)["lr"] == 0.001
     stop_and_wait(alice)
@@ -114,8 +113,7 @@ def test_pause_on_the_page_stops_the_step_counter_and_resume_moves_it(app, brows
 
     wait_for(lambda: (counter() or 0) >= 3, timeout=90)
     page.click("#train-pause")
-    wait_for(lambda: page.inner_text("#train-status-line").startswith("paused"), timeout=10)
-    time.sleep(1.0)
+    wait_for(lambda: page.inner_text("#train-status-line").startswith("paused"), timeout=30)
     held = counter()
     time.sleep(3.0)
     assert counter() == held, "the page's step counter moved while paused"

@@ -39,7 +39,7 @@ from ..errors import TrainerBusy, UserError, failure_message
 from ..limits import memory_budget, size_text
 from .config import TrainConfig
 from .control import RunControl
-from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
+from .events import ControlApplied, EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
 from .worker import RunFailed, TrainingProcess, exit_explained
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ class Run:
     result: TrainResult | None = None
     started_at: float | None = None
     child: TrainingProcess | None = None   # the process it trains in, once it has one (the app's runs)
+    held: bool = False                     # the run has paused (its ControlApplied came): not just asked to
 
 
 class BackgroundTrainer:
@@ -207,6 +208,8 @@ class BackgroundTrainer:
         with self._lock:
             run = self._own_going_run(owner, "pause")
             run.control.pause()
+            if not run.held and run.state == RUNNING:
+                run.message = "pausing after this step"
             if run.child is not None:
                 run.child.pause()
 
@@ -215,6 +218,8 @@ class BackgroundTrainer:
         with self._lock:
             run = self._own_going_run(owner, "resume")
             run.control.resume()
+            if run.state == RUNNING:
+                run.message = "training"
             if run.child is not None:
                 run.child.resume()
 
@@ -284,6 +289,11 @@ class BackgroundTrainer:
                 with self._lock:
                     if run.state == STARTING:
                         run.state, run.message = RUNNING, "training"
+            elif isinstance(event, ControlApplied) and event.action != "learning rate":
+                with self._lock:
+                    run.held = event.action != "resume"
+                    if run.state == RUNNING:
+                        run.message = "training" if event.action == "resume" else f"paused at step {event.step}"
 
         result = None
         try:
@@ -392,7 +402,9 @@ class BackgroundTrainer:
     def status(self, viewer: str | None = None) -> dict:
         """What ``viewer`` sees: the run going now (or else their own latest) as a small, JSON-able
         summary (state, progress, ETA, latest numbers; the checkpoint only if it is theirs), and
-        their own place in the queue. ``paused`` says whether the run is held by a pause; ``lr`` is
+        their own place in the queue. ``paused`` says whether the run is held by a pause (once it
+        has paused: a step under way when Pause came finishes first; ``message`` says "pausing"
+        meanwhile), as soon as it is asked to resume, no longer; ``lr`` is
         the learning rate in force (the next step's once a rate was chosen), ``lr_set_by`` whether
         the ``"schedule"`` or the ``"visitor"`` set it."""
         run = self._shown(viewer)
@@ -405,6 +417,7 @@ class BackgroundTrainer:
                     "paused": False, "lr": None, "lr_set_by": None, **queue}
         with self._lock:
             state, message, config, result, started = run.state, run.message, run.config, run.result, run.started_at
+            held = run.held
         history = run.history
         step: StepDone | None = history.latest(StepDone)
         epoch: EpochDone | None = history.latest(EpochDone)
@@ -437,7 +450,7 @@ class BackgroundTrainer:
             "elapsed": (time.time() - started) if started and state in GOING else (result.elapsed if result else None),
             "checkpoint": checkpoint, "model": config.model, "title": config.title, "yours": yours,
             "time_limit": config.max_seconds,
-            "paused": state in GOING and state != STOPPING and run.control.paused,
+            "paused": state in GOING and state != STOPPING and run.control.paused and held,
             "lr": lr, "lr_set_by": None if lr is None else ("visitor" if chosen_lr is not None else "schedule"),
             **queue,
         }

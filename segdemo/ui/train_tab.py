@@ -161,7 +161,7 @@ def stop(context: AppContext, request: gr.Request):
 def pause(context: AppContext, request: gr.Request):
     """Pause your run before its next step (it holds no core while paused)."""
     context.trainer.pause(context.owner(request))
-    return ("Paused: the run waits before its next step. One step takes a single step; Resume goes on."
+    return ("Pausing after this step: then the run waits. One step takes a single step; Resume goes on."
             + (" On this shared app the time limit keeps running while paused." if context.trainer.pauses_count else ""))
 
 
