@@ -1,7 +1,10 @@
 """Run controls (segdemo.engine.control): pause, resume, one step, a learning rate mid-run, stop."""
 
+import os
 import threading
 import time
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -33,9 +36,7 @@ def steps_of(events) -> list[StepDone]:
 
 def child_cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` (Linux /proc), in seconds."""
-    import os
-
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -125,7 +126,7 @@ def test_a_step_taken_while_paused_is_reported_and_stop_while_paused_validates_a
     for _ in range(2):  # reported one by one, though the run reports every fourth step
         taken = trainer.progress.step
         control.step()
-        wait_until(lambda: steps_of(events)[-1].step == taken + 1)
+        wait_until(lambda taken=taken: steps_of(events)[-1].step == taken + 1)
     control.stop()
     thread.join(60)
     assert not thread.is_alive()
@@ -150,7 +151,7 @@ def test_time_paused_does_not_count_against_the_time_limit_alone(tmp_path):
     assert result.reason == "time limit" and time.perf_counter() - started > 6.0
     assert result.elapsed < 5.0  # training time: the pause is left out
     seconds = [event.elapsed for event in steps_of(events)]
-    assert max(b - a for a, b in zip(seconds, seconds[1:])) < 1.0, "the curves' time axis shows the pause"
+    assert max(b - a for a, b in pairwise(seconds)) < 1.0, "the curves' time axis shows the pause"
 
 
 def test_on_a_shared_trainer_a_paused_run_still_ends_at_its_time_limit(tmp_path):

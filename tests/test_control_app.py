@@ -7,14 +7,13 @@ import re
 import time
 
 import pytest
-from gradio_client import Client
-
 from apphelpers import ARTIFACTS, start_app, wait_for
+from gradio_client import Client
 
 pytestmark = pytest.mark.slow
 
-LIVE_RUN = dict(model="unet", unet_width=4, data="synthetic shapes", dataset_zip=None, epochs=1000, batch_size=4,
-                learning_rate=0.003, crop_size=32, time_limit_seconds=120)
+LIVE_RUN = {"model": "unet", "unet_width": 4, "data": "synthetic shapes", "dataset_zip": None, "epochs": 1000,
+            "batch_size": 4, "learning_rate": 0.003, "crop_size": 32, "time_limit_seconds": 120}
 
 
 def status_of(client) -> dict:

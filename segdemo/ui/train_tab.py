@@ -208,7 +208,7 @@ def build_controls(context: AppContext) -> dict:
 
 def wire_controls(context: AppContext, controls: dict, message) -> None:
     """The controls answer at once (outside the queue, as Stop does): each only flags the run."""
-    now = dict(queue=False)
+    now = {"queue": False}
     controls["pause"].click(handler(pause, context), None, [message], api_name="train_pause", **now)
     controls["resume"].click(handler(resume, context), None, [message], api_name="train_resume", **now)
     controls["step"].click(handler(one_step, context), None, [message], api_name="train_step", **now)
