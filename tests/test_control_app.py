@@ -7,8 +7,9 @@ import re
 import time
 
 import pytest
-from apphelpers import ARTIFACTS, start_app, wait_for
 from gradio_client import Client
+
+from apphelpers import ARTIFACTS, start_app, wait_for
 
 pytestmark = pytest.mark.slow
 
