@@ -8,11 +8,13 @@ tests, followed from a thread of this process: the cores are the limit. What hap
   :class:`~segdemo.errors.TrainerBusy`: the person who started the run is watching it.
 - more (a classroom Space): it **waits**, first come first served, and starts when the runs before
   it end; each owner (a workspace) may have one run queued or going, and the queue holds at most
-  ``queue_length`` runs. A run belongs to the owner who started it: only they can stop or cancel it
-  and download its checkpoint; everyone can watch the run that is training now.
+  ``queue_length`` runs. A run belongs to the owner who started it: only they can stop, pause,
+  resume, step or change the learning rate of it (:mod:`.control`), cancel it and download its
+  checkpoint; everyone can watch the run that is training now.
 
 ``time_cap`` bounds every run's wall time (its ``max_seconds``), so a place in the queue means a
-bounded wait. The UI polls :meth:`status` and :meth:`steps`, which only copy from a bounded,
+bounded wait: with a queue and a cap, time paused counts against the run's limit too (alone, in
+single-user mode, a pause is not training time and the limit waits for it). The UI polls :meth:`status` and :meth:`steps`, which only copy from a bounded,
 lock-guarded history, so any number of pages can watch without slowing the run.
 
 The training loop, and torch with it, is imported by the run's thread (or its process): the app
@@ -36,7 +38,8 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import TrainerBusy, UserError, failure_message
 from ..limits import memory_budget, size_text
 from .config import TrainConfig
-from .events import EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
+from .control import RunControl
+from .events import ControlApplied, EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
 from .worker import RunFailed, TrainingProcess, exit_explained
 
 if TYPE_CHECKING:
@@ -76,11 +79,13 @@ class Run:
     source: DataSource | None
     on_finish: Callable | None
     history: EventHistory = field(default_factory=EventHistory)
-    stop: threading.Event = field(default_factory=threading.Event)
+    control: RunControl = field(default_factory=RunControl)
     state: str = QUEUED
     message: str = "waiting for its turn"
     result: TrainResult | None = None
     started_at: float | None = None
+    child: TrainingProcess | None = None   # the process it trains in, once it has one (the app's runs)
+    held: bool = False                     # the run has paused (its ControlApplied came): not just asked to
 
 
 class BackgroundTrainer:
@@ -138,7 +143,8 @@ class BackgroundTrainer:
             config = config.replace(max_seconds=self.time_cap)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         config = config.replace(out=str(Path(runs_dir or self.runs_dir) / run_id))
-        run = Run(run_id, owner, config, source, on_finish or self.on_finish)
+        run = Run(run_id, owner, config, source, on_finish or self.on_finish,
+                  control=RunControl(pauses_count=self.pauses_count))
         with self._lock:
             going = self._current is not None and self._current.state in GOING
             if going and self.queue_length == 0:
@@ -178,7 +184,7 @@ class BackgroundTrainer:
         with self._lock:
             current = self._current
             if current is not None and current.state in GOING and current.owner == owner:
-                current.stop.set()
+                current.control.stop()
                 if current.state != STOPPING:
                     current.state, current.message = STOPPING, "stopping after this step"
                 return "stopping"
@@ -189,6 +195,68 @@ class BackgroundTrainer:
                     return "cancelled"
             return None
 
+    @property
+    def pauses_count(self) -> bool:
+        """Whether time paused counts against a run's time limit: on a shared trainer (a queue and
+        a time cap) others wait while a run is paused, so a pause may not hold the trainer past
+        the cap; alone (single-user), a pause is not training time."""
+        return bool(self.queue_length and self.time_cap)
+
+    def pause(self, owner: str | None = None) -> None:
+        """Hold ``owner``'s run before its next step; it holds no core until resumed, stepped or
+        stopped. Raises a :class:`~segdemo.errors.UserError` saying why when they have no run going."""
+        with self._lock:
+            run = self._own_going_run(owner, "pause")
+            run.control.pause()
+            if not run.held and run.state == RUNNING:
+                run.message = "pausing after this step"
+            if run.child is not None:
+                run.child.pause()
+
+    def resume(self, owner: str | None = None) -> None:
+        """Let ``owner``'s paused run go on (harmless when it is not paused)."""
+        with self._lock:
+            run = self._own_going_run(owner, "resume")
+            run.control.resume()
+            if run.state == RUNNING:
+                run.message = "training"
+            if run.child is not None:
+                run.child.resume()
+
+    def step(self, owner: str | None = None) -> None:
+        """Let ``owner``'s paused run take exactly one step, then hold again."""
+        with self._lock:
+            run = self._own_going_run(owner, "step")
+            run.control.step()
+            if run.child is not None:
+                run.child.step()
+
+    def set_lr(self, owner: str | None, value) -> float:
+        """Train ``owner``'s run at learning rate ``value`` from its next step on, the schedule set
+        aside for the rest of the run; returns the rate. Refuses non-finite, non-positive and
+        absurd (> 1) rates with a :class:`~segdemo.errors.SettingsError`."""
+        with self._lock:
+            run = self._own_going_run(owner, "change the learning rate of")
+            rate = run.control.set_learning_rate(value)
+            if run.child is not None:
+                run.child.set_learning_rate(rate)
+            return rate
+
+    def _own_going_run(self, owner: str | None, action: str) -> Run:
+        """``owner``'s run going now, or a UserError saying why there is none to ``action``. Call
+        with the lock held."""
+        current = self._current
+        going = current is not None and current.state in GOING
+        if going and current.owner == owner:
+            if current.state == STOPPING:
+                raise UserError(f"the run is stopping: there is nothing to {action} any more")
+            return current
+        if any(run.owner == owner for run in self._waiting):
+            raise UserError(f"your run is still waiting in the queue: you can {action} it once it trains")
+        if going:
+            raise UserError(f"the run training now is another visitor's: only they can {action} it")
+        raise UserError(f"no run is going to {action}" if owner is None else f"you have no run going to {action}")
+
     def close(self) -> None:
         """Stop the run going, drop the queue and the spare child (the app is exiting)."""
         with self._lock:
@@ -196,7 +264,7 @@ class BackgroundTrainer:
             self._waiting.clear()
             spare, self._spare = self._spare, None
             if self._current is not None and self._current.state in GOING:
-                self._current.stop.set()
+                self._current.control.stop()
         if spare is not None:
             spare.close()
 
@@ -221,6 +289,11 @@ class BackgroundTrainer:
                 with self._lock:
                     if run.state == STARTING:
                         run.state, run.message = RUNNING, "training"
+            elif isinstance(event, ControlApplied) and event.action != "learning rate":
+                with self._lock:
+                    run.held = event.action != "resume"
+                    if run.state == RUNNING:
+                        run.message = "training" if event.action == "resume" else f"paused at step {event.step}"
 
         result = None
         try:
@@ -250,7 +323,7 @@ class BackgroundTrainer:
         from .loop import Trainer
 
         train_on(self.cores, self.threads)
-        return Trainer(run.config, [listen], run.stop, source=run.source).run()
+        return Trainer(run.config, [listen], source=run.source, control=run.control).run()
 
     def warm(self) -> None:
         """Start a spare child process for the next run: the app calls it once it serves its page,
@@ -276,14 +349,20 @@ class BackgroundTrainer:
         Stop, and stops the run when its memory passes the budget (kills it past half as much
         again, or when it takes too long to save)."""
         child = self._take_child()
-        child.begin(run.config)
+        child.begin(run.config, pauses_count=run.control.pauses_count)
+        with self._lock:  # from now on the controls go to the child as they come; those before, now
+            run.child = child
+            if run.control.paused:
+                child.pause()
+            if run.control.learning_rate is not None:
+                child.set_learning_rate(run.control.learning_rate)
         budget, peak, ended = memory_budget(), [0], threading.Event()
 
         def watchdog() -> None:
             while not ended.wait(WATCHDOG_SECONDS):
                 resident = child.resident_bytes()
                 peak[0] = max(peak[0], resident)
-                if run.stop.is_set() or resident > budget:
+                if run.control.stopped or resident > budget:
                     child.stop()
                 if resident > 1.5 * budget or child.overdue():
                     child.kill()
@@ -323,16 +402,22 @@ class BackgroundTrainer:
     def status(self, viewer: str | None = None) -> dict:
         """What ``viewer`` sees: the run going now (or else their own latest) as a small, JSON-able
         summary (state, progress, ETA, latest numbers; the checkpoint only if it is theirs), and
-        their own place in the queue."""
+        their own place in the queue. ``paused`` says whether the run is held by a pause (once it
+        has paused: a step under way when Pause came finishes first; ``message`` says "pausing"
+        meanwhile), as soon as it is asked to resume, no longer; ``lr`` is
+        the learning rate in force (the next step's once a rate was chosen), ``lr_set_by`` whether
+        the ``"schedule"`` or the ``"visitor"`` set it."""
         run = self._shown(viewer)
         queue = self.queue(viewer)
         if run is None:
             return {"state": IDLE, "message": "no run yet", "run_id": None, "phase": None, "step": 0,
                     "total_steps": None, "progress": None, "eta_seconds": None, "epoch": 0, "loss": None,
                     "train_dice": None, "val_mean_dice": None, "images_per_second": None, "elapsed": None,
-                    "checkpoint": None, "model": None, "title": None, "yours": False, "time_limit": None, **queue}
+                    "checkpoint": None, "model": None, "title": None, "yours": False, "time_limit": None,
+                    "paused": False, "lr": None, "lr_set_by": None, **queue}
         with self._lock:
             state, message, config, result, started = run.state, run.message, run.config, run.result, run.started_at
+            held = run.held
         history = run.history
         step: StepDone | None = history.latest(StepDone)
         epoch: EpochDone | None = history.latest(EpochDone)
@@ -342,12 +427,17 @@ class BackgroundTrainer:
         progress = eta = None
         if total_steps:
             progress = done / total_steps
+            # The time that counts against the limit: training time, or where pauses count, the wall time.
+            counted = (time.time() - started) if run.control.pauses_count and started and state in GOING else \
+                (step.elapsed if step else 0.0)
             if config.max_seconds and step:
-                progress = max(progress, min(1.0, step.elapsed / config.max_seconds))
+                progress = max(progress, min(1.0, counted / config.max_seconds))
             if step and progress and progress > 0 and state in GOING:
-                eta = max(0.0, step.elapsed * (1 - progress) / progress)
+                eta = max(0.0, counted * (1 - progress) / progress)
         yours = run.owner == viewer
         checkpoint = (result.best_path or result.last_path) if result is not None and yours else None
+        chosen_lr = run.control.learning_rate
+        lr = chosen_lr if chosen_lr is not None and state in GOING else (step.lr if step else None)
         return {
             "state": state, "message": message, "run_id": run.run_id,
             "phase": "validating" if history.validating and state in GOING else
@@ -359,7 +449,10 @@ class BackgroundTrainer:
             "images_per_second": step.images_per_second if step else None,
             "elapsed": (time.time() - started) if started and state in GOING else (result.elapsed if result else None),
             "checkpoint": checkpoint, "model": config.model, "title": config.title, "yours": yours,
-            "time_limit": config.max_seconds, **queue,
+            "time_limit": config.max_seconds,
+            "paused": state in GOING and state != STOPPING and run.control.paused and held,
+            "lr": lr, "lr_set_by": None if lr is None else ("visitor" if chosen_lr is not None else "schedule"),
+            **queue,
         }
 
     def queue(self, viewer: str | None = None) -> dict:

@@ -10,6 +10,8 @@ The loop never prints. It hands each listener (any callable) one of these frozen
 - :class:`EpochDone`: an epoch's mean training loss and its validation metrics;
 - :class:`SnapshotTaken`: a picture of the model's current prediction on a fixed validation image;
 - :class:`CheckpointSaved`: ``last.pt`` or ``best.pt`` was written;
+- :class:`ControlApplied`: the run acted on a person's request (:mod:`.control`): it paused,
+  resumed, took one step while paused, or took up a learning rate they chose;
 - :class:`RunEnded`: how and why the run ended (``finished``, ``stopped``, ``time limit``,
   ``diverged``, ``failed``), with the best metrics, the checkpoint paths and the images/s trained.
 
@@ -109,6 +111,15 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
+class ControlApplied:
+    kind: ClassVar[str] = "control"
+    action: str                # "pause", "resume", "one step" or "learning rate"
+    step: int                  # the steps taken so far (a one step: before it)
+    lr: float | None           # the learning rate chosen ("learning rate"), else None
+    elapsed: float
+
+
+@dataclass(frozen=True)
 class RunEnded:
     kind: ClassVar[str] = "end"
     reason: str                # finished, stopped, time limit, diverged, failed
@@ -124,7 +135,8 @@ class RunEnded:
     images_per_second: float | None = None   # ``images`` over the time of their steps (no validation)
 
 
-Event = Union[RunStarted, StepDone, PrecisionChosen, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved, RunEnded]
+Event = Union[RunStarted, StepDone, PrecisionChosen, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved,
+              ControlApplied, RunEnded]
 Listener = Callable[[Event], None]
 
 

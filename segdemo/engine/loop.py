@@ -8,6 +8,8 @@ events (:mod:`.events`). It never prints.
 Stopping: a ``threading.Event`` is checked before every step, so a stop takes effect within one
 step; the run then validates what it has learned and saves it, so a stopped run always leaves a
 usable checkpoint (a stop during a validation takes effect when that bounded validation ends).
+Pausing, one step at a time and a learning rate chosen mid-run come through the same check, from
+a :class:`~.control.RunControl` (a paused run waits there, holding no core).
 A loss that turns NaN/inf ends the run with a clear message and keeps the last good checkpoint.
 """
 
@@ -27,7 +29,8 @@ from ..files import json_safe
 from ..models import count_parameters
 from .checkpointing import checkpoint_meta, resume, save_checkpoints
 from .config import TrainConfig
-from .events import EpochDone, Event, JsonlLog, Listener, RunEnded, RunStarted, ValidationStarted
+from .control import RunControl
+from .events import ControlApplied, EpochDone, Event, JsonlLog, Listener, RunEnded, RunStarted, ValidationStarted
 from .precision import precision_name
 from .setup import Progress, TrainingSetup, build_setup
 from .steps import TrainingDiverged, evaluate, snapshot, train_one_epoch
@@ -69,16 +72,23 @@ class Trainer:
         listeners: callables that receive every event.
         stop_event: set it to end the run early (it validates and saves first).
         source: ``config.data`` already opened by the caller, so it is not opened twice.
+        control: pause, one step, a learning rate and stop while the run goes (it brings its own
+            stop event; give this or ``stop_event``, not both).
     """
 
     def __init__(self, config: TrainConfig, listeners: list[Listener] | None = None,
-                 stop_event: threading.Event | None = None, *, source: DataSource | None = None):
+                 stop_event: threading.Event | None = None, *, source: DataSource | None = None,
+                 control: RunControl | None = None):
+        if control is not None and stop_event is not None and stop_event is not control.stop_event:
+            raise ValueError("give a stop_event or a control (which has one), not both")
         self.config = config
         self.listeners = list(listeners or [])
-        self.stop_event = stop_event or threading.Event()
+        self.control = control or RunControl(stop_event)
+        self.stop_event = self.control.stop_event
         self.source = source
         self.setup: TrainingSetup | None = None
-        self.progress = Progress()
+        self.progress = Progress(pauses_count=self.control.pauses_count)
+        self._holding = False   # the run is held by a pause (said once, with a ControlApplied)
 
     def emit(self, event: Event) -> None:
         if self.setup is not None and not self.setup.context.is_main:
@@ -89,12 +99,60 @@ class Trainer:
             except Exception:  # a broken listener (a closed page) must not end training
                 log.exception("a training listener failed")
 
+    def _before_step(self) -> tuple[str, str] | None:
+        """What the loop asks before each step: hold while paused, take up a chosen learning
+        rate, then whether to stop. Under torchrun only the stop applies (all ranks must act
+        alike, and the controls come from the app, which trains in one process)."""
+        progress = self.progress
+        progress.one_step = False
+        if not self.setup.context.enabled:
+            self._hold_while_paused()
+            chosen = self.control.learning_rate
+            if chosen is not None and chosen != progress.chosen_lr:
+                progress.chosen_lr = chosen
+                self.emit(ControlApplied(action="learning rate", step=progress.step, lr=chosen,
+                                         elapsed=progress.elapsed()))
+        return self._stop_reason()
+
+    def _hold_while_paused(self) -> None:
+        """Wait while the run is paused, until Resume, One step or Stop; where pauses count
+        (a shared trainer) also until the time limit is reached. The time waited is not training
+        time (:meth:`Progress.elapsed`)."""
+        control, progress = self.control, self.progress
+        while control.paused and not control.stopped and not self._time_is_up():
+            if not self._holding:
+                self._holding = True
+                self.emit(ControlApplied(action="pause", step=progress.step, lr=None, elapsed=progress.elapsed()))
+            progress.paused_since = time.perf_counter()
+            try:
+                outcome = control.wait_to_step(self._seconds_left() if progress.pauses_count else None)
+            finally:
+                progress.paused_seconds += time.perf_counter() - progress.paused_since
+                progress.paused_since = None
+            if outcome == "one step":
+                progress.one_step = True
+                self.emit(ControlApplied(action="one step", step=progress.step, lr=None, elapsed=progress.elapsed()))
+                return
+        if self._holding and not control.paused:
+            self._holding = False
+            self.emit(ControlApplied(action="resume", step=progress.step, lr=None, elapsed=progress.elapsed()))
+
+    def _seconds_left(self) -> float | None:
+        """Until the time limit (validation allowed for), or None without one."""
+        if not self.config.max_seconds:
+            return None
+        progress = self.progress
+        return max(0.0, self.config.max_seconds - progress.time_counted() - progress.validation_seconds)
+
+    def _time_is_up(self) -> bool:
+        left = self._seconds_left()
+        return left is not None and left <= 0
+
     def _stop_reason(self) -> tuple[str, str] | None:
         """Whether to stop before the next step; under torchrun all ranks decide together."""
         progress, config = self.progress, self.config
         stopped = self.stop_event.is_set()
-        timed_out = bool(config.max_seconds) and \
-            progress.elapsed() + progress.validation_seconds >= config.max_seconds
+        timed_out = self._time_is_up()
         if self.setup.context.enabled:
             flags = torch.tensor([float(stopped), float(timed_out)], dtype=torch.float64)
             self.setup.context.all_reduce_sum(flags)
@@ -136,6 +194,9 @@ class Trainer:
         progress.started = time.perf_counter()
         self.setup = setup = build_setup(config, self.source)
         config = self.config = setup.config  # as planned: a batch larger than the data is reduced
+        if setup.context.enabled:
+            self.control.refuse_changes("pause, one step and a learning-rate change are for a run in one process "
+                                        "(the app's); this one is distributed under torchrun: stop it instead")
         if config.resume:
             resume(setup, progress, config.resume)
         out = Path(config.out) if config.out else None
@@ -154,7 +215,7 @@ class Trainer:
         setup.model.train()
         try:
             while progress.epoch < config.epochs:
-                outcome = train_one_epoch(setup, progress, self.emit, self._stop_reason)
+                outcome = train_one_epoch(setup, progress, self.emit, self._before_step)
                 progress.images += outcome.images
                 progress.step_seconds += outcome.seconds
                 if not outcome.complete:

@@ -119,15 +119,30 @@ class Progress:
     images: int = 0                       # trained on by this process's run, all ranks (not resumed)
     step_seconds: float = 0.0             # the wall time those images took (no validation, no saving)
     started: float = field(default_factory=time.perf_counter)
+    paused_seconds: float = 0.0           # time held by pauses that have ended (not training time)
+    paused_since: float | None = None     # when the pause going now began
+    pauses_count: bool = False            # pauses count against max_seconds (a shared trainer: see .control)
+    chosen_lr: float | None = None        # a learning rate set mid-run: the schedule is set aside
+    one_step: bool = False                # the step about to be taken is a single step while paused
 
     def images_per_second(self) -> float | None:
         """Training throughput of this process's run, all ranks together (None before a step)."""
         return self.images / self.step_seconds if self.images else None
 
     def elapsed(self) -> float:
-        """Training time so far, including the time before a resume (time limits and the
-        checkpoint's ``train_seconds`` count the whole run)."""
-        return time.perf_counter() - self.started + self.seconds_before_resume
+        """Training time so far, including the time before a resume (the checkpoint's
+        ``train_seconds`` and the curves' seconds count the whole run), not the time paused."""
+        return time.perf_counter() - self.started + self.seconds_before_resume - self.seconds_paused()
+
+    def seconds_paused(self) -> float:
+        """Time held by pauses so far, the one going now included."""
+        going = time.perf_counter() - self.paused_since if self.paused_since is not None else 0.0
+        return self.paused_seconds + going
+
+    def time_counted(self) -> float:
+        """The seconds that count against ``max_seconds`` (and the schedule's time fraction):
+        training time, plus the time paused where pauses count."""
+        return self.elapsed() + (self.seconds_paused() if self.pauses_count else 0.0)
 
 
 def build_setup(config: TrainConfig, source: DataSource | None = None) -> TrainingSetup:

@@ -60,11 +60,14 @@ def lr_factor(schedule: str, progress: float, config: TrainConfig) -> float:
 
 def learning_rate(setup: TrainingSetup, progress: Progress) -> float:
     """The learning rate of the next step: the peak rate scaled by the schedule at the run's
-    progress (the step fraction, or the time fraction when a time limit comes first)."""
+    progress (the step fraction, or the time fraction when a time limit comes first), unless a
+    person chose one mid-run (:mod:`.control`): that one stays, the schedule set aside."""
+    if progress.chosen_lr is not None:
+        return progress.chosen_lr
     config = setup.config
     fraction = progress.step / setup.total_steps
     if config.max_seconds:
-        fraction = max(fraction, progress.elapsed() / config.max_seconds)
+        fraction = max(fraction, progress.time_counted() / config.max_seconds)
     return config.lr * lr_factor(config.schedule, fraction, config)
 
 
@@ -149,11 +152,14 @@ def epoch_batches(setup: TrainingSetup, epoch: int) -> Iterator:
 def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
                     should_stop: Callable[[], tuple[str, str] | None]) -> EpochOutcome:
     """Train ``setup.steps_per_epoch`` steps (fewer when ``should_stop``, asked before each step,
-    gives a reason), emitting a :class:`~.events.StepDone` every ``log_every`` steps."""
+    gives a reason; it also holds the run while it is paused), emitting a :class:`~.events.StepDone`
+    every ``log_every`` steps, and for every step taken one at a time while paused. Time paused is
+    left out of the speeds and of ``seconds``."""
     config = setup.config
     batch_metrics = SegmentationMetrics(setup.info.task, setup.info.num_classes, roc=False)
     outcome = EpochOutcome([])
     started = window_start = time.perf_counter()
+    paused_before = window_paused = progress.seconds_paused()
     window_images = 0
     for images, target in Prefetcher(epoch_batches(setup, progress.epoch), config.prefetch):
         outcome.stop_reason = should_stop()
@@ -174,10 +180,10 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
         outcome.losses.append(loss)
         outcome.images += len(images) * setup.context.world_size
         window_images += len(images) * setup.context.world_size
-        if progress.step % config.log_every == 0:
-            now = time.perf_counter()
-            speed = window_images / max(now - window_start, 1e-9)
-            window_start, window_images = now, 0
+        if progress.step % config.log_every == 0 or progress.one_step:
+            now, paused = time.perf_counter(), progress.seconds_paused()
+            speed = window_images / max(now - window_start - (paused - window_paused), 1e-9)
+            window_start, window_paused, window_images = now, paused, 0
             batch_metrics.reset()
             batch_metrics.update(logits, target)
             event = StepDone(step=progress.step, epoch=progress.epoch + len(outcome.losses) / setup.steps_per_epoch,
@@ -187,7 +193,7 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
                                               "dice": event.dice, "lr": lr, "images_per_second": speed,
                                               "elapsed": event.elapsed})
             emit(event)
-    outcome.seconds = time.perf_counter() - started
+    outcome.seconds = time.perf_counter() - started - (progress.seconds_paused() - paused_before)
     return outcome
 
 

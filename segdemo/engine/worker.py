@@ -10,9 +10,11 @@ stopped, or killed, without taking the app and every visitor's work with it.
 The parent (:class:`TrainingProcess`) starts ``python -m segdemo.engine.worker FD``, writes the
 request (the config, the cores to keep to, the torch threads) to its stdin as a pickle, and reads
 ``(kind, payload)`` pickles from the pipe ``FD``: ``("event", Event)`` for each of the run's
-events, then ``("result", TrainResult)`` or ``("failed", message)``. A line ``stop`` on stdin (or
-stdin closing: the app has gone) ends the run the way Stop does: it validates and saves first.
-Only segdemo's own code writes that pipe, so unpickling it trusts nothing from outside.
+events, then ``("result", TrainResult)`` or ``("failed", message)``. After the request, stdin
+carries the visitor's controls as text lines (:func:`apply_command`): ``stop`` (or stdin closing:
+the app has gone) ends the run the way Stop does, it validates and saves first; ``pause``,
+``resume``, ``step`` and ``lr VALUE`` go to the run's :class:`~.control.RunControl`.
+Only segdemo's own code writes these pipes, so unpickling them trusts nothing from outside.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import UserError, failure_message
+from .control import RunControl
 from .events import StepDone
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ class Request:
     """What the child is asked to train."""
 
     config: TrainConfig
+    pauses_count: bool = False   # time paused counts against the time limit (a shared trainer)
 
 
 class TrainingProcess:
@@ -71,11 +75,13 @@ class TrainingProcess:
         os.close(write_end)
         self._messages = os.fdopen(read_end, "rb")
         self._stop_sent: float | None = None
+        self._writing = threading.Lock()   # the watchdog and the visitor's requests both write stdin
 
-    def begin(self, config: TrainConfig) -> None:
+    def begin(self, config: TrainConfig, *, pauses_count: bool = False) -> None:
         """Hand the child its run."""
-        pickle.dump(Request(config), self._process.stdin)
-        self._process.stdin.flush()
+        with self._writing:
+            pickle.dump(Request(config, pauses_count), self._process.stdin)
+            self._process.stdin.flush()
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -108,8 +114,27 @@ class TrainingProcess:
         """Ask the run to end as Stop does (harmless twice, or once it has ended)."""
         if self._stop_sent is None:
             self._stop_sent = time.monotonic()
+            self._send("stop")
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def step(self) -> None:
+        """One step of a paused run."""
+        self._send("step")
+
+    def set_learning_rate(self, rate: float) -> None:
+        """The rate to train at from the next step on (checked by the caller: see :mod:`.control`)."""
+        self._send(f"lr {float(rate)!r}")
+
+    def _send(self, command: str) -> None:
+        """One control line to the child (nothing happens once it has ended)."""
+        with self._writing:
             try:
-                self._process.stdin.write(b"stop\n")
+                self._process.stdin.write(command.encode("ascii") + b"\n")
                 self._process.stdin.flush()
             except (BrokenPipeError, ValueError, OSError):
                 pass
@@ -195,13 +220,39 @@ class Outbox:
             pass
 
 
-def _watch_stdin(stop: threading.Event) -> None:
-    """Set ``stop`` on a ``stop`` line or when stdin closes (the app has gone). Reads the file
-    descriptor itself: a daemon thread blocked inside a buffered ``sys.stdin`` aborts the
-    interpreter's shutdown."""
-    while (chunk := os.read(0, 64)) and b"stop" not in chunk:
-        pass
-    stop.set()
+COMMANDS = {"stop": RunControl.stop, "pause": RunControl.pause, "resume": RunControl.resume,
+            "step": RunControl.step}
+LONGEST_COMMAND = 64   # bytes: a longer line is not one of ours, and is dropped
+
+
+def apply_command(control: RunControl, line: str) -> None:
+    """Act on one control line: ``stop``, ``pause``, ``resume``, ``step`` or ``lr VALUE``.
+    A line that is not one of these, or a request the run refuses (one step while not paused,
+    a learning rate out of range), is logged and changes nothing."""
+    words = line.split()
+    try:
+        if len(words) == 1 and words[0] in COMMANDS:
+            COMMANDS[words[0]](control)
+        elif len(words) == 2 and words[0] == "lr":
+            control.set_learning_rate(words[1])
+        elif words:
+            log.warning("ignored an unknown control line %r", line[:LONGEST_COMMAND])
+    except UserError as refused:
+        log.warning("ignored the control line %r: %s", line[:LONGEST_COMMAND], refused)
+
+
+def _watch_stdin(control: RunControl) -> None:
+    """Feed stdin's control lines to ``control``; stop the run when stdin closes (the app has
+    gone). Reads the file descriptor itself: a daemon thread blocked inside a buffered
+    ``sys.stdin`` aborts the interpreter's shutdown."""
+    pending = b""
+    while chunk := os.read(0, 256):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            apply_command(control, line.decode("ascii", errors="replace"))
+        if len(pending) > LONGEST_COMMAND:
+            pending = b""
+    control.stop()
 
 
 def main(argv: list[str]) -> int:
@@ -222,10 +273,10 @@ def main(argv: list[str]) -> int:
         return 0
     outbox = Outbox(out)
     send = outbox.put
-    stop = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+    control = RunControl(pauses_count=request.pauses_count)
+    threading.Thread(target=_watch_stdin, args=(control,), daemon=True).start()
     try:
-        result = Trainer(request.config, [lambda event: send("event", event)], stop).run()
+        result = Trainer(request.config, [lambda event: send("event", event)], control=control).run()
         result.model = None  # the weights are in its checkpoint; the app loads that
         send("result", result)
     except Exception as error:  # noqa: BLE001  (reported to the app as the run's message)

@@ -158,6 +158,64 @@ def stop(context: AppContext, request: gr.Request):
     return "You have no run going or queued." if context.public else "No run is going."
 
 
+def pause(context: AppContext, request: gr.Request):
+    """Pause your run before its next step (it holds no core while paused)."""
+    context.trainer.pause(context.owner(request))
+    return ("Pausing after this step: then the run waits. One step takes a single step; Resume goes on."
+            + (" On this shared app the time limit keeps running while paused." if context.trainer.pauses_count else ""))
+
+
+def resume(context: AppContext, request: gr.Request):
+    """Resume your paused run."""
+    context.trainer.resume(context.owner(request))
+    return "Resumed."
+
+
+def one_step(context: AppContext, request: gr.Request):
+    """Let your paused run take exactly one step (then it waits again)."""
+    context.trainer.step(context.owner(request))
+    return "One step taken; the run waits again."
+
+
+def set_learning_rate(context: AppContext, learning_rate, request: gr.Request):
+    """Train your run at ``learning_rate`` from its next step on: the schedule is set aside for the
+    rest of the run (the rate stays where you put it)."""
+    rate = context.trainer.set_lr(context.owner(request), learning_rate)
+    return f"Learning rate set to {rate:g} from the next step on; the schedule is set aside for the rest of the run."
+
+
+CONTROLS_HELP = ("**Pause** holds the run before its next step (it uses no CPU meanwhile); **One step** then takes a "
+                 "single step; **Stop** still validates and saves. A learning rate **set** here replaces the schedule "
+                 "for the rest of the run.")
+
+
+def build_controls(context: AppContext) -> dict:
+    """Pause, Resume, One step and a learning rate for the run going (its owner's only)."""
+    with gr.Row(elem_id="train-controls"):
+        pause_button = gr.Button("Pause", min_width=70, elem_id="train-pause")
+        resume_button = gr.Button("Resume", min_width=70, elem_id="train-resume")
+        step_button = gr.Button("One step", min_width=70, elem_id="train-step")
+    with gr.Row():
+        new_lr = gr.Number(value=preset("live").lr, label="learning rate from now on", elem_id="train-new-lr",
+                           scale=3, min_width=120)
+        set_lr_button = gr.Button("Set", min_width=60, elem_id="train-set-lr", scale=1)
+    shared = (" On this shared app the time limit keeps running while a run is paused: others are waiting."
+              if context.trainer.pauses_count else " Time paused does not count against the time limit.")
+    gr.Markdown(CONTROLS_HELP + shared, elem_classes="segdemo-explain")
+    return {"pause": pause_button, "resume": resume_button, "step": step_button, "new_lr": new_lr,
+            "set_lr": set_lr_button}
+
+
+def wire_controls(context: AppContext, controls: dict, message) -> None:
+    """The controls answer at once (outside the queue, as Stop does): each only flags the run."""
+    now = {"queue": False}
+    controls["pause"].click(handler(pause, context), None, [message], api_name="train_pause", **now)
+    controls["resume"].click(handler(resume, context), None, [message], api_name="train_resume", **now)
+    controls["step"].click(handler(one_step, context), None, [message], api_name="train_step", **now)
+    controls["set_lr"].click(handler(set_learning_rate, context), [controls["new_lr"]], [message],
+                             api_name="train_set_lr", **now)
+
+
 def workspace_choices(context: AppContext, request: gr.Request):
     """The visitor's own annotation datasets and checkpoints in the data and fine-tune pickers."""
     space = context.workspace(request)
@@ -219,9 +277,12 @@ def _curve_frame(rows: list[tuple], series: tuple[str, ...]) -> pd.DataFrame | N
 def progress_html(status: dict) -> str:
     progress = status.get("progress") or 0.0
     state = status["state"]
-    parts = [f"<b>{html.escape(state)}</b>"]
+    parts = [f"<b>{'paused' if status.get('paused') else html.escape(state)}</b>"]
     if status.get("step"):
         parts.append(f"step {status['step']}" + (f" / {status['total_steps']}" if status.get("total_steps") else ""))
+    if status.get("lr") is not None and state in ("starting", "running", "stopping"):
+        parts.append(f"learning rate {status['lr']:.3g}"
+                     + (" (set by hand)" if status.get("lr_set_by") == "visitor" else " (schedule)"))
     if status.get("val_mean_dice") is not None:
         parts.append(f"validation Dice {status['val_mean_dice']:.3f}")
     if status.get("images_per_second"):
@@ -340,6 +401,7 @@ def build(context: AppContext) -> dict:
             with gr.Row():
                 start_button = gr.Button("Start", variant="primary", elem_id="train-start")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="train-stop")
+            controls = build_controls(context)
             message = gr.Markdown(label="message", elem_id="train-message")
             download = gr.File(label="trained checkpoint", interactive=False, elem_id="train-download")
         with gr.Column(scale=2):
@@ -355,6 +417,7 @@ def build(context: AppContext) -> dict:
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
     start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
+    wire_controls(context, controls, message)
     for picker in (data, init_from):
         picker.focus(handler(workspace_choices, context), None, [data, init_from], api_visibility="private",
                      queue=False)
