@@ -31,7 +31,7 @@ from .engine.events import CheckpointSaved, EpochDone, PrecisionChosen, RunEnded
 from .errors import UserError
 from .losses import LOSS_NAMES
 from .models import count_parameters, names, skeleton
-from .models.unet import UPSAMPLE_MODES
+from .models.unet import BLOCKS, UPSAMPLE_MODES
 from .runtime import PRECISIONS
 
 
@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--upsample", choices=UPSAMPLE_MODES,
                       help=f"unet: decoder upsampling (default {unet.get('upsample', 'bilinear')})")
     what.add_argument("--norm", choices=["batch", "none"], help="unet: normalization")
+    what.add_argument("--block", choices=list(BLOCKS),
+                      help=f"unet: each stage's convolutions: plain, residual (ResUNet) or dense (DenseUNet) "
+                           f"(default {unet.get('block', 'plain')})")
+    what.add_argument("--skips", choices=["on", "off"], help="unet: the skip connections (default on)")
     what.add_argument("--model-option", action="append", metavar="KEY=VALUE",
-                      help="any other model option, e.g. residual=True (repeatable)")
+                      help="any other model option, e.g. skips=False (repeatable)")
     what.add_argument("--data", help="data source: " + ", ".join(
         f"{e.name}{':PATH' if e.needs_path else ''}" for e in source_entries()) + " (default shapes)")
     what.add_argument("--data-option", action="append", metavar="KEY=VALUE",
@@ -158,9 +162,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["channels_last"] = args.channels_last == "on"
     if args.half:
         changes["half_checkpoint"] = True
-    model_options = {name: getattr(args, name) for name in ("base_channels", "depth", "upsample", "norm")
+    model_options = {name: getattr(args, name) for name in ("base_channels", "depth", "upsample", "norm", "block")
                      if getattr(args, name) is not None}
+    if args.skips is not None:
+        model_options["skips"] = args.skips == "on"
     model_options.update(_pairs(args.model_option))
+    if "block" in model_options and "residual" not in model_options:
+        # A recipe or checkpoint's "residual: True" is the older spelling of block="residual": a new block replaces it.
+        config = config.replace(model_options={k: v for k, v in config.model_options.items() if k != "residual"})
     return configure(config, model_options=model_options, data_options=_pairs(args.data_option),
                      image_size=args.image_size, **changes)
 

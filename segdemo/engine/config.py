@@ -187,7 +187,7 @@ def number(value, name: str) -> float:
 
 
 # Presets: measured on the project's 2-core machines (see BENCHMARKS.md and train/).
-LIVE_MODEL = {"base_channels": 8, "depth": 3, "residual": True, "upsample": "nearest"}  # live and small
+LIVE_MODEL = {"base_channels": 8, "depth": 3, "block": "residual", "upsample": "nearest"}  # live and small
 PRESETS: dict[str, TrainConfig] = {
     # The Train tab's default: a slim residual U-Net learning the shapes live on 2 CPU cores.
     # Measured (BENCHMARKS.md, bench/bench_live.py): 8-wide residual blocks (ResUNet) learn as well
