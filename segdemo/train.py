@@ -29,10 +29,11 @@ from .engine.config import (CLASSIC_PRESETS, CLI_PRESET, OPTIMIZERS, PRESETS, SC
                              configure, preset)
 from .engine.events import CheckpointSaved, EpochDone, PrecisionChosen, RunEnded, RunStarted, StepDone
 from .errors import UserError
-from .losses import LOSS_NAMES
+from .loss_names import BOUNDARY, LOSS_LABELS, LOSS_NAMES, REGION_LOSSES
 from .models import count_parameters, names, skeleton
 from .models.unet import BLOCKS, UPSAMPLE_MODES
 from .runtime import PRECISIONS
+from .tasks import TASKS
 
 
 def _value(text: str):
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--momentum", type=float, help="SGD momentum")
     how.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {defaults.schedule})")
     how.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
-    how.add_argument("--loss", choices=LOSS_NAMES, help="loss (auto: BCE+Dice or cross-entropy by task)")
+    how.add_argument("--loss", choices=LOSS_NAMES, metavar="LOSS", help=_loss_help())
     how.add_argument("--bce-weight", type=float, help="weight of BCE in BCE+Dice (the tutorials use 0.5)")
     how.add_argument("--crop-size", type=int, help=f"train on random crops of this size (evaluate on whole images; "
                                                    f"0: whole images; default {defaults.crop_size})")
@@ -120,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     machinery.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
     machinery.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _loss_help() -> str:
+    """``--loss``'s help: each name, its label and the data it suits (from segdemo.loss_names)."""
+    regions = "; ".join(f"{name} ({label}): {'any data' if tasks == TASKS else ', '.join(tasks)}"
+                        for name, (label, tasks) in REGION_LOSSES.items())
+    return (f"the loss: {LOSS_LABELS['auto']} (default); {regions}; any of them with {BOUNDARY} adds "
+            "Kervadec's boundary term, weighted in over the run (e.g. dice+boundary)")
 
 
 def _size(config: TrainConfig) -> str:
