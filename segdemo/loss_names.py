@@ -53,10 +53,16 @@ def check_loss(name: str, task: str | None = None) -> str:
     region = name.removesuffix(BOUNDARY)
     label, tasks = REGION_LOSSES[region]
     if check_task(task) not in tasks:
-        suitable = [n for n, (_, suits) in REGION_LOSSES.items() if task in suits]
-        raise SettingsError(f"the {label} loss ({name}) suits {' and '.join(tasks)} data, and this data is {task}; "
+        suitable = [_named(n) for n, (_, suits) in REGION_LOSSES.items() if task in suits]
+        raise SettingsError(f"the {_named(region)} loss suits {' and '.join(tasks)} data, and this data is {task}; "
                             f"pick {', '.join(suitable)} or auto")
     return name
+
+
+def _named(region: str) -> str:
+    """A region loss as people and API callers know it: "cross-entropy (ce)", "focal"."""
+    label = REGION_LOSSES[region][0]
+    return label if label == region else f"{label} ({region})"
 
 
 def suited_tasks(name: str) -> tuple[str, ...]:
