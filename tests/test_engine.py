@@ -200,6 +200,17 @@ def test_each_unet_block_and_no_skips_train_and_load_from_their_checkpoint(tmp_p
                                                              else "decoder 0 (up)")
 
 
+def test_the_command_line_sets_the_unet_block_and_skips():
+    config = config_from_args(build_parser().parse_args(["--block", "dense", "--skips", "off", "--loss", "focal"]))
+    assert config.model_options["block"] == "dense" and config.model_options["skips"] is False
+    assert config.loss == "focal"
+    # A recipe that says residual: True (its checkpoint's spelling) takes another block from the flag
+    recipe = str(ROOT / "train" / "unet_shapes.json")
+    plain = config_from_args(build_parser().parse_args(["--config", recipe, "--block", "plain"]))
+    assert plain.model_options["block"] == "plain" and "residual" not in plain.model_options
+    assert config_from_args(build_parser().parse_args(["--config", recipe])).model_options["residual"] is True
+
+
 def test_configure_gives_each_setting_one_meaning():
     live = preset("live")
     other = configure(live, model="u2netp")
