@@ -27,8 +27,8 @@ from segdemo.losses import build_loss  # noqa: E402
 from segdemo.runtime import autocast_dtype  # noqa: E402
 
 CASES = [
-    ("unet 8 residual (shipped)", "unet", dict(base_channels=8, depth=3, residual=True), 96, 16),
-    ("unet 8 residual, nearest (live)", "unet", dict(base_channels=8, depth=3, residual=True, upsample="nearest"), 80, 12),
+    ("unet 8 residual (shipped)", "unet", dict(base_channels=8, depth=3, block="residual"), 96, 16),
+    ("unet 8 residual, nearest (live)", "unet", dict(base_channels=8, depth=3, block="residual", upsample="nearest"), 80, 12),
     ("unet 16", "unet", dict(base_channels=16, depth=3), 96, 16),
     ("classic U-Net 64…512", "unet", dict(base_channels=64, depth=3, norm="none"), 192, 4),
     ("fcn_resnet18", "fcn_resnet18", dict(pretrained_backbone=False), 128, 16),

@@ -29,10 +29,11 @@ from .engine.config import (CLASSIC_PRESETS, CLI_PRESET, OPTIMIZERS, PRESETS, SC
                              configure, preset)
 from .engine.events import CheckpointSaved, EpochDone, PrecisionChosen, RunEnded, RunStarted, StepDone
 from .errors import UserError
-from .losses import LOSS_NAMES
+from .loss_names import BOUNDARY, LOSS_LABELS, LOSS_NAMES, REGION_LOSSES
 from .models import count_parameters, names, skeleton
-from .models.unet import UPSAMPLE_MODES
+from .models.unet import BLOCKS, UPSAMPLE_MODES
 from .runtime import PRECISIONS
+from .tasks import TASKS
 
 
 def _value(text: str):
@@ -76,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--upsample", choices=UPSAMPLE_MODES,
                       help=f"unet: decoder upsampling (default {unet.get('upsample', 'bilinear')})")
     what.add_argument("--norm", choices=["batch", "none"], help="unet: normalization")
+    what.add_argument("--block", choices=list(BLOCKS),
+                      help=f"unet: each stage's convolutions: plain, residual (ResUNet) or dense (DenseUNet) "
+                           f"(default {unet.get('block', 'plain')})")
+    what.add_argument("--skips", choices=["on", "off"], help="unet: the skip connections (default on)")
     what.add_argument("--model-option", action="append", metavar="KEY=VALUE",
-                      help="any other model option, e.g. residual=True (repeatable)")
+                      help="any other model option, e.g. skips=False (repeatable)")
     what.add_argument("--data", help="data source: " + ", ".join(
         f"{e.name}{':PATH' if e.needs_path else ''}" for e in source_entries()) + " (default shapes)")
     what.add_argument("--data-option", action="append", metavar="KEY=VALUE",
@@ -95,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--momentum", type=float, help="SGD momentum")
     how.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {defaults.schedule})")
     how.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
-    how.add_argument("--loss", choices=LOSS_NAMES, help="loss (auto: BCE+Dice or cross-entropy by task)")
+    how.add_argument("--loss", choices=LOSS_NAMES, metavar="LOSS", help=_loss_help())
     how.add_argument("--bce-weight", type=float, help="weight of BCE in BCE+Dice (the tutorials use 0.5)")
     how.add_argument("--crop-size", type=int, help=f"train on random crops of this size (evaluate on whole images; "
                                                    f"0: whole images; default {defaults.crop_size})")
@@ -116,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     machinery.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
     machinery.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _loss_help() -> str:
+    """``--loss``'s help: each name, its label and the data it suits (from segdemo.loss_names)."""
+    regions = "; ".join(f"{name} ({label}): {'any data' if tasks == TASKS else ', '.join(tasks)}"
+                        for name, (label, tasks) in REGION_LOSSES.items())
+    return (f"the loss: {LOSS_LABELS['auto']} (default); {regions}; any of them with {BOUNDARY} adds "
+            "Kervadec's boundary term, weighted in over the run (e.g. dice+boundary)")
 
 
 def _size(config: TrainConfig) -> str:
@@ -171,9 +184,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["channels_last"] = args.channels_last == "on"
     if args.half:
         changes["half_checkpoint"] = True
-    model_options = {name: getattr(args, name) for name in ("base_channels", "depth", "upsample", "norm")
+    model_options = {name: getattr(args, name) for name in ("base_channels", "depth", "upsample", "norm", "block")
                      if getattr(args, name) is not None}
+    if args.skips is not None:
+        model_options["skips"] = args.skips == "on"
     model_options.update(_pairs(args.model_option))
+    if "block" in model_options and "residual" not in model_options:
+        # A recipe or checkpoint's "residual: True" is the older spelling of block="residual": a new block replaces it.
+        config = config.replace(model_options={k: v for k, v in config.model_options.items() if k != "residual"})
     return configure(config, model_options=model_options, data_options=_pairs(args.data_option),
                      image_size=args.image_size, **changes)
 

@@ -184,6 +184,16 @@ def test_train_start_status_stop_and_use_the_new_model(app, client, shapes_png):
     assert info["model"] == names[0]
 
 
+def test_train_start_with_a_chosen_loss_and_a_loss_that_does_not_suit_the_data(app, client):
+    settings = dict(model="unet", unet_width=8, data="synthetic shapes", dataset_zip=None, epochs=1, batch_size=8,
+                    learning_rate=0.003, crop_size=64, time_limit_seconds=4)
+    with pytest.raises(Exception, match="suits multiclass data, and this data is multilabel"):
+        client.predict(**settings, loss="ce", api_name="/train_start")
+    assert "Started run" in client.predict(**settings, loss="focal+boundary", api_name="/train_start")
+    final = wait_for(lambda: (s := client.predict(api_name="/train_status"))["state"] in ("stopped", "finished") and s)
+    assert final["title"].endswith("focal + boundary loss") and final["steps"] and final["steps"][-1]["loss"] > 0
+
+
 def step_done(step: int, loss: float, dice: float | None):
     from segdemo.engine import StepDone
 

@@ -101,6 +101,29 @@ def test_train_tab_lists_every_trainable_model(page):
     assert page.input_value("#train-model input") == "unet"
 
 
+def test_train_tab_loss_picker_refuses_a_loss_that_does_not_suit_the_data_and_starts_with_one_that_does(page):
+    open_tab(page, "Train")
+    assert page.input_value("#train-loss-choice input").startswith("auto")
+    page.get_by_label("time limit (seconds; 0 = none)").fill("3")
+
+    def pick(label):
+        page.click("#train-loss-choice input")
+        page.get_by_role("option", name=label, exact=True).click()
+
+    pick("cross-entropy")
+    page.click("#train-start")
+    toast = page.get_by_test_id("toast-body").filter(has_text="suits multiclass data")
+    wait_for(lambda: toast.count() > 0, timeout=30)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(1000)  # the toast fades in
+    page.screenshot(path=str(ARTIFACTS / "train-loss-refused.png"), full_page=True)
+    pick("Dice")
+    page.click("#train-start")
+    wait_for(lambda: "Dice loss" in page.inner_text("#train-message"), timeout=30)
+    wait_for(lambda: page.locator("#train-progress").get_attribute("data-state") in ("stopped", "finished"),
+             timeout=90)
+
+
 def test_train_tab_curves_grow_and_the_model_appears_in_the_picker(page, app):
     # A second visitor watches the same run from their own page.
     watcher = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()

@@ -163,6 +163,54 @@ def test_bad_settings_are_refused_once_where_they_are_given(tmp_path):
         configure(tiny(), data="folder:x", image_size=64)
 
 
+def test_a_loss_is_refused_by_name_and_by_the_datas_task_before_anything_trains(tmp_path):
+    with pytest.raises(SettingsError, match="loss must be one of"):
+        tiny(loss="hinge")
+    with pytest.raises(SettingsError, match="suits multiclass data, and this data is multilabel"):
+        configure(tiny(), loss="ce_dice")  # the shapes are multi-label
+    with pytest.raises(SettingsError, match="suits multiclass data"):
+        Trainer(tiny(loss="ce", out=str(tmp_path))).run()
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_the_step_loop_tells_the_loss_how_far_the_run_is(tmp_path, monkeypatch):
+    """The boundary term's weight follows the run's progress (losses.set_progress before each step)."""
+    from segdemo.engine import setup
+
+    built = []
+    real = setup.build_loss
+    monkeypatch.setattr(setup, "build_loss", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    weights = []
+    listener = lambda event: weights.append(built[0].loss.current_weight) if isinstance(event, StepDone) else None
+    result = Trainer(tiny(loss="dice+boundary", epochs=1, steps_per_epoch=5, out=str(tmp_path)), [listener]).run()
+    assert result.reason == "finished" and len(weights) == 5
+    boundary = built[0].loss
+    assert weights == pytest.approx([boundary.start_weight + (boundary.weight - boundary.start_weight) * step / 5
+                                     for step in range(5)])
+
+
+@pytest.mark.parametrize("block", ["plain", "residual", "dense"])
+def test_each_unet_block_and_no_skips_train_and_load_from_their_checkpoint(tmp_path, block):
+    options = {"base_channels": 4, "depth": 2, "block": block, "skips": block != "plain"}
+    result = Trainer(tiny(model_options=options, epochs=1, steps_per_epoch=3, out=str(tmp_path))).run()
+    assert result.reason == "finished"
+    segmenter = load_segmenter(result.best_path)
+    assert segmenter.meta["model"]["options"] == options
+    assert segmenter.feature_shapes(32, 32)[-2]["stage"] == ("decoder 0 (up + skip)" if options["skips"]
+                                                             else "decoder 0 (up)")
+
+
+def test_the_command_line_sets_the_unet_block_and_skips():
+    config = config_from_args(build_parser().parse_args(["--block", "dense", "--skips", "off", "--loss", "focal"]))
+    assert config.model_options["block"] == "dense" and config.model_options["skips"] is False
+    assert config.loss == "focal"
+    # A recipe that says residual: True (its checkpoint's spelling) takes another block from the flag
+    recipe = str(ROOT / "train" / "unet_shapes.json")
+    plain = config_from_args(build_parser().parse_args(["--config", recipe, "--block", "plain"]))
+    assert plain.model_options["block"] == "plain" and "residual" not in plain.model_options
+    assert config_from_args(build_parser().parse_args(["--config", recipe])).model_options["residual"] is True
+
+
 def test_configure_gives_each_setting_one_meaning():
     live = preset("live")
     other = configure(live, model="u2netp")

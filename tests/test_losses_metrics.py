@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from segdemo.losses import (BCEDiceLoss, BoundaryLoss, CrossEntropyDiceLoss, DeepSupervision, build_loss,
-                            signed_distance, soft_dice_loss)
+from segdemo.errors import SettingsError
+from segdemo.loss_names import LOSS_LABELS, LOSS_NAMES, check_loss, suited_tasks
+from segdemo.losses import (BCEDiceLoss, BoundaryLoss, CrossEntropyDiceLoss, DeepSupervision, FocalLoss, build_loss,
+                            set_progress, signed_distance, soft_dice_loss)
 from segdemo.files import json_safe
 from segdemo.metrics import SegmentationMetrics
-from segdemo.tasks import IGNORE_INDEX, MULTILABEL
+from segdemo.tasks import BINARY, IGNORE_INDEX, MULTICLASS, MULTILABEL, TASKS
 
 BIG = 30.0  # a logit that means "certain"
 
@@ -71,7 +73,101 @@ def test_build_loss_by_name_and_task():
     with pytest.raises(ValueError, match="multiclass"):
         build_loss("multilabel", "ce")
     with pytest.raises(ValueError, match="expected one of"):
-        build_loss("binary", "focal")
+        build_loss("binary", "focus")
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_loss_builds_for_the_tasks_it_suits_and_refuses_the_others(name, task):
+    """Each name either builds a loss that trains (a finite value and a gradient) or is refused
+    before a run starts with a message naming what suits the task."""
+    if task not in suited_tasks(name):
+        with pytest.raises(SettingsError, match=f"this data is {task}; pick .*auto"):
+            build_loss(task, name)
+        with pytest.raises(SettingsError, match=f"this data is {task}"):
+            check_loss(name, task)
+        return
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8)) if task == MULTICLASS else torch.randint(0, 2, (2, 3, 8, 8))
+    value = build_loss(task, name)(logits, target)
+    value.backward()
+    assert torch.isfinite(value) and logits.grad.abs().sum() > 0
+    assert LOSS_LABELS[name]
+
+
+def test_bce_alone_known_answer():
+    # p = 0.5 everywhere: BCE = ln 2 for either target; p = 0.75 on a positive: -ln 0.75; the 255 counts nothing
+    target = torch.tensor([[[[1, 0], [1, 255]]]], dtype=torch.uint8)
+    logits = torch.tensor([[[[0.0, 0.0], [math.log(3), 9.0]]]])
+    expected = (2 * math.log(2) - math.log(0.75)) / 3
+    assert math.isclose(float(build_loss(BINARY, "bce")(logits, target)), expected, rel_tol=1e-6)
+
+
+def test_dice_alone_known_answers_with_sigmoid_and_softmax():
+    # sigmoid: p = 0.5 on 4 pixels, 2 of them positive: Dice = (2·1 + 1) / (2 + 2 + 1) = 3/5
+    target = torch.tensor([[[[1, 1], [0, 0]]]], dtype=torch.uint8)
+    assert math.isclose(float(build_loss(BINARY, "dice")(torch.zeros(1, 1, 2, 2), target)), 1 - 3 / 5, rel_tol=1e-6)
+    # softmax over 2 classes: certain and right on pixel 0 (class 0) and pixel 1 (class 1), 50/50 on pixel 2
+    # (class 1), pixel 3 ignored. Class 0: intersection 1, sums 1.5 + 1 -> (2 + 1) / (2.5 + 1) = 6/7;
+    # class 1: intersection 1.5, sums 1.5 + 2 -> (3 + 1) / (3.5 + 1) = 8/9.
+    logits = torch.tensor([[[[BIG, 0.0], [0.0, 0.0]], [[0.0, BIG], [0.0, 0.0]]]])
+    classes = torch.tensor([[[0, 1], [1, IGNORE_INDEX]]])
+    expected = 1 - (6 / 7 + 8 / 9) / 2
+    assert math.isclose(float(build_loss(MULTICLASS, "dice")(logits, classes)), expected, rel_tol=1e-5)
+
+
+def test_cross_entropy_known_answer():
+    # softmax of (ln 2, 0, 0) is (1/2, 1/4, 1/4): -ln 1/2 for class 0, -ln 1/4 for class 1
+    logits = torch.tensor([math.log(2), 0.0, 0.0]).view(1, 3, 1, 1).repeat(1, 1, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    expected = (math.log(2) + math.log(4)) / 2
+    assert math.isclose(float(build_loss(MULTICLASS, "ce")(logits, target)), expected, rel_tol=1e-6)
+
+
+def test_focal_known_answers():
+    # sigmoid: p = 0.5 → p_t = 0.5 for either target: (1 - 0.5)² · ln 2; p = 0.75 on a positive: 0.25² · -ln 0.75
+    target = torch.tensor([[[[1, 0, 1, 255]]]], dtype=torch.uint8)
+    logits = torch.tensor([[[[0.0, 0.0, math.log(3), 0.0]]]])
+    terms = [0.25 * math.log(2), 0.25 * math.log(2), 0.0625 * -math.log(0.75)]
+    assert math.isclose(float(build_loss(BINARY, "focal")(logits, target)), sum(terms) / 3, rel_tol=1e-6)
+    # alpha 0.25 weighs the two positives by 0.25, the negative by 0.75
+    weighted = FocalLoss(BINARY, alpha=0.25)(logits, target)
+    assert math.isclose(float(weighted), (0.25 * terms[0] + 0.75 * terms[1] + 0.25 * terms[2]) / 3, rel_tol=1e-6)
+    # softmax of (ln 2, 0, 0) is (1/2, 1/4, 1/4): class 0 → (1/2)² · ln 2, class 1 → (3/4)² · ln 4
+    logits = torch.tensor([math.log(2), 0.0, 0.0]).view(1, 3, 1, 1).repeat(1, 1, 1, 3)
+    classes = torch.tensor([[[0, 1, IGNORE_INDEX]]])
+    expected = (0.25 * math.log(2) + 0.5625 * math.log(4)) / 2
+    assert math.isclose(float(build_loss(MULTICLASS, "focal")(logits, classes)), expected, rel_tol=1e-6)
+    # gamma 0 is cross-entropy
+    assert math.isclose(float(FocalLoss(MULTICLASS, gamma=0)(logits, classes)), (math.log(2) + math.log(4)) / 2,
+                        rel_tol=1e-6)
+
+
+def test_boundary_term_known_answer_and_its_weight_rises_over_the_run():
+    # mask 1 1 0 0: signed distances -2 -1 1 2, divided by the side 4; probabilities 1/2 1/2 3/4 3/4:
+    # mean(p · d) = (-1/4 - 1/8 + 3/16 + 3/8) / 4 = 3/64
+    target = torch.tensor([[[[1, 1, 0, 0]]]], dtype=torch.uint8)
+    logits = torch.tensor([[[[0.0, 0.0, math.log(3), math.log(3)]]]])
+    region = BCEDiceLoss()
+    loss = BoundaryLoss(region, BINARY, weight=0.5, start_weight=0.1)
+    term = 3 / 64
+    weights = []
+    for progress in (0.0, 0.5, 1.0):
+        set_progress(loss, progress)
+        weights.append(loss.current_weight)
+        assert math.isclose(float(loss(logits, target) - region(logits, target)), weights[-1] * term, rel_tol=1e-5)
+    assert weights == pytest.approx([0.1, 0.3, 0.5])
+
+
+def test_progress_reaches_the_losses_inside_wrappers():
+    loss = build_loss(MULTICLASS, "ce_dice+boundary")
+    boundary = loss.loss
+    start = boundary.current_weight
+    loss.set_progress(0.75)
+    assert boundary.progress == 0.75 and boundary.region_loss.progress == 0.75
+    assert boundary.current_weight > start
+    set_progress(loss, 7)  # clamped
+    assert boundary.current_weight == boundary.weight
 
 
 def logits_of(probabilities):

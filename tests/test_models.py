@@ -1,12 +1,15 @@
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from apphelpers import run_fresh
-from segdemo import models
+from segdemo import checkpoints, models
+from segdemo.losses import build_loss
 from segdemo.models.fcn import STRIDE, bilinear_kernel
+from segdemo.models.unet import BLOCKS, DenseBlock, ResidualDoubleConv
 
 TRAINABLE = models.names(trainable=True)
 PRETRAINED = models.names(trainable=False)
@@ -70,7 +73,79 @@ def test_unet_options_and_residual_blocks():
     assert models.count_parameters(nearest) == models.count_parameters(residual.__class__(3, 6, 8, 3, residual=True))
 
 
+def train_a_few_steps(model, steps=6) -> list[float]:
+    """Adam on one fixed batch of a two-class multi-label task (class k: channel k of the image is
+    positive); returns the losses."""
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32)
+    target = (images[:, :2] > 0).to(torch.uint8)
+    loss_fn = build_loss("multilabel")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn(model(images), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_a_unet_without_skips_trains_and_has_fewer_parameters():
+    with_skips = models.create("unet", 3, 2, base_channels=4, depth=2)
+    without = models.create("unet", 3, 2, base_channels=4, depth=2, skips=False)
+    # each decoder stage's first convolution loses the skip's input channels: 3×3 × (4 + 8) × out
+    assert models.count_parameters(without) == models.count_parameters(with_skips) - 9 * (4 * 4 + 8 * 8)
+    losses = train_a_few_steps(without)
+    assert losses[-1] < losses[0]
+    assert [label for label, _ in without.stages()][-2] == "decoder 0 (up)"
+    assert [label for label, _ in with_skips.stages()][-2] == "decoder 0 (up + skip)"
+
+
+@pytest.mark.parametrize("skips", [True, False])
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_each_block_trains_and_round_trips_through_a_checkpoint(tmp_path, block, skips):
+    model = models.create("unet", 3, 2, base_channels=4, depth=2, block=block, skips=skips)
+    assert isinstance(model.stem, BLOCKS[block])
+    losses = train_a_few_steps(model)
+    assert losses[-1] < losses[0]
+    meta = checkpoints.build_meta(model, task="multilabel", classes=["red", "green"], colors=[(255, 0, 0), (0, 255, 0)])
+    payload = checkpoints.read(checkpoints.save(tmp_path / f"{block}.pt", model, meta))
+    assert payload["meta"]["model"]["options"] == {"base_channels": 4, "depth": 2, "block": block, "skips": skips}
+    loaded = checkpoints.build_model(payload["meta"], payload["state_dict"])
+    images = torch.randn(2, 3, 33, 34)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(images), loaded.eval()(images))
+
+
+def test_residual_true_is_the_older_spelling_of_the_residual_block(tmp_path):
+    """Checkpoints saved before the block option (the shipped unet_shapes among them) say
+    ``residual: True``; they load as residual blocks, with the same weights."""
+    new = models.create("unet", 3, 2, base_channels=4, depth=2, block="residual").eval()
+    meta = checkpoints.build_meta(new, task="multilabel", classes=["red", "green"], colors=[(255, 0, 0), (0, 255, 0)])
+    meta["model"]["options"] = {"base_channels": 4, "depth": 2, "residual": True}
+    payload = checkpoints.read(checkpoints.save(tmp_path / "old.pt", new, meta))
+    old = checkpoints.build_model(payload["meta"], payload["state_dict"]).eval()
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old(images), new(images))
+    shipped = checkpoints.read(Path(__file__).resolve().parent.parent / "checkpoints" / "unet_shapes.pt")
+    assert shipped["meta"]["model"]["options"].get("residual") is True
+    assert isinstance(checkpoints.build_model(shipped["meta"], shipped["state_dict"]).stem, ResidualDoubleConv)
+    with pytest.raises(ValueError, match="older spelling of block='residual'"):
+        models.create("unet", 3, 2, base_channels=4, depth=2, block="dense", residual=True)
+
+
+def test_the_dense_block_feeds_each_convolution_every_earlier_feature():
+    block = DenseBlock(6, 8, norm="none")
+    assert [layer[0].in_channels for layer in block.layers] == [6, 6 + 4]  # growth: half the width
+    assert block.transition[0].in_channels == 6 + 2 * 4 and block.transition[0].kernel_size == (1, 1)
+    assert block(torch.randn(1, 6, 5, 7)).shape == (1, 8, 5, 7)
+
+
 @pytest.mark.parametrize("options, message", [
+    ({"block": "inception"}, "block must be one of 'plain', 'residual', 'dense'"),
+    ({"skips": "no"}, "skips must be True or False"),
     ({"depth": 0}, "depth"),
     ({"upsample": "bicubic"}, "upsample"),
     ({"norm": "group"}, "norm"),

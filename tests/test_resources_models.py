@@ -311,8 +311,9 @@ def test_each_model_setting_bomb_is_refused_before_it_is_built(name, in_channels
 
 # --- estimate ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, options", [("unet", {"base_channels": 8, "depth": 3, "residual": True}),
+@pytest.mark.parametrize("name, options", [("unet", {"base_channels": 8, "depth": 3, "block": "residual"}),
                                            ("unet", {"upsample": "transpose"}), ("u2netp", {}),
+                                           ("unet", {"base_channels": 8, "depth": 3, "block": "dense", "skips": False}),
                                            ("fcn_resnet18", {"width": 32})])
 def test_estimate_counts_what_create_builds(name, options):
     cost = models.estimate(name, 3, 6, **options)

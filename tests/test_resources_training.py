@@ -104,7 +104,7 @@ def test_estimates_grow_with_batch_pixels_and_width(machine):
 # Measured: the growth of a fresh process's peak resident memory over a real run of two steps
 # and a validation, against the estimate for it. Stated in engine/budget.py's docstring.
 MEASURED = [
-    dict(model="unet", model_options={"base_channels": 16, "depth": 3, "residual": True}, data="shapes",
+    dict(model="unet", model_options={"base_channels": 16, "depth": 3, "block": "residual"}, data="shapes",
          data_options={"val_length": 32}, batch_size=16, val_images=32),
     dict(model="unet", model_options={"base_channels": 32, "depth": 4}, data="shapes",
          data_options={"size": 256, "val_length": 16}, batch_size=8, val_images=16),

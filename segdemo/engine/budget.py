@@ -4,6 +4,7 @@ Every way a run starts (the CLI, the Train tab, the API, the library's :class:`~
 goes through :func:`plan_run`, which refuses with a :class:`~segdemo.errors.SettingsError` that
 says what would work instead:
 
+- a loss that does not suit the data's task (cross-entropy for binary data: :func:`segdemo.loss_names.check_loss`);
 - more classes than a label map holds (:data:`segdemo.tasks.MAX_LABELS`);
 - a training set smaller than one batch (the batch is reduced to the set's size, with a note:
   a handful of annotations is a normal first dataset);
@@ -58,6 +59,7 @@ from typing import TYPE_CHECKING
 from .. import limits
 from ..errors import SettingsError, UserError
 from ..limits import size_text
+from ..loss_names import check_loss
 from ..tasks import MAX_LABELS
 
 if TYPE_CHECKING:
@@ -290,6 +292,7 @@ def plan_run(config: TrainConfig, source: "DataSource", *, train_length: int | N
     """
     notes = []
     info = source.info
+    check_loss(config.loss, initial_meta.get("task", info.task) if initial_meta else info.task)
     classes = int(initial_meta["model"]["num_classes"]) if initial_meta else info.num_classes
     if classes > MAX_LABELS:
         from ..data.base import too_many_classes

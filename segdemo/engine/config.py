@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from ..errors import SettingsError
+from ..loss_names import LOSS_NAMES
 from ..runtime import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -53,7 +54,8 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     prior_init: bool = True             # a fresh model's head starts at the classes' pixel shares
                                         # (models.common.start_from_class_shares)
-    loss: str = "auto"
+    loss: str = "auto"                  # a name of segdemo.loss_names.LOSS_NAMES; whether it suits the
+                                        # data's task is checked when the data is known (budget.plan_run)
     bce_weight: float = 0.5
     dice_weight: float = 0.5
 
@@ -128,6 +130,8 @@ class TrainConfig:
             problems.append(f"validation images must be at least 1 (got {self.val_images})")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1 (got {self.threads})")
+        if self.loss not in LOSS_NAMES:
+            problems.append(f"loss must be one of {', '.join(LOSS_NAMES)} (got {self.loss!r})")
         if not 0 <= self.bce_weight <= 1:
             problems.append(f"the BCE weight must be between 0 and 1 (got {self.bce_weight})")
         if self.val_every < 1 or self.snapshot_every < 1 or self.log_every < 1 or self.prefetch < 0:
@@ -187,7 +191,7 @@ def number(value, name: str) -> float:
 
 
 # Presets: measured on the project's 2-core machines (see BENCHMARKS.md and train/).
-LIVE_MODEL = {"base_channels": 8, "depth": 3, "residual": True, "upsample": "nearest"}  # live and small
+LIVE_MODEL = {"base_channels": 8, "depth": 3, "block": "residual", "upsample": "nearest"}  # live and small
 PRESETS: dict[str, TrainConfig] = {
     # The Train tab's default: a slim residual U-Net learning the shapes live on 2 CPU cores.
     # Measured (BENCHMARKS.md, bench/bench_live.py): 8-wide residual blocks (ResUNet) learn as well

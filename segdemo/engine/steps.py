@@ -19,6 +19,7 @@ import torch
 
 from .. import viz
 from ..files import json_safe
+from ..losses import set_progress
 from ..metrics import SegmentationMetrics
 from ..prediction import Prediction
 from ..runtime import DeviceClock
@@ -58,17 +59,23 @@ def lr_factor(schedule: str, progress: float, config: TrainConfig) -> float:
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * phase))
 
 
+def run_fraction(setup: TrainingSetup, progress: Progress) -> float:
+    """How far the run is, 0 → 1: the step fraction, or the time fraction when a time limit comes
+    first. The learning-rate schedule and the losses' progress hook both follow it."""
+    fraction = progress.step / setup.total_steps
+    if setup.config.max_seconds:
+        fraction = max(fraction, progress.time_counted() / setup.config.max_seconds)
+    return min(fraction, 1.0)
+
+
 def learning_rate(setup: TrainingSetup, progress: Progress) -> float:
     """The learning rate of the next step: the peak rate scaled by the schedule at the run's
-    progress (the step fraction, or the time fraction when a time limit comes first), unless a
-    person chose one mid-run (:mod:`.control`): that one stays, the schedule set aside."""
+    progress (:func:`run_fraction`), unless a person chose one mid-run (:mod:`.control`): that one
+    stays, the schedule set aside."""
     if progress.chosen_lr is not None:
         return progress.chosen_lr
     config = setup.config
-    fraction = progress.step / setup.total_steps
-    if config.max_seconds:
-        fraction = max(fraction, progress.time_counted() / config.max_seconds)
-    return config.lr * lr_factor(config.schedule, fraction, config)
+    return config.lr * lr_factor(config.schedule, run_fraction(setup, progress), config)
 
 
 def train_step(setup: TrainingSetup, images: torch.Tensor, target: torch.Tensor, lr: float,
@@ -167,6 +174,7 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
             break
         images, target = setup.prepare(images, target)
         lr = learning_rate(setup, progress)
+        set_progress(setup.loss_fn, run_fraction(setup, progress))  # losses that follow the run (boundary weight)
         trial = setup.precision_trial
         if trial is None:
             loss, logits = train_step(setup, images, target, lr, progress.step + 1)

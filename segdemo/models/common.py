@@ -36,6 +36,13 @@ def check_choice(name: str, value, choices) -> None:
         raise SettingsError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
+def check_flag(name: str, value) -> None:
+    """Raise a :class:`~segdemo.errors.SettingsError` naming the argument when ``value`` is not a
+    bool (a checkpoint's metadata or an API call could say ``"no"``, which Python reads as true)."""
+    if not isinstance(value, bool):
+        raise SettingsError(f"{name} must be True or False; got {value!r}")
+
+
 def check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SettingsError(f"{name} must be a positive integer; got {value!r}")

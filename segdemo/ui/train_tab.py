@@ -18,6 +18,7 @@ from ..data import open_source, spec_for_archive
 from ..engine import EpochDone, StepDone, configure, number, plan_run, preset, whole_number
 from ..filenames import safe_name
 from ..limits import current
+from ..loss_names import AUTO, LOSS_LABELS
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
@@ -40,6 +41,14 @@ U-Net learning on small batches of 80×80 crops (shapes keep their scale; many c
 more than a few big ones), evaluated on whole 192×192 images, with a one-cycle learning rate that warms
 up, peaks and anneals within the time limit. Its last layer starts out predicting how much of an image
 each class covers, so the first steps are not spent learning that most pixels are background.
+
+**The loss** is what each step lowers. **BCE** scores every pixel of every class on its own;
+**Dice** scores each class's overlap as a whole, so a small shape counts as much as a big one;
+**focal** loss is cross-entropy turned down where the model is already sure, so the hard pixels
+(edges, small shapes) teach; **cross-entropy** makes the classes compete for each pixel (data with
+one class per pixel); the **boundary** term punishes predicted area by how far it lies outside the
+true shape, and is weighted in over the run (Kervadec et al.). BCE suits the shapes and other data
+whose classes may overlap, cross-entropy data with one class per pixel, Dice and focal any data.
 """
 
 NEW_MODEL = "(none: a new model)"
@@ -57,13 +66,14 @@ def model_choices() -> gr.Dropdown:
 
 
 def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, batch_size, learning_rate, crop_size,
-          time_limit_seconds, fine_tune_from=None, request: gr.Request = None):
+          time_limit_seconds, fine_tune_from=None, loss=AUTO, request: gr.Request = None):
     """Start a run on top of the ``live`` preset: ``model`` (a U-Net ``unet_width`` channels wide),
     on ``data`` (shapes, an uploaded ``dataset_zip``, or an annotation dataset), for ``epochs`` or
     ``time_limit_seconds`` (0: none; on a shared app, its limit per run), optionally fine-tuning
-    ``fine_tune_from``; in a shared app it waits in the queue while another visitor's run trains.
-    The data is opened here and the run planned against this server's memory, so a broken upload
-    or a run that cannot fit is refused at once, with what would fit."""
+    ``fine_tune_from``, with the ``loss`` named (one of ``segdemo.loss_names.LOSS_NAMES``); in a
+    shared app it waits in the queue while another visitor's run trains. The data is opened here
+    and the run planned against this server's memory, so a broken upload, a loss that does not
+    suit the data or a run that cannot fit is refused at once, with what would work."""
     space = context.workspace(request)
     kept = None   # an uploaded zip kept for the run: removed again if the run is refused, and when it ends
     try:
@@ -71,7 +81,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
             path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
             kept = space.keep_upload(path, "dataset")
         config, source, notes = _run_settings(space, model, unet_width, data, kept, epochs, batch_size,
-                                              learning_rate, crop_size, time_limit_seconds, fine_tune_from)
+                                              learning_rate, crop_size, time_limit_seconds, fine_tune_from, loss)
 
         def register(run_id, result):  # the new model joins its owner's pickers (a run that learned nothing
             path = result.best_path or result.last_path  # does not); the zip is read no more
@@ -105,13 +115,13 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
 
 
 def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, learning_rate, crop_size,
-                  time_limit_seconds, fine_tune_from):
+                  time_limit_seconds, fine_tune_from, loss=AUTO):
     """The run's checked configuration, its opened data source and notes for the visitor, planned
     against this server's memory (a run that cannot fit is refused with what would)."""
     base = preset("live")
     settings = dict(model=model, epochs=whole_number(epochs, "epochs"), batch_size=whole_number(batch_size, "batch size"),
                     lr=number(learning_rate, "learning rate"), crop_size=whole_number(crop_size or 0, "crop size"),
-                    max_seconds=number(time_limit_seconds or 0, "time limit"))
+                    max_seconds=number(time_limit_seconds or 0, "time limit"), loss=loss or AUTO)
     model_options = {"base_channels": whole_number(unet_width, "U-Net width")} if model == "unet" else {}
     if data == SHAPES:
         settings["data"] = "shapes"
@@ -133,6 +143,8 @@ def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, lear
 
         initial_meta = checkpoints.read(entry.path)["meta"]
         title = f"{fine_tune_from.split(': ')[-1]} fine-tuned on {kind}"
+    if settings["loss"] != AUTO and settings["loss"] in LOSS_LABELS:
+        title += f", {LOSS_LABELS[settings['loss']]} loss"
     config = configure(base, model_options=model_options, title=title, **settings)
     source = open_source(config.data, **config.data_options)
     plan = plan_run(config, source, initial_meta=initial_meta)  # refuses what cannot fit; fits the batch to the data
@@ -395,6 +407,8 @@ def build(context: AppContext) -> dict:
             with gr.Row():
                 lr = gr.Number(value=base.lr, label="learning rate")
                 size = gr.Number(value=base.crop_size, step=1, label="training crop size")
+            loss_choice = gr.Dropdown([(label, name) for name, label in LOSS_LABELS.items()], value=base.loss,
+                                      label="loss", elem_id="train-loss-choice")
             cap = context.trainer.time_cap
             seconds = gr.Number(value=min(base.max_seconds, cap or base.max_seconds),
                                 label=f"time limit (seconds; 0 = {f'this app’s limit, {cap:g}' if cap else 'none'})")
@@ -414,7 +428,7 @@ def build(context: AppContext) -> dict:
                                         elem_id="train-dice")
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
-    widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
+    widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from, loss_choice]
     start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
     wire_controls(context, controls, message)
