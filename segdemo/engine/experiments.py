@@ -305,3 +305,44 @@ def overlay_rows(records: list[RunRecord]) -> tuple[list[tuple], list[tuple]]:
         dice_rows += [(seconds, dice, label) for seconds, _, dice in record.val_curve]
         loss_rows += [(seconds, loss, label) for seconds, _, loss in record.loss_curve]
     return dice_rows, loss_rows
+
+
+def last_picture(record: RunRecord, runs_dir: str | os.PathLike, in_memory: Iterable[RunInMemory] = ()
+                 ) -> np.ndarray | None:
+    """The newest validation picture of ``record``'s run ``(H, W, 3)`` uint8: from the trainer's live
+    history while it holds the run, else from its folder; None before its first validation."""
+    if record.run_id is None:
+        return None
+    for run in in_memory:
+        if run.run_id == record.run_id:
+            snapshot: SnapshotTaken | None = run.history.latest(SnapshotTaken)
+            if snapshot is not None:
+                return snapshot.image
+    return run_picture(Path(runs_dir) / record.run_id)
+
+
+def overlay_figure(records: list[RunRecord]):
+    """A matplotlib figure of ``records``' curves over training seconds, one color per run: the
+    validation mean Dice (left) and the training loss (right), with one legend of their labels."""
+    from matplotlib.figure import Figure   # not pyplot: no global figure list to leak into
+    from matplotlib.lines import Line2D
+
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    dice_axes, loss_axes = figure.subplots(1, 2)
+    for index, (record, label) in enumerate(zip(records, curve_labels(records))):
+        color = f"C{index}"
+        if record.val_curve:
+            seconds, _, dice = zip(*record.val_curve)
+            dice_axes.plot(seconds, dice, "o-", color=color, label=label)
+        if record.loss_curve:
+            seconds, _, loss = zip(*record.loss_curve)
+            loss_axes.plot(seconds, loss, "-" if len(seconds) > 1 else "o", color=color, linewidth=1, label=label)
+    dice_axes.set(title="validation mean Dice", xlabel="training seconds", ylim=(0, 1))
+    loss_axes.set(title="training loss (batch)", xlabel="training seconds")
+    for axes in (dice_axes, loss_axes):
+        axes.grid(alpha=0.3)
+    if records:
+        handles = [Line2D([], [], marker="o", color=f"C{index}") for index in range(len(records))]
+        figure.legend(handles, curve_labels(records), loc="outside lower center", ncols=min(len(records), 4),
+                      fontsize="small", frameon=False)
+    return figure
