@@ -10,6 +10,7 @@ costs the server nothing. Started a lesson, the overlay follows its runs as they
 from __future__ import annotations
 
 import html
+import time
 
 import gradio as gr
 import pandas as pd
@@ -27,6 +28,7 @@ from .widgets import format_dice
 
 MAX_OVERLAY = 4
 REFRESH_SECONDS = 2.0
+AWAKE_SECONDS = 30.0   # a Start or a lesson keeps the timer on this long, while the run is being set up
 IN_PROGRESS = ("queued", "starting", "running", "stopping")
 TABLE_COLUMNS = ["run", "title", "state", "best Dice", "last Dice", "seconds", "steps", "settings"]
 
@@ -128,22 +130,32 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def refresh(context: AppContext, seen, following, chosen, request: gr.Request):
-    """One tick: the runs table, the run picker and the overlay, redrawn when anything shown has
-    changed; the timer stays on only while one of the visitor's runs goes or waits."""
+def refresh(context: AppContext, seen, following, chosen, awake_until, request: gr.Request):
+    """One tick: the runs table when a run's state or steps changed, the run picker when the runs
+    or the choice changed, the overlay when a chosen run validated again or changed state (drawing
+    it costs 0.2-0.4 s of a core: not at every step); the timer stays on only while one of the visitor's runs goes or waits, or until
+    ``awake_until`` (a Start, whose run may take seconds to be set up and queued)."""
     records = _records(context, request)
     if following:
         chosen = _lesson_runs(records, following)
     known = {record.run_id for record in records}
     chosen = [run_id for run_id in _ids((chosen or [])[:MAX_OVERLAY]) if run_id in known]
-    key = [[record.run_id, record.state, record.steps, len(record.val_curve)] for record in records] + [chosen]
-    timer = gr.Timer(active=any(record.state in IN_PROGRESS for record in records))
-    if key == seen:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen, timer
-    picker = gr.Dropdown(choices=[(f"{labelled} · {record.run_id}", record.run_id) for record, labelled in
-                                  zip(records, curve_labels(records)) if record.run_id], value=chosen)
-    figure, pictures, curves = _overlay(context, records, find(records, chosen), request)
-    return runs_table(records), picker, figure, pictures, curves, key, timer
+    picked = find(records, chosen)
+    key = {"table": [[record.run_id, record.state, record.steps] for record in records],
+           "picker": [[record.run_id for record in records], chosen],
+           "overlay": [[record.run_id, record.state, len(record.val_curve)] for record in picked]}
+    seen = seen or {}
+    going = any(record.state in IN_PROGRESS for record in records)
+    timer = gr.Timer(active=going or time.time() < (awake_until or 0))
+    table = picker = figure = pictures = curves = gr.skip()
+    if key["table"] != seen.get("table"):
+        table = runs_table(records)
+    if key["picker"] != seen.get("picker"):   # not at every tick: it would reset a choice being made
+        picker = gr.Dropdown(choices=[(f"{record.title} · {record.run_id}", record.run_id) for record in records
+                                      if record.run_id], value=chosen)
+    if key["overlay"] != seen.get("overlay"):
+        figure, pictures, curves = _overlay(context, records, picked, request)
+    return table, picker, figure, pictures, curves, key, timer
 
 
 def lessons_markdown() -> str:
@@ -162,7 +174,8 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
         with gr.Accordion("What each lesson shows", open=False):
             gr.Markdown(lessons_markdown(), elem_classes="segdemo-explain")
         message = gr.Markdown(label="message", elem_id="lesson-message")
-        table = gr.Dataframe(runs_table([]), label="your runs", interactive=False, wrap=True, elem_id="runs-table")
+        table = gr.Dataframe(runs_table([]), label="your runs", interactive=False, wrap=True, elem_id="runs-table",
+                             column_widths=["15%", "17%", "8%", "7%", "7%", "7%", "6%", "33%"])
         with gr.Row():
             chosen = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_OVERLAY, allow_custom_value=True,
                                  label=f"runs to overlay (up to {MAX_OVERLAY})", elem_id="runs-chosen", scale=4)
@@ -170,15 +183,15 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
         plot = gr.Plot(label="overlaid curves", elem_id="runs-overlay")
         gallery = gr.Gallery(label="last validation pictures", columns=MAX_OVERLAY, height=260, elem_id="runs-pictures")
         curves = gr.JSON(label="curves", visible=False)
-    seen, following = gr.State(None), gr.State(None)
+    seen, following, awake_until = gr.State(None), gr.State(None), gr.State(0.0)
     timer = gr.Timer(REFRESH_SECONDS)
     private = dict(api_visibility="private", show_progress="hidden")
 
     def wake():
-        return gr.Timer(active=True)
+        return time.time() + AWAKE_SECONDS, gr.Timer(active=True)
 
     def follow(name):
-        return name, gr.Timer(active=True)
+        return name, time.time() + AWAKE_SECONDS, gr.Timer(active=True)
 
     with gr.Group(visible=False):
         # The API's lesson: any name (the handler says which there are).
@@ -190,12 +203,13 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
                      api_name="train_lesson")
     runs_api.click(handler(train_runs, context), None, [runs_json], api_name="train_runs", queue=False)
     for button in (start_button, refresh_button):
-        button.click(wake, None, [timer], queue=False, **private)
+        button.click(wake, None, [awake_until, timer], queue=False, **private)
     for known, button in zip(LESSONS, lesson_buttons):
         name = gr.State(known.name)
         button.click(handler(train_lesson, context), [name, seconds], [message], **private) \
-            .success(follow, [name], [following, timer], queue=False, **private)
-    timer.tick(handler(refresh, context), [seen, following, chosen], [table, chosen, plot, gallery, curves, seen, timer],
+            .success(follow, [name], [following, awake_until, timer], queue=False, **private)
+    timer.tick(handler(refresh, context), [seen, following, chosen, awake_until],
+               [table, chosen, plot, gallery, curves, seen, timer],
                trigger_mode="always_last", concurrency_limit=None, concurrency_id="poll", **private)
     chosen.input(lambda: None, None, [following], queue=False, **private)   # a choice of one's own: stop following
     chosen.input(handler(train_compare, context), [chosen], [plot, gallery, curves], api_name="train_compare")
