@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from ..engine import number
+from ..engine.background import GOING, QUEUED
 from ..engine.experiments import RunRecord, curve_labels, find, last_picture, list_runs, overlay_figure
 from ..engine.lessons import DEFAULT_SECONDS, LESSONS, SECONDS_CHOICES, lesson, lesson_configs, lesson_names
 from ..errors import UserError
@@ -29,7 +30,7 @@ from .widgets import format_dice
 MAX_OVERLAY = 4
 REFRESH_SECONDS = 2.0
 AWAKE_SECONDS = 30.0   # a Start or a lesson keeps the timer on this long, while the run is being set up
-IN_PROGRESS = ("queued", "starting", "running", "stopping")
+IN_PROGRESS = (QUEUED, *GOING)
 TABLE_COLUMNS = ["run", "title", "state", "best Dice", "last Dice", "seconds", "steps", "settings"]
 
 EXPLAIN = """
