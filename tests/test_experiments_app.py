@@ -99,3 +99,13 @@ def test_a_lesson_overlays_its_runs_curves_on_the_page(app, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#experiments").screenshot(path=str(ARTIFACTS / "lesson-overlay.png"))
     context.close()
+
+
+def test_the_status_line_says_which_lesson_run_goes():
+    from segdemo.ui.train_tab import progress_html
+
+    status = {"state": "running", "step": 3, "run_id": "20261130-100000-aaaaaa", "yours": True, "your_position": 1,
+              "your_wait_seconds": 30, "series": {"name": "How wide", "index": 2, "total": 3}}
+    line = progress_html(status)
+    assert "How wide: lesson run 2 of 3" in line and "in the queue" not in line   # its next run is no other's wait
+    assert "number 1 in the queue" in progress_html({**status, "yours": False})    # another's lesson, yours waiting

@@ -236,7 +236,7 @@ def progress_html(status: dict) -> str:
         parts.append(f"{html.escape(series['name'])}: lesson run {series['index']} of {series['total']}")
     if status.get("run_id") and not status.get("yours", True):
         parts.append("another visitor's run")
-    if status.get("your_position"):
+    if status.get("your_position") and not (status.get("series") and status.get("yours")):  # not your lesson's next
         wait = status.get("your_wait_seconds")
         parts.append(f"<b>your run: number {status['your_position']} in the queue</b>"
                      + (f", starts in about {_duration(wait)}" if wait is not None else ""))
