@@ -194,8 +194,9 @@ def test_how_wide_varies_only_the_width_on_one_budget():
     for config in configs:
         assert config.max_seconds == 20 and config.seed == live.seed and config.data == live.data
         assert {**config.model_options, "base_channels": 8} == live.model_options
-        assert config.replace(model_options=live.model_options, max_seconds=live.max_seconds,
-                              title=live.title) == live
+        assert config.replace(model_options=live.model_options, max_seconds=live.max_seconds, title=live.title,
+                              steps_per_epoch=live.steps_per_epoch) == live
+        assert config.steps_per_epoch == 25   # validated twice as often as the preset: more points per curve
     assert [c.title for c in configs] == ["How wide: width 4", "How wide: width 8", "How wide: width 16"]
 
 
