@@ -12,6 +12,12 @@ tests, followed from a thread of this process: the cores are the limit. What hap
   resume, step or change the learning rate of it (:mod:`.control`), cancel it and download its
   checkpoint; everyone can watch the run that is training now.
 
+A **series** (:meth:`BackgroundTrainer.start_series`, a lesson's runs) is several runs of one owner
+queued together, one after another with nothing between them: it is allowed in single-user mode,
+counts as its owner's one entry in a classroom, and takes as many places of ``queue_length`` as it
+has runs waiting (the queue's length counts runs, so a place still means a bounded wait). Stopping
+one of its runs cancels the rest.
+
 ``time_cap`` bounds every run's wall time (its ``max_seconds``), so a place in the queue means a
 bounded wait: with a queue and a cap, time paused counts against the run's limit too (alone, in
 single-user mode, a pause is not training time and the limit waits for it). The UI polls :meth:`status` and :meth:`steps`, which only copy from a bounded,
@@ -86,6 +92,57 @@ class Run:
     started_at: float | None = None
     child: TrainingProcess | None = None   # the process it trains in, once it has one (the app's runs)
     held: bool = False                     # the run has paused (its ControlApplied came): not just asked to
+    series: Series | None = None     # the lesson it belongs to, if any
+    series_index: int = 0            # its place in that series, from 1
+    runs_dir: str | None = None      # where a series' run, named as it starts, makes its folder
+
+
+@dataclass(frozen=True)
+class Series:
+    """Runs of one owner queued together (a lesson); each run knows its place in it."""
+
+    name: str
+    total: int
+
+
+@dataclass(frozen=True)
+class RunInMemory:
+    """What the trainer holds of one of an owner's runs: the one going, queued or ended last
+    (:mod:`segdemo.engine.experiments` lists them beside the run folders on disk). ``run_id`` is
+    None for a series' run that has not started: runs are named when they start, so that their
+    folders sort by start time."""
+
+    run_id: str | None
+    state: str
+    message: str
+    config: TrainConfig
+    history: EventHistory
+    series: Series | None
+    series_index: int
+
+
+_ID_LOCK = threading.Lock()
+_last_run_id = ""
+
+
+def new_run_id() -> str:
+    """A run's id and folder name: its start time, then random (``segdemo.datafolder.RUN_ID``).
+    Ids sort in the order they were made, even two made within one second (a lesson's short runs):
+    the random part then counts on from the last one's."""
+    global _last_run_id
+    with _ID_LOCK:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        if run_id <= _last_run_id and int(_last_run_id[-6:], 16) < 0xFFF000:
+            run_id = f"{_last_run_id[:-6]}{int(_last_run_id[-6:], 16) + 1 + uuid.uuid4().int % 4096:06x}"
+        _last_run_id = run_id
+        return run_id
+
+
+def _series_place(run: Run) -> dict | None:
+    """Where ``run`` stands in its series (``{"name", "index", "total"}``), or None."""
+    if run.series is None:
+        return None
+    return {"name": run.series.name, "index": run.series_index, "total": run.series.total}
 
 
 class BackgroundTrainer:
@@ -139,14 +196,12 @@ class BackgroundTrainer:
         ``source`` is its data if the caller opened it already; ``runs_dir`` where its folder goes.
         Raises :class:`~segdemo.errors.TrainerBusy` when it may not wait: no queue (single-user),
         the owner has a run queued or going already, or the queue is full."""
-        if self.time_cap and (not config.max_seconds or config.max_seconds > self.time_cap):
-            config = config.replace(max_seconds=self.time_cap)
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        config = config.replace(out=str(Path(runs_dir or self.runs_dir) / run_id))
+        run_id = new_run_id()
+        config = self._capped(config).replace(out=str(Path(runs_dir or self.runs_dir) / run_id))
         run = Run(run_id, owner, config, source, on_finish or self.on_finish,
                   control=RunControl(pauses_count=self.pauses_count))
         with self._lock:
-            going = self._current is not None and self._current.state in GOING
+            going = self._busy()
             if going and self.queue_length == 0:
                 raise TrainerBusy(f"a training run ({self._current.run_id}) is already going; stop it or wait "
                                   "for it to finish before starting another")
@@ -162,6 +217,60 @@ class BackgroundTrainer:
                 self._begin(run)
         return run_id
 
+    def start_series(self, configs: list[TrainConfig], *, name: str, owner: str | None = None,
+                     runs_dir: str | Path | None = None, on_finish: Callable | None = None) -> Series:
+        """Queue ``configs`` as one series called ``name`` (a lesson) for ``owner``: they train one
+        after another, the first at once if no run is going; returns the series.
+
+        Allowed in single-user mode when no run is going. In a classroom the series is the owner's
+        one entry, and needs a place in the queue for each of its runs that waits. Each run is
+        named (its id, its folder under ``runs_dir``) as it starts. A run that fails does not end
+        the series; stopping or cancelling one of its runs (:meth:`stop`) cancels the rest.
+        Raises :class:`~segdemo.errors.TrainerBusy` when it may not wait."""
+        if not configs:
+            raise UserError("a series needs at least one run")
+        series = Series(name, len(configs))
+        folder = str(runs_dir or self.runs_dir)
+        runs = [Run(None, owner, self._capped(config), None, on_finish or self.on_finish, series=series,
+                    series_index=index, runs_dir=folder, control=RunControl(pauses_count=self.pauses_count))
+                for index, config in enumerate(configs, start=1)]
+        with self._lock:
+            busy = self._busy()
+            if busy and self.queue_length == 0:
+                raise TrainerBusy(f"a training run ({self._current.run_id}) is already going; stop it or wait "
+                                  f"for it to finish before starting {name}")
+            if self.queue_length and self._has_run(owner):
+                raise TrainerBusy("you have a run queued or training already: stop or cancel it before "
+                                  "starting another (one run or lesson per workspace)")
+            waiting = runs if busy else runs[1:]
+            room = self.queue_length - len(self._waiting)
+            if self.queue_length and len(waiting) > room:
+                raise TrainerBusy(f"{name} queues {len(waiting)} runs and the training queue has room for "
+                                  f"{max(room, 0)} now; try again when some have started")
+            self._waiting.extend(waiting)
+            if not busy:
+                self._begin(runs[0])
+        return series
+
+    def _capped(self, config: TrainConfig) -> TrainConfig:
+        """``config`` held to this trainer's ``time_cap``."""
+        if self.time_cap and (not config.max_seconds or config.max_seconds > self.time_cap):
+            return config.replace(max_seconds=self.time_cap)
+        return config
+
+    def _busy(self) -> bool:
+        """Whether a run is going, or runs wait (a series between two of its runs, or the queue
+        while the run before it ends): a new run then waits its turn. Call with the lock held."""
+        return (self._current is not None and self._current.state in GOING) or bool(self._waiting)
+
+    def _cancel_rest(self, run: Run) -> None:
+        """Take the waiting runs of ``run``'s series out of the queue. Call with the lock held."""
+        if run.series is None:
+            return
+        for other in [other for other in self._waiting if other.series is run.series]:
+            self._waiting.remove(other)
+            other.state, other.message = CANCELLED, f"cancelled: {run.series.name} was stopped"
+
     def _has_run(self, owner: str | None) -> bool:
         """Whether ``owner`` has a run waiting or going. Call with the lock held."""
         current = self._current
@@ -170,6 +279,9 @@ class BackgroundTrainer:
 
     def _begin(self, run: Run) -> None:
         """Make ``run`` the one going, in a thread of its own. Call with the lock held."""
+        if run.run_id is None:  # a series' run: named as it starts, so run folders sort by start time
+            run.run_id = new_run_id()
+            run.config = run.config.replace(out=str(Path(run.runs_dir) / run.run_id))
         run.state, run.message, run.started_at = STARTING, "preparing data and model", time.time()
         self._current = run
         self._last_of[run.owner] = run
@@ -180,11 +292,13 @@ class BackgroundTrainer:
     def stop(self, owner: str | None = None) -> str | None:
         """Stop ``owner``'s run (it finishes its step, validates and saves) or take it out of the
         queue. Returns ``"stopping"``, ``"cancelled"``, or None when ``owner`` has no run to stop.
-        Pressing it twice is harmless. In single-user mode (``owner`` None) it stops the run going."""
+        Pressing it twice is harmless. In single-user mode (``owner`` None) it stops the run going.
+        A run of a series (a lesson) takes the rest of its series with it."""
         with self._lock:
             current = self._current
             if current is not None and current.state in GOING and current.owner == owner:
                 current.control.stop()
+                self._cancel_rest(current)
                 if current.state != STOPPING:
                     current.state, current.message = STOPPING, "stopping after this step"
                 return "stopping"
@@ -192,6 +306,7 @@ class BackgroundTrainer:
                 if run.owner == owner:
                     self._waiting.remove(run)
                     run.state, run.message = CANCELLED, "cancelled before it started"
+                    self._cancel_rest(run)
                     return "cancelled"
             return None
 
@@ -414,7 +529,7 @@ class BackgroundTrainer:
                     "total_steps": None, "progress": None, "eta_seconds": None, "epoch": 0, "loss": None,
                     "train_dice": None, "val_mean_dice": None, "images_per_second": None, "elapsed": None,
                     "checkpoint": None, "model": None, "title": None, "yours": False, "time_limit": None,
-                    "paused": False, "lr": None, "lr_set_by": None, **queue}
+                    "paused": False, "lr": None, "lr_set_by": None, "series": None, **queue}
         with self._lock:
             state, message, config, result, started = run.state, run.message, run.config, run.result, run.started_at
             held = run.held
@@ -452,8 +567,17 @@ class BackgroundTrainer:
             "time_limit": config.max_seconds,
             "paused": state in GOING and state != STOPPING and run.control.paused and held,
             "lr": lr, "lr_set_by": None if lr is None else ("visitor" if chosen_lr is not None else "schedule"),
-            **queue,
+            "series": _series_place(run), **queue,
         }
+
+    def runs_of(self, owner: str | None) -> list[RunInMemory]:
+        """``owner``'s runs that this trainer holds: their latest run that started (going or
+        ended), then their waiting ones in queue order."""
+        with self._lock:
+            runs = [self._last_of[owner]] if owner in self._last_of else []
+            runs += [run for run in self._waiting if run.owner == owner]
+            return [RunInMemory(run.run_id, run.state, run.message, run.config, run.history, run.series,
+                                run.series_index) for run in runs]
 
     def queue(self, viewer: str | None = None) -> dict:
         """How many runs wait, and ``viewer``'s own place among them with an estimated wait in

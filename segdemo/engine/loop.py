@@ -31,6 +31,7 @@ from .checkpointing import checkpoint_meta, resume, save_checkpoints
 from .config import TrainConfig
 from .control import RunControl
 from .events import ControlApplied, EpochDone, Event, JsonlLog, Listener, RunEnded, RunStarted, ValidationStarted
+from .experiments import LastPicture
 from .precision import precision_name
 from .setup import Progress, TrainingSetup, build_setup
 from .steps import TrainingDiverged, evaluate, snapshot, train_one_epoch
@@ -204,7 +205,7 @@ class Trainer:
         if out is not None and setup.context.is_main:
             out.mkdir(parents=True, exist_ok=True)
             log_file = JsonlLog(out / "log.jsonl")
-            self.listeners.append(log_file)
+            self.listeners += [log_file, LastPicture(out)]  # the run's folder tells its story (engine.experiments)
         self.emit(RunStarted(
             config=config.to_dict(), model=setup.model_name, parameters=count_parameters(setup.model),
             data=setup.source.describe(), steps_per_epoch=setup.steps_per_epoch, total_steps=setup.total_steps,

@@ -22,6 +22,7 @@ from ..loss_names import AUTO, LOSS_LABELS
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
+from . import experiments_panel
 from .context import AppContext
 from .files import download, png_file, required_upload
 from .messages import handler
@@ -303,9 +304,12 @@ def progress_html(status: dict) -> str:
         parts.append(f"about {status['eta_seconds']:.0f} s left")
     if state in ("finished", "stopped", "failed") and status.get("message"):
         parts.append(html.escape(status["message"]))
+    if status.get("series"):
+        series = status["series"]
+        parts.append(f"{html.escape(series['name'])}: lesson run {series['index']} of {series['total']}")
     if status.get("run_id") and not status.get("yours", True):
         parts.append("another visitor's run")
-    if status.get("your_position"):
+    if status.get("your_position") and not (status.get("series") and status.get("yours")):  # not your lesson's next
         wait = status.get("your_wait_seconds")
         parts.append(f"<b>your run: number {status['your_position']} in the queue</b>"
                      + (f", starts in about {_duration(wait)}" if wait is not None else ""))
@@ -428,6 +432,7 @@ def build(context: AppContext) -> dict:
                                         elem_id="train-dice")
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+    experiments_panel.build(context, start_button)
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from, loss_choice]
     start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)

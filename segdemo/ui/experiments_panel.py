@@ -1,0 +1,217 @@
+"""The Train tab's experiments panel: every run of your workspace, 2-4 of them overlaid, and lessons.
+
+Thin over :mod:`segdemo.engine.experiments` (the list, read from the run folders, and the overlaid
+curves) and :mod:`segdemo.engine.lessons` (what each lesson runs). A visitor lists and overlays only
+the runs of their own workspace. The panel redraws on a timer of its own that ticks only while the
+visitor has a run going or waiting (and once when the page opens, or on Refresh): an idle page
+costs the server nothing. Started a lesson, the overlay follows its runs as they come.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import gradio as gr
+import pandas as pd
+
+from ..engine import number
+from ..engine.background import GOING, QUEUED
+from ..engine.experiments import RunRecord, curve_labels, find, last_picture, list_runs, overlay_figure
+from ..engine.lessons import DEFAULT_SECONDS, LESSONS, SECONDS_CHOICES, lesson, lesson_configs, lesson_names
+from ..errors import UserError
+from ..limits import current
+from ..workspaces import MB
+from .context import AppContext
+from .files import png_file
+from .messages import handler
+from .widgets import format_dice
+
+MAX_OVERLAY = 4
+REFRESH_SECONDS = 2.0
+AWAKE_SECONDS = 30.0   # a Start or a lesson keeps the timer on this long, while the run is being set up
+IN_PROGRESS = (QUEUED, *GOING)
+TABLE_COLUMNS = ["run", "title", "state", "best Dice", "last Dice", "seconds", "steps", "settings"]
+
+EXPLAIN = """
+**Experiments.** Every run of your workspace stays listed with its settings. Pick two to four to lay
+their curves over each other: validation Dice and training loss against training seconds, so a run
+that takes cheaper steps is judged on the same clock. A **lesson** queues runs that differ in one
+setting, all with the same seconds, seed and data, one after another; the overlay follows them.
+"""
+
+
+def _records(context: AppContext, request) -> list[RunRecord]:
+    """The visitor's runs: their workspace's run folders, and what the trainer holds of theirs."""
+    return list_runs(context.workspace(request).data.runs, context.trainer.runs_of(context.owner(request)))
+
+
+def train_runs(context: AppContext, request: gr.Request) -> list[dict]:
+    """``/train_runs``: the runs of your workspace, oldest first: each with its id, title, model and
+    settings (model options, loss, width, learning rate, batch size, seconds), its state, its best
+    and last validation mean Dice, training seconds and steps. A lesson's runs still waiting are
+    listed with no id yet."""
+    return [record.as_dict() for record in _records(context, request)]
+
+
+def train_compare(context: AppContext, run_ids, request: gr.Request):
+    """``/train_compare``: up to four of your runs (``run_ids``, from ``/train_runs``) overlaid: their
+    validation mean Dice and training loss over training seconds, one line per run, their last
+    validation pictures side by side, and the curves as data."""
+    records = _records(context, request)
+    return _overlay(context, records, find(records, _ids(run_ids)), request)
+
+
+def _ids(run_ids) -> list[str]:
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids or [])
+    if len(ids) > MAX_OVERLAY:
+        raise UserError(f"pick at most {MAX_OVERLAY} runs to overlay (got {len(ids)})")
+    return ids
+
+
+def _overlay(context: AppContext, records: list[RunRecord], chosen: list[RunRecord], request):
+    """The figure, the gallery of last pictures and the curves (as data) of the ``chosen`` runs."""
+    if not chosen:
+        return None, [], {}
+    in_memory = context.trainer.runs_of(context.owner(request))
+    runs_dir = context.workspace(request).data.runs
+    labels = curve_labels(chosen)
+    pictures = []
+    for record, label in zip(chosen, labels):
+        picture = last_picture(record, runs_dir, in_memory)
+        if picture is not None:
+            pictures.append((png_file(picture, f"{record.run_id}.png"),
+                             f"{label} · best Dice {format_dice(record.best_dice)}"))
+    curves = {label: {"run_id": record.run_id, "settings": record.settings_text(),
+                      "seconds": [point[0] for point in record.val_curve],
+                      "val_mean_dice": [point[2] for point in record.val_curve],
+                      "loss_seconds": [point[0] for point in record.loss_curve],
+                      "loss": [point[2] for point in record.loss_curve]}
+              for record, label in zip(chosen, labels)}
+    return overlay_figure(chosen), pictures, curves
+
+
+def train_lesson(context: AppContext, lesson_name, seconds_per_run, request: gr.Request) -> str:
+    """``/train_lesson``: start lesson ``lesson_name`` (see the Train tab for the lessons), each of
+    its runs training ``seconds_per_run`` seconds from the live preset, one after another; in a
+    shared app they wait in the queue together. Stop ends the run going and cancels the rest."""
+    chosen = lesson(lesson_name)
+    space, owner, trainer = context.workspace(request), context.owner(request), context.trainer
+    configs = lesson_configs(chosen.name, number(seconds_per_run, "seconds per run"))
+    if space.quotas is not None:  # each run saves checkpoints: room for all of them first
+        space.room(int(len(configs) * space.quotas.run_mb * MB), "run")
+    series = trainer.start_series(configs, name=chosen.name, owner=owner, runs_dir=space.data.runs)
+    held = trainer.runs_of(owner)
+    space.data.prune_runs(current().runs_kept, in_use={run.run_id for run in held if run.run_id})
+    labels = ", ".join(variant.label for variant in chosen.variants)
+    seconds = configs[0].max_seconds if trainer.time_cap is None else min(configs[0].max_seconds, trainer.time_cap)
+    if any(run.series is series and run.run_id for run in held):
+        started = f"Started the lesson **{html.escape(chosen.name)}**"
+    else:
+        queue = trainer.queue(owner)   # runs ahead are counted one by one, a lesson's too
+        wait = queue["your_wait_seconds"]
+        started = (f"Queued the lesson **{html.escape(chosen.name)}**; you are number {queue['your_position']} in "
+                   "the queue" + (f" (it should start in about {wait:.0f} s)" if wait is not None else ""))
+    return (f"{started}: {len(configs)} runs of {seconds:g} s, one after another ({html.escape(labels)}). "
+            f"Stop ends the run going and cancels the rest.\n\n{html.escape(chosen.explanation)}")
+
+
+def _lesson_runs(records: list[RunRecord], lesson_name: str) -> list[str]:
+    """The ids of the newest runs of lesson ``lesson_name`` (its last series) that have started."""
+    count = len(lesson(lesson_name).variants)
+    newest = [record for record in records if record.title.startswith(f"{lesson_name}: ")][-count:]
+    return [record.run_id for record in newest if record.run_id]
+
+
+def runs_table(records: list[RunRecord]) -> pd.DataFrame:
+    rows = [[record.run_id or "(waiting)", record.title + (f" ({record.lesson})" if record.lesson else ""),
+             record.state, format_dice(record.best_dice), format_dice(record.last_dice),
+             "–" if record.elapsed is None else f"{record.elapsed:.0f}", record.steps, record.settings_text()]
+            for record in records]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def refresh(context: AppContext, seen, following, chosen, awake_until, request: gr.Request):
+    """One tick: the runs table when a run's state or steps changed, the run picker when the runs
+    or the choice changed, the overlay when a chosen run validated again or changed state (drawing
+    it costs 0.2-0.4 s of a core: not at every step); the timer stays on only while one of the visitor's runs goes or waits, or until
+    ``awake_until`` (a Start, whose run may take seconds to be set up and queued)."""
+    records = _records(context, request)
+    if following:
+        chosen = _lesson_runs(records, following)
+    known = {record.run_id for record in records}
+    chosen = [run_id for run_id in _ids((chosen or [])[:MAX_OVERLAY]) if run_id in known]
+    picked = find(records, chosen)
+    key = {"table": [[record.run_id, record.state, record.steps] for record in records],
+           "picker": [[record.run_id for record in records], chosen],
+           "overlay": [[record.run_id, record.state, len(record.val_curve)] for record in picked]}
+    seen = seen or {}
+    going = any(record.state in IN_PROGRESS for record in records)
+    timer = gr.Timer(active=going or time.time() < (awake_until or 0))
+    table = picker = figure = pictures = curves = gr.skip()
+    if key["table"] != seen.get("table"):
+        table = runs_table(records)
+    if key["picker"] != seen.get("picker"):   # not at every tick: it would reset a choice being made
+        picker = gr.Dropdown(choices=[(f"{record.title} · {record.run_id}", record.run_id) for record in records
+                                      if record.run_id], value=chosen)
+    if key["overlay"] != seen.get("overlay"):
+        figure, pictures, curves = _overlay(context, records, picked, request)
+    return table, picker, figure, pictures, curves, key, timer
+
+
+def lessons_markdown() -> str:
+    return "\n\n".join(f"**{html.escape(known.name)}.** {html.escape(known.explanation)}" for known in LESSONS)
+
+
+def build(context: AppContext, start_button: gr.Button) -> dict:
+    """The panel, under the Train tab's curves; ``start_button`` (the tab's Start) wakes its timer."""
+    with gr.Accordion("Experiments and lessons", open=True, elem_id="experiments"):
+        gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+        with gr.Row():
+            seconds = gr.Dropdown(list(SECONDS_CHOICES), value=DEFAULT_SECONDS, allow_custom_value=True,
+                                  label="seconds per run", elem_id="lesson-seconds", scale=1)
+            lesson_buttons = [gr.Button(known.name, size="sm", elem_id=f"lesson-{index}", scale=1)
+                              for index, known in enumerate(LESSONS)]
+        with gr.Accordion("What each lesson shows", open=False):
+            gr.Markdown(lessons_markdown(), elem_classes="segdemo-explain")
+        message = gr.Markdown(label="message", elem_id="lesson-message")
+        table = gr.Dataframe(runs_table([]), label="your runs", interactive=False, wrap=True, elem_id="runs-table",
+                             column_widths=["15%", "17%", "8%", "7%", "7%", "7%", "6%", "33%"])
+        with gr.Row():
+            chosen = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_OVERLAY, allow_custom_value=True,
+                                 label=f"runs to overlay (up to {MAX_OVERLAY})", elem_id="runs-chosen", scale=4)
+            refresh_button = gr.Button("Refresh", size="sm", scale=1, elem_id="runs-refresh")
+        plot = gr.Plot(label="overlaid curves", elem_id="runs-overlay")
+        gallery = gr.Gallery(label="last validation pictures", columns=MAX_OVERLAY, height=260, elem_id="runs-pictures")
+        curves = gr.JSON(label="curves", visible=False)
+    seen, following, awake_until = gr.State(None), gr.State(None), gr.State(0.0)
+    timer = gr.Timer(REFRESH_SECONDS)
+    private = dict(api_visibility="private", show_progress="hidden")
+
+    def wake():
+        return time.time() + AWAKE_SECONDS, gr.Timer(active=True)
+
+    def follow(name):
+        return name, time.time() + AWAKE_SECONDS, gr.Timer(active=True)
+
+    with gr.Group(visible=False):
+        # The API's lesson: any name (the handler says which there are).
+        lesson_picker = gr.Dropdown(lesson_names(), label="lesson", allow_custom_value=True)
+        lesson_api, runs_api = gr.Button("lesson (API)"), gr.Button("runs (API)")
+        runs_json = gr.JSON(label="runs")
+    # Named first: gradio names the buttons' events below after the same function (train_lesson_1 …).
+    lesson_api.click(handler(train_lesson, context), [lesson_picker, seconds], [message],
+                     api_name="train_lesson")
+    runs_api.click(handler(train_runs, context), None, [runs_json], api_name="train_runs", queue=False)
+    for button in (start_button, refresh_button):
+        button.click(wake, None, [awake_until, timer], queue=False, **private)
+    for known, button in zip(LESSONS, lesson_buttons):
+        name = gr.State(known.name)
+        button.click(handler(train_lesson, context), [name, seconds], [message], **private) \
+            .success(follow, [name], [following, awake_until, timer], queue=False, **private)
+    timer.tick(handler(refresh, context), [seen, following, chosen, awake_until],
+               [table, chosen, plot, gallery, curves, seen, timer],
+               trigger_mode="always_last", concurrency_limit=None, concurrency_id="poll", **private)
+    chosen.input(lambda: None, None, [following], queue=False, **private)   # a choice of one's own: stop following
+    chosen.input(handler(train_compare, context), [chosen], [plot, gallery, curves], api_name="train_compare")
+    return {"table": table, "chosen": chosen, "plot": plot, "gallery": gallery, "timer": timer}

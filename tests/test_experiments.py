@@ -1,0 +1,234 @@
+"""Experiments and lessons at library level: runs listed from their folders (broken logs too), a
+lesson's runs queued as one series (in order, stopped together, within a classroom's rules), and
+the lessons' configurations."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from segdemo.engine import BackgroundTrainer, TrainConfig, preset
+from segdemo.engine.experiments import (LOG_NAME, PICTURE_NAME, LastPicture, RunLogCache, curve_labels, find,
+                                        list_runs, overlay_rows, read_log_lines, run_picture)
+from segdemo.engine.events import SnapshotTaken
+from segdemo.engine.lessons import LESSONS, lesson_configs
+from segdemo.errors import SettingsError, TrainerBusy, UserError
+
+
+def tiny(**changes) -> TrainConfig:
+    """A run that takes a second or two on a CPU."""
+    base = TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data="shapes",
+                       data_options={"size": 32, "val_length": 8}, epochs=2, steps_per_epoch=4,
+                       batch_size=4, lr=1e-2, val_images=8)
+    return base.replace(**changes)
+
+
+def long_run(title: str) -> TrainConfig:
+    """A run that goes until it is stopped."""
+    return tiny(epochs=10_000, steps_per_epoch=50, title=title)
+
+
+def write_log(folder, lines) -> None:
+    folder.mkdir(parents=True)
+    (folder / LOG_NAME).write_text("".join(line if isinstance(line, str) else json.dumps(line) + "\n"
+                                           for line in lines))
+
+
+START = {"type": "start", "config": {"model": "unet", "model_options": {"base_channels": 4}, "loss": "auto",
+                                     "lr": 0.003, "batch_size": 12, "max_seconds": 30, "title": "How wide: width 4"}}
+
+
+def step(n, seconds, loss):
+    return {"type": "step", "step": n, "loss": loss, "elapsed": seconds}
+
+
+def epoch(n, seconds, dice):
+    return {"type": "epoch", "step": n, "val": {"mean_dice": dice}, "elapsed": seconds}
+
+
+def test_runs_are_listed_from_their_folders_and_broken_logs_do_not_break_the_list(tmp_path):
+    write_log(tmp_path / "20261130-100000-aaaaaa",
+              [START, step(1, 0.5, 0.9), epoch(1, 0.7, 0.3), step(2, 1.0, 0.6), epoch(2, 1.2, 0.5),
+               {"type": "end", "reason": "time limit", "message": "reached the limit", "steps": 2, "elapsed": 1.3}])
+    # The app stopped mid-run: no end line, and the last line half-written.
+    write_log(tmp_path / "20261130-100100-bbbbbb", [START, step(1, 0.5, 0.8), epoch(1, 0.6, 0.4),
+                                                    '{"type": "step", "step": 2, "lo'])
+    write_log(tmp_path / "20261130-100200-cccccc", ["not json\n", "\xff\xfe\n", "[1, 2]\n"])   # nothing usable
+    (tmp_path / "20261130-100300-dddddd").mkdir()                                             # no log at all
+    write_log(tmp_path / "not-a-run", [START])                                                # not a run folder
+    runs = list_runs(tmp_path)
+    assert [r.run_id for r in runs] == ["20261130-100000-aaaaaa", "20261130-100100-bbbbbb"]
+    done, interrupted = runs
+    assert done.state == "finished" and done.best_dice == 0.5 and done.last_dice == 0.5 and done.elapsed == 1.3
+    assert done.width == 4 and done.lr == 0.003 and done.batch_size == 12 and done.max_seconds == 30
+    assert done.val_curve == ((0.7, 1, 0.3), (1.2, 2, 0.5)) and [p[2] for p in done.loss_curve] == [0.9, 0.6]
+    assert "unet base_channels=4" in done.settings_text() and "30 s" in done.settings_text()
+    assert interrupted.state == "interrupted" and interrupted.steps == 1 and interrupted.best_dice == 0.4
+    assert json.loads(json.dumps(done.as_dict()))["title"] == "How wide: width 4"
+
+
+def test_a_huge_log_is_read_only_at_its_beginning_and_end(tmp_path):
+    folder = tmp_path / "20261130-100000-aaaaaa"
+    write_log(folder, [START, *[step(n, n / 10, 1 / n) for n in range(1, 20_001)], epoch(20_000, 2000.0, 0.9),
+                       {"type": "end", "reason": "finished", "message": "done", "steps": 20_000, "elapsed": 2001.0}])
+    assert (folder / LOG_NAME).stat().st_size > 1_000_000
+    records = read_log_lines(folder / LOG_NAME, max_bytes=100_000)
+    assert records[0]["type"] == "start" and records[-1]["type"] == "end"
+    assert len(records) < 2000   # the middle was not read
+    [run] = list_runs(tmp_path, cache=RunLogCache())
+    assert run.state == "finished" and run.best_dice == 0.9 and run.steps == 20_000
+    assert read_log_lines(tmp_path / "missing.jsonl") == []
+
+
+def test_the_cache_rereads_a_log_that_grew(tmp_path):
+    folder = tmp_path / "20261130-100000-aaaaaa"
+    write_log(folder, [START, step(1, 0.5, 0.9)])
+    cache = RunLogCache()
+    assert list_runs(tmp_path, cache=cache)[0].state == "interrupted"
+    with open(folder / LOG_NAME, "a") as log:
+        log.write(json.dumps({"type": "end", "reason": "stopped", "message": "stopped", "steps": 1, "elapsed": 0.6})
+                  + "\n")
+    assert list_runs(tmp_path, cache=cache)[0].state == "stopped"
+
+
+def test_overlay_rows_label_each_run_and_unknown_runs_are_refused(tmp_path):
+    for name, dice in (("20261130-100000-aaaaaa", 0.5), ("20261130-100100-bbbbbb", 0.7)):
+        write_log(tmp_path / name, [START, step(1, 0.5, 0.9), epoch(1, 0.6, dice)])
+    runs = list_runs(tmp_path)
+    assert curve_labels(runs) == ["How wide: width 4 (aaaaaa)", "How wide: width 4 (bbbbbb)"]
+    dice_rows, loss_rows = overlay_rows(find(runs, ["20261130-100100-bbbbbb", "20261130-100000-aaaaaa"]))
+    assert dice_rows == [(0.6, 0.7, "How wide: width 4 (bbbbbb)"), (0.6, 0.5, "How wide: width 4 (aaaaaa)")]
+    assert len(loss_rows) == 2
+    with pytest.raises(UserError, match="no run 20261130-000000-ffffff"):
+        find(runs, ["20261130-000000-ffffff"])
+
+
+def test_the_last_picture_is_kept_in_the_run_folder(tmp_path):
+    picture = np.random.default_rng(0).integers(0, 255, (8, 10, 3), dtype=np.uint8)
+    LastPicture(tmp_path)(SnapshotTaken(epoch=1, step=4, image=picture, elapsed=1.0))
+    assert np.array_equal(run_picture(tmp_path), picture)
+    assert run_picture(tmp_path / "nowhere") is None
+    (tmp_path / PICTURE_NAME).write_bytes(b"not a png")
+    assert run_picture(tmp_path) is None
+
+
+def wait_until(predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_series_trains_its_runs_in_order_and_lists_them(tmp_path):
+    trainer = BackgroundTrainer(tmp_path)
+    ended = []
+    configs = [tiny(title=f"run {n}") for n in (1, 2, 3)]
+    trainer.start_series(configs, name="a lesson", on_finish=lambda run_id, result: ended.append(run_id))
+    status = trainer.status()
+    assert status["series"] == {"name": "a lesson", "index": 1, "total": 3}
+    with pytest.raises(TrainerBusy, match="already going"):   # single-user: one thing at a time
+        trainer.start(tiny())
+    wait_until(lambda: len(ended) == 3 and not trainer.running)
+    assert ended == sorted(ended)   # run ids sort by start time: each was named as it started
+    runs = list_runs(tmp_path, trainer.runs_of(None))
+    assert [r.title for r in runs] == ["run 1", "run 2", "run 3"] and [r.run_id for r in runs] == ended
+    assert all(r.state == "finished" and r.steps == 8 and r.best_dice is not None for r in runs)
+    assert runs[-1].lesson == "a lesson, run 3 of 3"   # the last is still in the trainer's memory
+    assert all(run_picture(tmp_path / run_id) is not None for run_id in ended)
+    trainer.start(tiny())   # the series is over: a run may start
+    assert trainer.wait(60)
+
+
+@pytest.mark.slow
+def test_stopping_a_series_run_cancels_the_rest(tmp_path):
+    trainer = BackgroundTrainer(tmp_path)
+    trainer.start_series([long_run("first"), long_run("second"), long_run("third")], name="a lesson")
+    wait_until(lambda: trainer.status()["step"] >= 2)
+    waiting = list_runs(tmp_path, trainer.runs_of(None))
+    assert [(r.title, r.state) for r in waiting] == [("first", "running"), ("second", "queued"), ("third", "queued")]
+    assert trainer.stop() == "stopping"
+    assert trainer.wait(30)
+    assert not trainer.running and trainer.status()["state"] == "stopped"
+    assert [(r.title, r.state) for r in list_runs(tmp_path, trainer.runs_of(None))] == [("first", "stopped")]
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_in_a_classroom_a_series_is_its_owners_one_entry_and_takes_a_place_per_run(tmp_path):
+    trainer = BackgroundTrainer(tmp_path, queue_length=3)
+    try:
+        trainer.start(long_run("alice's"), owner="alice")
+        with pytest.raises(TrainerBusy, match="queues 4 runs and the training queue has room for 3"):
+            trainer.start_series([tiny()] * 4, name="How wide", owner="bob")
+        trainer.start_series([tiny(title="bob 1"), tiny(title="bob 2")], name="How wide", owner="bob")
+        assert trainer.queue("bob") == {"queued": 2, "your_position": 1, "your_wait_seconds": None}
+        with pytest.raises(TrainerBusy, match="one run or lesson per workspace"):
+            trainer.start_series([tiny()], name="How wide", owner="bob")
+        with pytest.raises(TrainerBusy, match="one run per workspace"):
+            trainer.start(tiny(), owner="bob")
+        trainer.start(tiny(title="carol's"), owner="carol")   # the third place
+        with pytest.raises(TrainerBusy, match="queue is full"):
+            trainer.start(tiny(), owner="dave")
+        assert [r.state for r in trainer.runs_of("bob")] == ["queued", "queued"]
+        assert trainer.stop("bob") == "cancelled"              # both of his runs leave the queue
+        assert trainer.runs_of("bob") == [] and trainer.queue("carol")["your_position"] == 1
+        assert trainer.stop("carol") == "cancelled"
+        bob_ended = []
+        trainer.start_series([tiny(title="bob 1"), tiny(title="bob 2")], name="How wide", owner="bob",
+                             runs_dir=tmp_path / "bob", on_finish=lambda run_id, result: bob_ended.append(run_id))
+        assert trainer.stop("alice") == "stopping"             # alice's run ends: bob's start, in order
+        wait_until(lambda: not trainer.running and len(bob_ended) == 2)
+        assert [r.title for r in list_runs(tmp_path / "bob", trainer.runs_of("bob"))] == ["bob 1", "bob 2"]
+        assert [r.title for r in list_runs(tmp_path, trainer.runs_of("alice"))] == ["alice's"]
+    finally:
+        trainer.close()
+        trainer.wait(60)
+
+
+def test_how_wide_varies_only_the_width_on_one_budget():
+    configs = lesson_configs("How wide", 20)
+    assert [c.model_options["base_channels"] for c in configs] == [4, 8, 16]
+    live = preset("live")
+    for config in configs:
+        assert config.max_seconds == 20 and config.seed == live.seed and config.data == live.data
+        assert {**config.model_options, "base_channels": 8} == live.model_options
+        assert config.replace(model_options=live.model_options, max_seconds=live.max_seconds, title=live.title,
+                              steps_per_epoch=live.steps_per_epoch) == live
+        assert config.steps_per_epoch == 25   # validated twice as often as the preset: more points per curve
+    assert [c.title for c in configs] == ["How wide: width 4", "How wide: width 8", "How wide: width 16"]
+
+
+def test_unknown_lessons_and_budgets_are_refused():
+    with pytest.raises(SettingsError, match="unknown lesson 'Why not'; the lessons are: Why skip connections"):
+        lesson_configs("Why not")
+    with pytest.raises(SettingsError, match="1 s to an hour"):
+        lesson_configs("How wide", 0)
+
+
+# These need the unet options ``skips`` and ``block`` and the losses ``bce`` and ``dice`` (branch pg-models).
+def test_why_skip_connections_compares_the_unet_without_skips_and_the_fcn():
+    unet, no_skips, fcn = lesson_configs("Why skip connections", 30)
+    assert unet.model_options == preset("live").model_options
+    assert no_skips.model_options == {**unet.model_options, "skips": False}
+    assert fcn.model == "fcn_resnet18" and fcn.model_options == {"pretrained_backbone": False}
+    assert len({(c.max_seconds, c.seed, c.data, c.batch_size, c.lr) for c in (unet, no_skips, fcn)}) == 1
+
+
+def test_why_dice_compares_bce_dice_and_both():
+    configs = lesson_configs("Why Dice", 30)
+    assert [c.loss for c in configs] == ["bce", "dice", "bce_dice"]
+    assert all(c.model_options == preset("live").model_options for c in configs)
+
+
+def test_which_block_compares_plain_residual_and_dense_blocks():
+    configs = lesson_configs("Which block", 30)
+    assert [c.model_options["block"] for c in configs] == ["plain", "residual", "dense"]
+    assert all("residual" not in c.model_options and c.model_options["base_channels"] == 8 for c in configs)
+
+
+def test_every_lesson_has_an_explanation_and_two_to_four_variants():
+    for lesson in LESSONS:
+        assert len(lesson.explanation) > 200 and 2 <= len(lesson.variants) <= 4
+        assert len({variant.label for variant in lesson.variants}) == len(lesson.variants)
