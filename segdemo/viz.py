@@ -206,3 +206,13 @@ def side_by_side(*pictures: np.ndarray, gap: int = 4) -> np.ndarray:
             parts.append(spacer)
         parts.append(picture)
     return np.concatenate(parts, axis=1)
+
+
+def heat_picture(values: np.ndarray) -> np.ndarray:
+    """An ``(H, W)`` array of any range drawn from its minimum (dark) to its maximum (bright) in
+    viridis, ``(H, W, 3)`` uint8 (a constant array is drawn dark): a feature map's channel."""
+    values = np.asarray(values, dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    gray = cv2.convertScaleAbs(values, alpha=scale, beta=-low * scale)
+    return _take_rgb(_heat_table(), gray)

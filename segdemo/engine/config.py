@@ -21,6 +21,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 MAX_IMAGE_SIZE = 2048
 MAX_BATCH_SIZE = 512
 MAX_EPOCHS = 10_000
+MAX_PROBE_IMAGES = 16
 
 
 @dataclass
@@ -64,6 +65,8 @@ class TrainConfig:
     val_images: int | None = None       # None: the whole validation set
     val_every: int = 1                  # epochs between validations
     snapshot_every: int = 1             # epochs between prediction snapshots
+    probe_images: int = 4               # validation images predicted as the run trains, dense early
+                                        # (engine.probes: the Train tab's timeline; 0: none)
 
     # machinery
     precision: str = "auto"             # auto: fp32 or bf16, the faster on the first steps (engine.precision)
@@ -91,7 +94,7 @@ class TrainConfig:
             if value is not None and not _finite(value):
                 problems.append(f"{_SPOKEN.get(name, name.replace('_', ' '))} must be a finite number (got {value!r})")
         for name in ("epochs", "steps_per_epoch", "batch_size", "crop_size", "val_images", "val_every",
-                     "snapshot_every", "log_every", "prefetch", "threads", "seed"):
+                     "snapshot_every", "log_every", "prefetch", "threads", "seed", "probe_images"):
             value = getattr(self, name)
             if value is not None and not _whole(value):  # 2.7 epochs are refused, never cut to 2
                 problems.append(f"{_SPOKEN.get(name, name.replace('_', ' '))} must be a whole number (got {value!r})")
@@ -130,6 +133,8 @@ class TrainConfig:
             problems.append(f"threads must be at least 1 (got {self.threads})")
         if not 0 <= self.bce_weight <= 1:
             problems.append(f"the BCE weight must be between 0 and 1 (got {self.bce_weight})")
+        if not 0 <= self.probe_images <= MAX_PROBE_IMAGES:
+            problems.append(f"probe images must be between 0 and {MAX_PROBE_IMAGES} (got {self.probe_images})")
         if self.val_every < 1 or self.snapshot_every < 1 or self.log_every < 1 or self.prefetch < 0:
             problems.append("val_every, snapshot_every and log_every must be at least 1, prefetch at least 0")
         if problems:

@@ -9,6 +9,8 @@ The loop never prints. It hands each listener (any callable) one of these frozen
 - :class:`ValidationStarted`: a validation pass begins;
 - :class:`EpochDone`: an epoch's mean training loss and its validation metrics;
 - :class:`SnapshotTaken`: a picture of the model's current prediction on a fixed validation image;
+- :class:`ProbeFrame`: the run's fixed probe images predicted now, with their Dice (:mod:`.probes`);
+- :class:`FeatureMaps`: one probe image at every stage of the network (:mod:`segdemo.features`);
 - :class:`CheckpointSaved`: ``last.pt`` or ``best.pt`` was written;
 - :class:`RunEnded`: how and why the run ended (``finished``, ``stopped``, ``time limit``,
   ``diverged``, ``failed``), with the best metrics, the checkpoint paths and the images/s trained.
@@ -100,6 +102,26 @@ class SnapshotTaken:
 
 
 @dataclass(frozen=True)
+class ProbeFrame:
+    kind: ClassVar[str] = "probe"
+    step: int
+    dice: float | None         # mean Dice over the probe images (None: no class present)
+    image: bytes               # PNG: input | truth | prediction of each probe, thumbnails
+    probe_seconds: float       # what making this frame took (the run's cost of watching)
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    kind: ClassVar[str] = "features"
+    step: int
+    stages: list               # (name, (C, H, W)) of each stage, in the order data flows
+    pictures: list             # PNG bytes of each stage's strongest channels
+    image: bytes               # PNG: all of them laid out as a U, with the skip connections
+    elapsed: float
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     kind: ClassVar[str] = "checkpoint"
     which: str                 # "last" or "best"
@@ -124,13 +146,17 @@ class RunEnded:
     images_per_second: float | None = None   # ``images`` over the time of their steps (no validation)
 
 
-Event = Union[RunStarted, StepDone, PrecisionChosen, ValidationStarted, EpochDone, SnapshotTaken, CheckpointSaved, RunEnded]
+Event = Union[RunStarted, StepDone, PrecisionChosen, ValidationStarted, EpochDone, SnapshotTaken, ProbeFrame,
+              FeatureMaps, CheckpointSaved, RunEnded]
 Listener = Callable[[Event], None]
+
+
+PICTURE_FIELDS = ("image", "pictures")   # left out of log.jsonl
 
 
 def as_record(event: Event) -> dict:
     """An event as one JSON-able dict with its ``type`` (pictures left out): a line of ``log.jsonl``."""
-    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "image"}
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in PICTURE_FIELDS}
     return json_safe({"type": event.kind, **fields})
 
 
@@ -157,13 +183,17 @@ class EventHistory:
 
     Step events are kept in a ring of ``max_steps`` (older ones are thinned, not dropped
     wholesale: every other one is removed when full, so a long curve keeps its shape); epoch
-    events are all kept; of the others, the newest of each kind (only the newest snapshot picture).
+    events are all kept; probe frames up to ``max_frames`` (thinned evenly when full, the first
+    and the latest kept: :func:`thin_evenly`); of the others, the newest of each kind (only the
+    newest snapshot picture and feature maps).
     """
 
-    def __init__(self, max_steps: int = 4000):
+    def __init__(self, max_steps: int = 4000, max_frames: int = 120):
         self.max_steps = max_steps
+        self.max_frames = max_frames
         self._lock = threading.Lock()
         self._steps: deque[StepDone] = deque()
+        self._frames: list[ProbeFrame] = []
         self._epochs: list[EpochDone] = []
         self._latest: dict[type, Event] = {}
         self.validating = False
@@ -178,12 +208,21 @@ class EventHistory:
                     self._steps = deque(list(self._steps)[::2])
             elif isinstance(event, EpochDone):
                 self._epochs.append(event)
+            elif isinstance(event, ProbeFrame):
+                self._frames.append(event)
+                if len(self._frames) > self.max_frames:
+                    self._frames = thin_evenly(self._frames, self.max_frames // 2 + 1)
             self._latest[type(event)] = event
             self.version += 1
 
     def steps(self) -> list[StepDone]:
         with self._lock:
             return list(self._steps)
+
+    def frames(self) -> list[ProbeFrame]:
+        """The probe frames kept so far, oldest first."""
+        with self._lock:
+            return list(self._frames)
 
     def epochs(self) -> list[EpochDone]:
         with self._lock:
@@ -193,3 +232,13 @@ class EventHistory:
         """The newest event of class ``kind`` (e.g. ``StepDone``), or None."""
         with self._lock:
             return self._latest.get(kind)
+
+
+def thin_evenly(items: list, count: int) -> list:
+    """``count`` of ``items`` (at least 2), evenly spread, the first and the last among them
+    (all of them when there are no more than ``count``)."""
+    if len(items) <= count:
+        return list(items)
+    count = max(count, 2)
+    step = (len(items) - 1) / (count - 1)
+    return [items[round(index * step)] for index in range(count)]

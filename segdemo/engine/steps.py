@@ -126,9 +126,11 @@ class EpochOutcome:
 
 
 def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
-                    should_stop: Callable[[], tuple[str, str] | None]) -> EpochOutcome:
+                    should_stop: Callable[[], tuple[str, str] | None],
+                    after_step: Callable[[Progress, Listener], None] | None = None) -> EpochOutcome:
     """Train ``setup.steps_per_epoch`` steps (fewer when ``should_stop``, asked before each step,
-    gives a reason), emitting a :class:`~.events.StepDone` every ``log_every`` steps."""
+    gives a reason), emitting a :class:`~.events.StepDone` every ``log_every`` steps; then
+    ``after_step(progress, emit)`` after each (the probes: :class:`~.probes.Probes`)."""
     config = setup.config
     batch_metrics = SegmentationMetrics(setup.info.task, setup.info.num_classes, roc=False)
     loader = setup.loader(setup.train_set, shuffle=not hasattr(setup.train_set, "set_epoch"),
@@ -170,6 +172,8 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
                                               "dice": event.dice, "lr": lr, "images_per_second": speed,
                                               "elapsed": event.elapsed})
             emit(event)
+        if after_step is not None:
+            after_step(progress, emit)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
