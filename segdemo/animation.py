@@ -45,3 +45,15 @@ def animated_gif(pictures: list[np.ndarray], captions: list[str], *,
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
                    disposal=1)
     return buffer.getvalue()
+
+
+def frame_caption(step: int, dice: float | None) -> str:
+    """``step 120 · Dice 0.61``: how a probe frame is labelled on the page and in the GIF."""
+    return f"step {step} · Dice {dice:.2f}" if dice is not None else f"step {step} · Dice –"
+
+
+def timeline_gif(frames) -> bytes:
+    """An animated GIF of a run's probe frames (:class:`~segdemo.engine.events.ProbeFrame`: PNG
+    pictures of input | truth | prediction), each captioned with its step and Dice."""
+    pictures = [np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB")) for frame in frames]
+    return animated_gif(pictures, [frame_caption(frame.step, frame.dice) for frame in frames])

@@ -15,6 +15,7 @@ the same pictures while a model trains and after.
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -109,7 +110,9 @@ def feature_maps(model: nn.Module, image: torch.Tensor | np.ndarray, normalizati
         autocast: a callable giving the autocast context to run in (a training run's precision);
             None runs in fp32.
 
-    Returns one :class:`StageMaps` per stage (a stage called twice keeps its first output).
+    Returns one :class:`StageMaps` per stage (a stage called twice keeps its first output). The
+    hooks record only this thread's forward pass, so a model that other threads predict with
+    meanwhile (the app's loaded models) needs no copy.
     Raises :class:`FeaturesUnavailable` for a model without ``stages()``.
     """
     stages = named_stages(model)
@@ -118,8 +121,11 @@ def feature_maps(model: nn.Module, image: torch.Tensor | np.ndarray, normalizati
     device = device or next(model.parameters()).device
     outputs: dict[str, torch.Tensor] = {}
     hooks = []
+    caller = threading.get_ident()
     for name, module in stages:
         def record(_module, _inputs, output, name=name):
+            if threading.get_ident() != caller:  # another request predicting with the same (shared) model
+                return
             first = output[0] if isinstance(output, (list, tuple)) else output
             outputs.setdefault(name, first[0].detach())
         hooks.append(module.register_forward_hook(record))

@@ -21,6 +21,7 @@ from ..limits import current
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
+from . import playground_panel
 from .context import AppContext
 from .files import download, png_file, required_upload
 from .messages import handler
@@ -352,6 +353,7 @@ def build(context: AppContext) -> dict:
                                         elem_id="train-dice")
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+            playground = playground_panel.build(context)
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from]
     start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
@@ -362,7 +364,7 @@ def build(context: AppContext) -> dict:
     status_json = gr.JSON(label="training status", visible=False)
     status_button.click(handler(status, context), None, [status_json], api_name="train_status", queue=False)
     return {"model": model, "widgets": widgets, "progress": progress, "loss": loss_plot, "dice": dice_plot, "snapshot": snapshot,
-            "download": download, "data": data}
+            "download": download, "data": data, "playground": playground}
 
 
 def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr.Tab, other_pages: list) -> None:
@@ -388,3 +390,4 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr
     snapshot_key.change(handler(show_snapshot, context), [snapshot_key], [parts["snapshot"]], **private)
     checkpoint.change(handler(offer_checkpoint, context), [checkpoint], [parts["download"]], **private)
     catalog_version.change(handler(refresh_pickers, context, len(dropdowns)), [catalog_version], dropdowns, **private)
+    playground_panel.wire(context, parts["playground"], timer)
