@@ -33,6 +33,7 @@ CHANNELS_SHOWN = 4     # the strongest channels drawn per stage
 CHANNEL_SIDE = 56      # pixels a side of each channel's picture
 INPUT_NAME = "input"
 ENCODER, DECODER, OTHER = "encoder", "decoder", "other"
+CAPTION_ROOM = 34     # pixels under a stage card, where a gallery's caption goes
 SKIP_COLOR = (235, 120, 20)
 ARROW_COLOR = (90, 90, 90)
 
@@ -202,14 +203,16 @@ def u_picture(stages: list[StageMaps], image: np.ndarray | None = None, *, skips
     by_name = {stage.name: stage for stage in stages}
     tile = max((stage.picture.shape[0] for stage in stages), default=2 * CHANNEL_SIDE + 2)
     font, small = _font(13), _font(12)
-    label_height, cell_width, row_height, margin = 34, max(150, tile + 24), tile + 34 + 26, 16
-    top = 28 if title else 0
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = max((probe.textlength(name.replace("×", "x"), font=font) for name in names), default=0)
+    label_height, cell_width, row_height, margin = 34, int(max(150, tile + 24, widest + 12)), tile + 34 + 26, 16
+    top = 44   # room for a title, or for the image widget's own label, which covers the top left
     columns = max(c for c, _ in layout.values()) + 1
     rows = max(r for _, r in layout.values()) + 1
     canvas = Image.new("RGB", (2 * margin + columns * cell_width, top + 2 * margin + rows * row_height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((margin, 8), title, fill=(20, 20, 20), font=_font(15))
+        draw.text((margin, 22), title, fill=(20, 20, 20), font=_font(15))
 
     def box(name):  # the tile's (left, top, right, bottom)
         column, row = layout[name]
@@ -257,6 +260,21 @@ def u_picture(stages: list[StageMaps], image: np.ndarray | None = None, *, skips
         canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), (left, upper))
         _label(draw, (left + right) // 2, upper - label_height, name, shape_text(by_name[name].shape), font, small)
     return np.asarray(canvas)
+
+
+def stage_card(stage: StageMaps) -> np.ndarray:
+    """One stage's picture under its name and shape, ``(H, W, 3)`` uint8: what a gallery shows
+    (its captions are cut short on a narrow picture). A white band at the bottom leaves room for
+    the caption a gallery lays over the picture."""
+    font, small = _font(13), _font(12)
+    tile_height, tile_width = stage.picture.shape[:2]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = int(max(tile_width, probe.textlength(stage.name.replace("×", "x"), font=font))) + 12
+    card = Image.new("RGB", (width, tile_height + 38 + CAPTION_ROOM), "white")
+    draw = ImageDraw.Draw(card)
+    _label(draw, width // 2, 2, stage.name, shape_text(stage.shape), font, small)
+    card.paste(Image.fromarray(np.ascontiguousarray(stage.picture)), ((width - tile_width) // 2, 36))
+    return np.asarray(card)
 
 
 def _label(draw: ImageDraw.ImageDraw, centre: int, upper: int, name: str, shape: str, font, small) -> None:

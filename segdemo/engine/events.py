@@ -116,7 +116,7 @@ class FeatureMaps:
     kind: ClassVar[str] = "features"
     step: int
     stages: list               # (name, (C, H, W)) of each stage, in the order data flows
-    pictures: list             # PNG bytes of each stage's strongest channels
+    pictures: list             # PNG bytes of each stage's strongest channels under its name and shape
     image: bytes               # PNG: all of them laid out as a U, with the skip connections
     elapsed: float
 

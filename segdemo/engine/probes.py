@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import viz
-from ..features import FeaturesUnavailable, feature_maps, named_stages, u_picture
+from ..features import FeaturesUnavailable, feature_maps, named_stages, stage_card, u_picture
 from ..files import json_safe
 from ..image_files import png_bytes
 from ..metrics import SegmentationMetrics
@@ -152,7 +152,7 @@ class Probes:
         stages = feature_maps(setup.model, self.images[0], setup.normalization, device=setup.device,
                               autocast=setup.autocast)
         return FeatureMaps(step=progress.step, stages=[(s.name, s.shape) for s in stages],
-                           pictures=[png_bytes(s.picture) for s in stages],
+                           pictures=[png_bytes(stage_card(s)) for s in stages],
                            image=png_bytes(u_picture(stages, self._inputs[0], skips=getattr(setup.model, "skips", True))),
                            elapsed=progress.elapsed())
 

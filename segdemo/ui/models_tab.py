@@ -114,7 +114,7 @@ def model_features(context: AppContext, model, image_source, seed, image, reques
     """``/model_features``: one image (a shapes image from ``seed``, or an uploaded ``image``) at every
     stage of ``model``: the stages laid out as a U with the skip connections, and one picture per
     stage (its 4 strongest channels) captioned with its shape."""
-    from ..features import feature_maps, u_picture
+    from ..features import feature_maps, stage_card, u_picture
     from ..image_files import read_image
 
     segmenter = context.workspace(request).catalog.get(model)
@@ -125,8 +125,8 @@ def model_features(context: AppContext, model, image_source, seed, image, reques
         picture = shapes.generate(1, 192, seed=int(seed or 0))[0][0]
     stages = feature_maps(segmenter.reference, picture, segmenter.normalization, device=segmenter.device)
     model_skips = getattr(segmenter.reference, "skips", True)
-    u = u_picture(stages, picture, skips=model_skips, title=f"{model}: one image through every stage")
-    gallery = [(png_file(stage.picture, f"stage-{index}.png"), stage.caption) for index, stage in enumerate(stages)]
+    u = u_picture(stages, picture, skips=model_skips)
+    gallery = [(png_file(stage_card(stage), f"stage-{index}.png"), stage.caption) for index, stage in enumerate(stages)]
     return png_file(u, "inside-the-u.png"), gallery
 
 

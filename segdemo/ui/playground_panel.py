@@ -10,8 +10,8 @@
 
 Everything reads the run the visitor watches (``BackgroundTrainer._shown``: the run going now, else
 their own latest), as the curves and the snapshot do. The page learns that something changed from
-one cheap tick of the Train tab's timer, which only compares keys; the pictures are sent by
-``.change`` events of those keys, so a page that watches costs the run nothing between frames.
+the Train tab's own timer tick, which adds three keys to what it returns (:func:`keys`); the
+pictures are sent by ``.change`` events of those keys, so watching costs nothing between frames.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def build(context: AppContext) -> dict:
     with gr.Accordion("Watch it learn: timeline, classes, inside the U", open=True, elem_id="train-playground"):
         with gr.Row():
             with gr.Column(scale=3):
-                parts["frame"] = gr.Image(label="probe images: input | truth | prediction", format="png",
+                parts["frame"] = gr.Image(label="probe images: input | truth | prediction", show_label=False, format="png",
                                           type="filepath", interactive=False, elem_id="train-timeline-image")
             with gr.Column(scale=2, min_width=240):
                 parts["caption"] = gr.Markdown("No probe frames yet.", elem_id="train-timeline-caption")
@@ -214,7 +214,8 @@ def build(context: AppContext) -> dict:
                 with gr.Row():
                     parts["play"] = gr.Button("Play", elem_id="train-timeline-play")
                     parts["export"] = gr.Button("Export animation", elem_id="train-export")
-                parts["animation"] = gr.File(label="animated GIF", interactive=False, elem_id="train-animation")
+                parts["animation"] = gr.File(label="animated GIF", interactive=False, height=90,
+                                             elem_id="train-animation")
         with gr.Row():
             parts["class_dice"] = gr.LinePlot(x="step", y="value", color="series", title="validation Dice per class",
                                               y_lim=[0, 1], height=260, elem_id="train-class-dice")
@@ -236,17 +237,22 @@ def build(context: AppContext) -> dict:
     return parts
 
 
-def wire(context: AppContext, parts: dict, timer: gr.Timer) -> None:
-    """Events of the panel: one tick of the Train tab's ``timer`` reads three keys; their changes
-    redraw; Play runs a browser-side timer; the API endpoints."""
+def keys(context: AppContext, request) -> tuple:
+    """What the Train tab's timer tick adds for this panel (:func:`wire`): the keys of the
+    timeline, the per-class curves and the feature maps of the watched run. Comparing keys is all
+    a tick does here; their ``.change`` events redraw only what changed."""
+    return timeline_key(context, request), classes_key(context, request), features_key(context, request)
+
+
+def wire(context: AppContext, parts: dict) -> list:
+    """Events of the panel; returns the key states that the Train tab's timer tick fills with
+    :func:`keys` (one tick for the whole tab: each event costs the server about 14 ms whatever it
+    does). Play runs a browser-side timer; the API endpoints are wired here too."""
     private = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll")
     frames_seen, classes_seen, features_seen = gr.State(None), gr.State(None), gr.State(None)
-    count, playing = gr.State(0), gr.State(False)
-
-    def keys(request: gr.Request):
-        return timeline_key(context, request), classes_key(context, request), features_key(context, request)
-
-    timer.tick(handler(keys), None, [frames_seen, classes_seen, features_seen], trigger_mode="always_last", **private)
+    # The frame count is a hidden Number, not a State: Play's browser-side step reads it, and a
+    # State's value stays on the server.
+    count, playing = gr.Number(0, visible=False), gr.State(False)
     frames_seen.change(handler(follow_timeline, context), [frames_seen, parts["slider"], count],
                        [parts["slider"], count], **private)
     parts["slider"].change(handler(show_frame, context), [parts["slider"]], [parts["frame"], parts["caption"]],
@@ -265,3 +271,4 @@ def wire(context: AppContext, parts: dict, timer: gr.Timer) -> None:
                                    api_name="train_timeline", queue=False)
     parts["features_button"].click(handler(train_features, context), None, [parts["features"]],
                                    api_name="train_features", queue=False)
+    return [frames_seen, classes_seen, features_seen]

@@ -287,7 +287,7 @@ def poll(context: AppContext, seen: dict | None, request: gr.Request):
     snapshot_key = f"{status.get('run_id')}:{snapshot.step}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
     return (progress_html(status), loss, dice, seen, snapshot_key, checkpoint,
-            context.workspace(request).catalog.version)
+            context.workspace(request).catalog.version, *playground_panel.keys(context, request))
 
 
 def show_snapshot(context: AppContext, snapshot_key, request: gr.Request):
@@ -384,10 +384,10 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr
     train_page.select(None, None, [timer], js=f"() => {REFRESH_SECONDS}", api_visibility="private", queue=False)
     for page in other_pages:
         page.select(None, None, [timer], js=f"() => {AWAY_SECONDS}", api_visibility="private", queue=False)
+    playground_keys = playground_panel.wire(context, parts["playground"])
     timer.tick(handler(poll, context), [seen],
-               [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version],
-               trigger_mode="always_last", **private)
+               [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version,
+                *playground_keys], trigger_mode="always_last", **private)
     snapshot_key.change(handler(show_snapshot, context), [snapshot_key], [parts["snapshot"]], **private)
     checkpoint.change(handler(offer_checkpoint, context), [checkpoint], [parts["download"]], **private)
     catalog_version.change(handler(refresh_pickers, context, len(dropdowns)), [catalog_version], dropdowns, **private)
-    playground_panel.wire(context, parts["playground"], timer)
