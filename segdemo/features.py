@@ -14,6 +14,7 @@ the same pictures while a model trains and after.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from contextlib import nullcontext
@@ -156,6 +157,12 @@ def stage_place(name: str) -> tuple[str, int | None]:
     return (match.group(1), int(match.group(2))) if match else (OTHER, None)
 
 
+def font_for_labels():
+    """The labels' font, loaded once (the first load reads the font file)."""
+    return _font(13)
+
+
+@functools.lru_cache(maxsize=8)
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)

@@ -26,7 +26,7 @@ LIVE_RUN_STEPS = 1800   # a 3-minute live run at about 10 steps/s
 def tiny(**changes) -> TrainConfig:
     base = TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data="shapes",
                        data_options={"size": 32, "val_length": 8}, epochs=1, steps_per_epoch=20,
-                       batch_size=4, lr=1e-2, val_images=8)
+                       batch_size=4, lr=1e-2, val_images=8, probe_images=4)
     return base.replace(**changes)
 
 
@@ -72,7 +72,8 @@ def test_a_run_emits_probe_frames_and_features_and_keeps_pictures_out_of_its_log
     model_modes = []
     Trainer(tiny(out=str(tmp_path)), [lambda e: (events.append(e), model_modes.append(None))]).run()
     frames = [e for e in events if isinstance(e, ProbeFrame)]
-    assert [f.step for f in frames] == [s for s in range(1, 21) if probe_due(s)]
+    steps = [f.step for f in frames]   # all the due ones, unless the cost budget skipped some on a busy machine
+    assert steps[:3] == [1, 2, 3] and set(steps) <= {s for s in range(1, 21) if probe_due(s)}
     picture = np.asarray(Image.open(io.BytesIO(frames[-1].image)))
     assert picture.ndim == 3 and picture.shape[2] == 3 and max(picture.shape) <= 4 * 96
     assert all(f.dice is None or 0 <= f.dice <= 1 for f in frames)
@@ -94,6 +95,13 @@ def test_probes_leave_batch_norm_in_train_mode_and_can_be_turned_off(tmp_path):
     made = probes.frame(Progress(step=3))
     assert made.step == 3 and setup.model.training
     assert all(m.training for m in setup.model.modules())
+    emitted = []
+    probes.after_step(Progress(step=16), emitted.append)
+    assert [type(e) for e in emitted][0] is ProbeFrame
+    made = len(emitted)
+    probes.spent = 1e6                                           # past its share of the run's time
+    probes.after_step(Progress(step=15), emitted.append)
+    assert len(emitted) == made
     events = []
     Trainer(tiny(probe_images=0), [events.append]).run()
     assert not any(isinstance(e, (ProbeFrame, FeatureMaps)) for e in events)

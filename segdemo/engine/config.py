@@ -65,8 +65,8 @@ class TrainConfig:
     val_images: int | None = None       # None: the whole validation set
     val_every: int = 1                  # epochs between validations
     snapshot_every: int = 1             # epochs between prediction snapshots
-    probe_images: int = 4               # validation images predicted as the run trains, dense early
-                                        # (engine.probes: the Train tab's timeline; 0: none)
+    probe_images: int = 0               # validation images predicted as the run trains, dense early
+                                        # (engine.probes: the Train tab's timeline; the live preset: 4)
 
     # machinery
     precision: str = "auto"             # auto: fp32 or bf16, the faster on the first steps (engine.precision)
@@ -203,12 +203,13 @@ PRESETS: dict[str, TrainConfig] = {
     # learned more steps of smaller batches did better: fresh-shapes Dice 0.96-0.97 over 3 seeds
     # where 96×96 crops, batch 16 gave 0.86-0.93, and batch 24 or 64×64 crops less); AdamW 3e-3
     # one-cycle annealed by wall time, BCE + Dice 0.5/0.5 (less BCE lost thin classes); precision
-    # timed on the first steps; validation on 48 whole 192×192 images every 50 steps. A minute by
+    # timed on the first steps; validation on 48 whole 192×192 images every 50 steps; 4 probe images
+    # predicted for the Train tab's timeline (engine.probes: a few % of the run). A minute by
     # default: fresh-shapes Dice 0.97 at 30 s and at 60 s (3 seeds each), so a class's runs queue briefly.
     "live": TrainConfig(
         model="unet", model_options=dict(LIVE_MODEL), data="shapes", epochs=100, steps_per_epoch=50,
         batch_size=12, lr=3e-3, schedule="onecycle", warmup_fraction=0.15, crop_size=80, val_images=48,
-        max_seconds=60, title="live U-Net",
+        max_seconds=60, title="live U-Net", probe_images=4,
     ),
     # The command line's run when it names no preset or recipe (CLI_PRESET): the live preset's model,
     # crops and batches, bounded by epochs rather than wall time, so that its length and result are the

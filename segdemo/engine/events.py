@@ -118,6 +118,7 @@ class FeatureMaps:
     stages: list               # (name, (C, H, W)) of each stage, in the order data flows
     pictures: list             # PNG bytes of each stage's strongest channels under its name and shape
     image: bytes               # PNG: all of them laid out as a U, with the skip connections
+    feature_seconds: float     # what making these took (the run's cost of watching)
     elapsed: float
 
 

@@ -11,8 +11,12 @@ dense early, where the prediction changes most, and spread out later: every step
 At some frames (at most one each :data:`FEATURE_SECONDS`) the run also shows what is inside the
 network: a :class:`~.events.FeatureMaps` of the first probe (:mod:`segdemo.features`).
 
-Cost, measured on 2 cores with the live preset (``bench/bench_probes.py``): one frame of 4 probes
-takes a few tens of milliseconds against a step's hundred, and frames get rarer as the run goes.
+Cost: the issue allows watching to slow a run by 5 %. One frame of 4 probes takes about 50 ms on 2
+cores (a live step about 100 ms) and one feature-map picture about as much; frames get rarer as
+the run goes (about 2 % of a 3-minute run). A budget makes it a bound on any machine: a due frame
+is skipped while frames and feature maps have taken more than :data:`COST_SHARE` of the training
+time so far (counted as at least :data:`COST_HORIZON` seconds, so the dense early frames fit).
+``bench/bench_probes.py`` measures runs with and without.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 from .. import viz
-from ..features import FeaturesUnavailable, feature_maps, named_stages, stage_card, u_picture
+from ..features import FeaturesUnavailable, feature_maps, font_for_labels, named_stages, stage_card, u_picture
 from ..files import json_safe
 from ..image_files import png_bytes
 from ..metrics import SegmentationMetrics
@@ -35,7 +39,9 @@ from .setup import Progress, TrainingSetup
 
 FRAMES_PER_DOUBLING = 8     # probe frames per doubling of the step count (after every one of the first 16)
 THUMBNAIL_SIDE = 96         # pixels a side of each picture in a frame's strip
-FEATURE_SECONDS = 4.0       # at most one FeatureMaps event this often (each costs a forward with hooks)
+FEATURE_SECONDS = 10.0      # at most one FeatureMaps event this often (each costs a forward with hooks)
+COST_SHARE = 0.03           # frames and feature maps may take at most this share of the training time …
+COST_HORIZON = 60.0         # … counted as at least this many seconds (the dense first frames fit in it)
 
 
 def probe_gap(step: int) -> int:
@@ -110,6 +116,9 @@ class Probes:
         self._inputs = [np.ascontiguousarray(p) for p in pictures]
         self._truths = [truth_picture(p, t.numpy(), info.task, info.colors) for p, t in zip(pictures, self.targets)]
         self._features_at: float | None = None
+        self.spent = 0.0                     # seconds of frames and feature maps so far
+        viz.heat_picture(np.zeros((2, 2), np.float32))   # builds its color table (imports matplotlib) now,
+        font_for_labels()                                # and loads the font: not in the first frame's time
         try:
             named_stages(setup.model)
             self.has_stages = True
@@ -147,19 +156,29 @@ class Probes:
 
     def features(self, progress: Progress) -> FeatureMaps:
         """The first probe's feature maps at every stage of the model as it is now."""
-        self._features_at = time.perf_counter()
+        self._features_at = started = time.perf_counter()
         setup = self.setup
         stages = feature_maps(setup.model, self.images[0], setup.normalization, device=setup.device,
                               autocast=setup.autocast)
         return FeatureMaps(step=progress.step, stages=[(s.name, s.shape) for s in stages],
                            pictures=[png_bytes(stage_card(s)) for s in stages],
                            image=png_bytes(u_picture(stages, self._inputs[0], skips=getattr(setup.model, "skips", True))),
-                           elapsed=progress.elapsed())
+                           feature_seconds=time.perf_counter() - started, elapsed=progress.elapsed())
+
+    def within_budget(self, progress: Progress) -> bool:
+        """Whether frames and feature maps have taken at most :data:`COST_SHARE` of the training
+        time so far (at least :data:`COST_HORIZON` seconds of it)."""
+        return self.spent <= COST_SHARE * max(progress.elapsed(), COST_HORIZON)
 
     def after_step(self, progress: Progress, emit) -> None:
-        """At a step :func:`probe_due` names, emit a frame (and now and then the feature maps)."""
-        if not probe_due(progress.step):
+        """At a step :func:`probe_due` names, emit a frame (and now and then the feature maps),
+        unless they have used up their share of the run's time."""
+        if not probe_due(progress.step) or not self.within_budget(progress):
             return
-        emit(self.frame(progress))
-        if self.features_due():
-            emit(self.features(progress))
+        frame = self.frame(progress)
+        self.spent += frame.probe_seconds
+        emit(frame)
+        if self.features_due() and self.within_budget(progress):
+            features = self.features(progress)
+            self.spent += features.feature_seconds
+            emit(features)
