@@ -32,6 +32,7 @@ def features_label(page) -> str:
 
 def test_scrub_the_timeline_play_it_and_watch_the_features_refresh(page):
     open_tab(page, "Train")
+    page.get_by_label(re.compile("time limit")).fill("300")   # stopped below, once everything was seen
     page.click("#train-start")
     wait_for(lambda: "Started run" in page.inner_text("#train-message"), timeout=60)
     # The first feature maps come with the first frame; newer ones a few seconds of training later.

@@ -216,11 +216,11 @@ def build(context: AppContext) -> dict:
                     parts["export"] = gr.Button("Export animation", elem_id="train-export")
                 parts["animation"] = gr.File(label="animated GIF", interactive=False, height=90,
                                              elem_id="train-animation")
-        with gr.Row():
-            parts["class_dice"] = gr.LinePlot(x="step", y="value", color="series", title="validation Dice per class",
-                                              y_lim=[0, 1], height=260, elem_id="train-class-dice")
-            parts["class_iou"] = gr.LinePlot(x="step", y="value", color="series", title="validation IoU per class",
-                                             y_lim=[0, 1], height=260, elem_id="train-class-iou")
+        # One plot a row: the legend (every class, the mean, the ceiling) needs the width.
+        parts["class_dice"] = gr.LinePlot(x="step", y="value", color="series", title="validation Dice per class",
+                                          y_lim=[0, 1], height=260, elem_id="train-class-dice")
+        parts["class_iou"] = gr.LinePlot(x="step", y="value", color="series", title="validation IoU per class",
+                                         y_lim=[0, 1], height=260, elem_id="train-class-iou")
         parts["confusion"] = gr.Image(label="confusion matrix", visible=False, interactive=False,
                                       elem_id="train-confusion")
         parts["u"] = gr.Image(label="inside the U", format="png", type="filepath", interactive=False,
