@@ -56,4 +56,5 @@ def timeline_gif(frames) -> bytes:
     """An animated GIF of a run's probe frames (:class:`~segdemo.engine.events.ProbeFrame`: PNG
     pictures of input | truth | prediction), each captioned with its step and Dice."""
     pictures = [np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB")) for frame in frames]
-    return animated_gif(pictures, [frame_caption(frame.step, frame.dice) for frame in frames])
+    return animated_gif(pictures, [f"{frame_caption(frame.step, frame.dice)}   (input | truth | prediction)"
+                                   for frame in frames])

@@ -169,3 +169,13 @@ def test_multiclass_metrics_carry_a_json_able_confusion_matrix_that_draws():
     picture = viz.confusion_picture(result["confusion"], ["background", "cat", "dog"])
     assert picture.dtype == np.uint8 and picture.shape[2] == 3
     assert "confusion" not in SegmentationMetrics("multilabel", 3).compute()
+
+
+def test_probe_items_are_centred_crops_that_stack():
+    from segdemo.engine.probes import probe_items
+
+    items = [(torch.full((3, h, w), i, dtype=torch.uint8), torch.zeros((h, w), dtype=torch.uint8))
+             for i, (h, w) in enumerate([(300, 400), (584, 565), (320, 320), (200, 260), (500, 375)])]
+    images, targets = probe_items(items, 4, side=256)
+    assert images.shape == (4, 3, 200, 256) and targets.shape == (4, 200, 256)
+    assert images[:, 0, 0, 0].tolist() == [0, 1, 3, 4]   # spread over the set: the first and the last among them

@@ -38,6 +38,7 @@ from .events import FeatureMaps, ProbeFrame
 from .setup import Progress, TrainingSetup
 
 FRAMES_PER_DOUBLING = 8     # probe frames per doubling of the step count (after every one of the first 16)
+PROBE_SIDE = 256            # probe images are cut to their centre, at most this many pixels a side
 THUMBNAIL_SIDE = 96         # pixels a side of each picture in a frame's strip
 FEATURE_SECONDS = 10.0      # at most one FeatureMaps event this often (each costs a forward with hooks)
 COST_SHARE = 0.03           # frames and feature maps may take at most this share of the training time …
@@ -58,15 +59,16 @@ def probe_due(step: int) -> bool:
     return step >= 1 and step % probe_gap(step) == 0
 
 
-def probe_items(val_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def probe_items(val_set, count: int, side: int = PROBE_SIDE) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` validation items spread over ``val_set`` (fixed for the run) as one batch:
-    uint8 images ``(N, 3, H, W)`` and their targets. Images of different sizes are cut to the
-    smallest, centred, so that they stack."""
+    uint8 images ``(N, 3, H, W)`` and their targets. Each is cut to its centre, at most ``side``
+    pixels a side (a frame's cost stays that of the shapes' 192×192 images or near it, whatever the
+    data: DRIVE's are 565×584), and to the smallest of them, so that they stack."""
     count = min(count, len(val_set))
     indices = np.linspace(0, len(val_set) - 1, count).round().astype(int)
     items = [val_set[int(index)] for index in indices]
-    height = min(image.shape[-2] for image, _ in items)
-    width = min(image.shape[-1] for image, _ in items)
+    height = min(side, *(image.shape[-2] for image, _ in items))
+    width = min(side, *(image.shape[-1] for image, _ in items))
 
     def centred(tensor):
         top, left = (tensor.shape[-2] - height) // 2, (tensor.shape[-1] - width) // 2
@@ -152,7 +154,9 @@ class Probes:
     def features_due(self) -> bool:
         """Whether a frame now should also show the feature maps (the first, then at most one
         each :data:`FEATURE_SECONDS`; never for a model without named stages)."""
-        return self.has_stages and self._features_at is None or time.perf_counter() - self._features_at >= FEATURE_SECONDS
+        if not self.has_stages:
+            return False
+        return self._features_at is None or time.perf_counter() - self._features_at >= FEATURE_SECONDS
 
     def features(self, progress: Progress) -> FeatureMaps:
         """The first probe's feature maps at every stage of the model as it is now."""

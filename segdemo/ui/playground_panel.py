@@ -29,6 +29,7 @@ from .context import AppContext
 from .files import bytes_file, png_file
 from .messages import handler, refuse
 
+FRAME_LAYOUT = "input | truth | prediction for each of the probe images"
 PLAY_SECONDS = 0.35     # a frame this often while Play runs (in the browser: no server tick)
 MEAN = "mean"
 
@@ -95,7 +96,8 @@ def show_frame(context: AppContext, position, request: gr.Request):
     if not frames:
         return gr.skip(), "No probe frames yet."
     frame = frames[max(0, min(int(position or 0), len(frames) - 1))]
-    return bytes_file(frame.image, f"probe-{frame.step}.png"), f"**{frame_caption(frame.step, frame.dice)}**"
+    return (bytes_file(frame.image, f"probe-{frame.step}.png"),
+            f"**{frame_caption(frame.step, frame.dice)}**  \n{FRAME_LAYOUT}, {frame.elapsed:.0f} s into the run")
 
 
 def play(playing: bool):
