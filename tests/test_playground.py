@@ -179,3 +179,22 @@ def test_probe_items_are_centred_crops_that_stack():
     images, targets = probe_items(items, 4, side=256)
     assert images.shape == (4, 3, 200, 256) and targets.shape == (4, 200, 256)
     assert images[:, 0, 0, 0].tolist() == [0, 1, 3, 4]   # spread over the set: the first and the last among them
+
+
+@pytest.mark.parametrize("writer, spec", [("write_drive", "drive"), ("write_voc", "voc")])
+def test_probes_and_features_on_binary_and_multiclass_files(tmp_path, writer, spec):
+    import fakes
+
+    root = getattr(fakes, writer)(tmp_path / spec)
+    events = []
+    Trainer(TrainConfig(model="unet", model_options={"base_channels": 4, "depth": 2}, data=f"{spec}:{root}",
+                        epochs=1, steps_per_epoch=3, batch_size=2, crop_size=32, val_images=2, probe_images=4),
+            [events.append]).run()
+    frames = [e for e in events if isinstance(e, ProbeFrame)]
+    assert [f.step for f in frames][:1] == [1] and any(isinstance(e, FeatureMaps) for e in events)
+    val = [e for e in events if type(e).__name__ == "EpochDone"][-1].val
+    if spec == "voc":   # multiclass: its confusion matrix, one row and column per class, draws
+        assert len(val["confusion"]) == len(val["dice"]) == 21
+        assert viz.confusion_picture(val["confusion"], [str(i) for i in range(21)]).ndim == 3
+    else:
+        assert "confusion" not in val
