@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SEGDEMO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from common import ROOT, machine, write_section  # noqa: E402
+from common import ROOT, machine, write_section
 
 
 def live_run(seconds: float, probes: int, seed: int, out: Path, cpus: str | None) -> dict:

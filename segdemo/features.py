@@ -15,6 +15,7 @@ the same pictures while a model trains and after.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import threading
 from contextlib import nullcontext
@@ -236,10 +237,9 @@ def u_picture(stages: list[StageMaps], image: np.ndarray | None = None, *, skips
         head = [tuple(tip), tuple(tip - 9 * direction + 5 * normal), tuple(tip - 9 * direction - 5 * normal)]
         draw.polygon(head, fill=color)
 
-    order = [INPUT_NAME, *names]
-    for before, after in zip(order, order[1:]):   # the data's path
+    for before, after in itertools.pairwise([INPUT_NAME, *names]):   # the data's path
         (l0, t0, r0, b0), (l1, t1, r1, b1) = box(before), box(after)
-        (c0, row0), (c1, row1) = layout[before], layout[after]
+        row0, row1 = layout[before][1], layout[after][1]
         if row1 > row0:
             arrow(((l0 + r0) // 2, b0 + 2), (l1 - 2, (t1 + b1) // 2), ARROW_COLOR)
         elif row1 < row0:
@@ -256,7 +256,7 @@ def u_picture(stages: list[StageMaps], image: np.ndarray | None = None, *, skips
                 arrow((r0 + 2, y), (l1 - 2, y), SKIP_COLOR, width=3)
                 draw.text(((r0 + l1) // 2 - 12, y - 16), "skip", fill=SKIP_COLOR, font=small)
     if image is not None:
-        left, upper, right, lower = box(INPUT_NAME)
+        left, upper, right, _ = box(INPUT_NAME)
         thumbnail = cv2.resize(np.ascontiguousarray(image), (tile, tile), interpolation=cv2.INTER_AREA)
         canvas.paste(Image.fromarray(thumbnail), (left, upper))
         height, width = image.shape[:2]

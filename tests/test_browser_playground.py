@@ -7,11 +7,24 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from apphelpers import ARTIFACTS, wait_for
-from test_browser import images_loaded, open_tab, page, wait_images  # noqa: F401  (the page fixture)
+from test_browser import images_loaded, open_tab, wait_images
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def page(app, browser, request):
+    """A tall page on the app (the panel is long), screenshot at the end."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app.url)
+    page.wait_for_selector("#shapes-run")
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
 
 
 def slider_value(page) -> int:

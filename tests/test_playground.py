@@ -13,7 +13,7 @@ from PIL import Image
 
 from segdemo import viz
 from segdemo.animation import animated_gif, frame_caption, timeline_gif
-from segdemo.engine import EventHistory, FeatureMaps, ProbeFrame, Trainer, TrainConfig
+from segdemo.engine import EventHistory, FeatureMaps, ProbeFrame, TrainConfig, Trainer
 from segdemo.engine.events import thin_evenly
 from segdemo.engine.probes import probe_due
 from segdemo.features import FeaturesUnavailable, feature_maps, u_layout, u_picture
@@ -97,7 +97,7 @@ def test_probes_leave_batch_norm_in_train_mode_and_can_be_turned_off(tmp_path):
     assert all(m.training for m in setup.model.modules())
     emitted = []
     probes.after_step(Progress(step=16), emitted.append)
-    assert [type(e) for e in emitted][0] is ProbeFrame
+    assert type(emitted[0]) is ProbeFrame
     made = len(emitted)
     probes.spent = 1e6                                           # past its share of the run's time
     probes.after_step(Progress(step=15), emitted.append)

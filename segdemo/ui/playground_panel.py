@@ -24,7 +24,8 @@ import pandas as pd
 
 from .. import viz
 from ..animation import frame_caption, timeline_gif
-from ..data.shapes import CEILINGS, CLASSES as SHAPES_CLASSES
+from ..data.shapes import CEILINGS
+from ..data.shapes import CLASSES as SHAPES_CLASSES
 from .context import AppContext
 from .files import bytes_file, png_file
 from .messages import handler, refuse
