@@ -217,8 +217,8 @@ def build(context: AppContext) -> dict:
                 with gr.Row():
                     parts["play"] = gr.Button("Play", elem_id="train-timeline-play")
                     parts["export"] = gr.Button("Export animation", elem_id="train-export")
-                parts["animation"] = gr.File(label="animated GIF", interactive=False, height=90,
-                                             elem_id="train-animation")
+                parts["animation"] = gr.File(label="animated GIF", interactive=False, visible=False,
+                                             elem_id="train-animation")   # shown once exported
         # One plot a row: the legend (every class, the mean, the ceiling) needs the width.
         parts["class_dice"] = gr.LinePlot(x="step", y="value", color="series", title="validation Dice per class",
                                           y_lim=[0, 1], height=260, elem_id="train-class-dice")
@@ -269,7 +269,8 @@ def wire(context: AppContext, parts: dict) -> list:
     stepper.tick(None, [parts["slider"], count], [parts["slider"]], js="(at, n) => (n > 1 ? (at + 1) % n : at)",
                  api_visibility="private", queue=False)
     parts["export"].click(handler(export_animation, context, heavy=True), None, [parts["animation"]],
-                          api_name="train_export_animation")
+                          api_name="train_export_animation").success(
+        lambda: gr.File(visible=True), None, [parts["animation"]], api_visibility="private", queue=False)
     parts["timeline_button"].click(handler(timeline, context), [parts["since"]], [parts["timeline_json"]],
                                    api_name="train_timeline", queue=False)
     parts["features_button"].click(handler(train_features, context), None, [parts["features"]],
