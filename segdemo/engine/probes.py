@@ -13,7 +13,7 @@ network: a :class:`~.events.FeatureMaps` of the first probe (:mod:`segdemo.featu
 
 Cost: the issue allows watching to slow a run by 5 %. One frame of 4 probes takes about 50 ms on 2
 cores (a live step about 100 ms) and one feature-map picture about as much; frames get rarer as
-the run goes (about 2 % of a 3-minute run). A budget makes it a bound on any machine: a due frame
+the run goes (2-3 % of a 3-minute run). A budget makes it a bound on any machine: a due frame
 is skipped while frames and feature maps have taken more than :data:`COST_SHARE` of the training
 time so far (counted as at least :data:`COST_HORIZON` seconds, so the dense early frames fit).
 ``bench/bench_probes.py`` measures runs with and without.
@@ -41,7 +41,7 @@ FRAMES_PER_DOUBLING = 8     # probe frames per doubling of the step count (after
 PROBE_SIDE = 256            # probe images are cut to their centre, at most this many pixels a side
 THUMBNAIL_SIDE = 96         # pixels a side of each picture in a frame's strip
 FEATURE_SECONDS = 10.0      # at most one FeatureMaps event this often (each costs a forward with hooks)
-COST_SHARE = 0.03           # frames and feature maps may take at most this share of the training time …
+COST_SHARE = 0.04           # frames and feature maps may take at most this share of the training time …
 COST_HORIZON = 60.0         # … counted as at least this many seconds (the dense first frames fit in it)
 
 

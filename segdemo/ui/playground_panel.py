@@ -228,8 +228,8 @@ def build(context: AppContext) -> dict:
                                       elem_id="train-confusion")
         parts["u"] = gr.Image(label="inside the U", format="png", type="filepath", interactive=False,
                               elem_id="train-features-u")
-        parts["features"] = gr.Gallery(label="each stage (4 strongest channels)", columns=4, height="auto",
-                                       object_fit="contain", preview=False, format="png",
+        parts["features"] = gr.Gallery(label="each stage (4 strongest channels)", show_label=False, columns=4,
+                                       height="auto", object_fit="contain", preview=False, format="png",
                                        elem_id="train-features-gallery")
         gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     with gr.Group(visible=False):
