@@ -146,8 +146,8 @@ def build_features(context: AppContext, model: gr.Dropdown) -> None:
         with gr.Column(scale=2):
             u = gr.Image(label="inside the U", format="png", type="filepath", interactive=False,
                          elem_id="models-features-u")
-            gallery = gr.Gallery(label="each stage", columns=4, height="auto", object_fit="contain", preview=False,
-                                 format="png", elem_id="models-features-gallery")
+            gallery = gr.Gallery(label="each stage", show_label=False, columns=4, height="auto", object_fit="contain",
+                                 preview=False, format="png", elem_id="models-features-gallery")
     run.click(handler(model_features, context, heavy=True), [model, source, seed, image], [u, gallery],
               api_name="model_features", concurrency_id=INFERENCE)
 
