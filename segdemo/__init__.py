@@ -13,11 +13,13 @@ sharing         ``sharing``: share codes and the teacher's publications (public 
 workspaces      ``workspaces``: each visitor's data folder, models and datasets (public mode)
 services        ``catalog`` (pickable models), ``engine`` (training), ``annotations`` (the
                 dataset store), ``datafolder`` (where the app keeps its files)
-inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` objects
+inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` objects; ``features``:
+                a model's feature maps at every stage, drawn as a U
 formats         ``checkpoints`` (the file format), ``data`` (the data sources)
-building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``
+building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
-labels          ``labels``: probabilities, targets and label maps turned into each other
+labels          ``labels``: probabilities, targets and label maps turned into each other;
+                ``loss_names``: the losses' names and the tasks each suits (no torch)
 foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
                 ``files``, ``filenames``, ``limits`` (what one request or run may ask for)
 errors          ``errors``: the errors a user should read
@@ -33,11 +35,11 @@ LAYERS = (
     ("sharing",),
     ("workspaces",),
     ("catalog", "engine", "annotations", "datafolder"),
-    ("inference",),
+    ("inference", "features"),
     ("checkpoints", "data"),
-    ("models", "losses", "metrics", "viz", "painting"),
+    ("models", "losses", "metrics", "viz", "painting", "animation"),
     ("prediction",),
-    ("labels",),
+    ("labels", "loss_names"),
     ("tasks", "runtime", "image_files", "files", "filenames", "limits"),
     ("errors",),
 )

@@ -18,17 +18,15 @@ linked or copied out first.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .filenames import safe_name
+from .filenames import RUN_ID, safe_name
 from .files import link_or_copy
 
 ENVIRONMENT_VARIABLE = "SEGDEMO_DATA_DIR"
-RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")   # segdemo.engine's run folders: time, then random
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ class SegmentationMetrics:
 
     def compute(self) -> dict:
         """Per-class ``dice`` and ``iou`` (lists), ``mean_dice``, ``miou``, ``pixel_accuracy``;
-        for binary tasks also ``sensitivity``, ``specificity``, ``f1`` and ``auc``.
+        for multiclass tasks also ``confusion`` (pixel counts, row = true class, column = predicted,
+        as lists of ints); for binary tasks also ``sensitivity``, ``specificity``, ``f1`` and ``auc``.
         Undefined values are NaN."""
         tp, fp, fn, tn = self._class_counts()
         dice = _ratio(2 * tp, 2 * tp + fp + fn)
@@ -142,6 +143,8 @@ class SegmentationMetrics:
             "miou": _nanmean(iou),
             "pixel_accuracy": accuracy,
         }
+        if self.task == MULTICLASS:
+            result["confusion"] = [[int(count) for count in row] for row in self.confusion.tolist()]
         if self.task == BINARY:
             result["sensitivity"] = float(_ratio(tp, tp + fn)[0])
             result["specificity"] = float(_ratio(tn, tn + fp)[0])

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--image-size", type=int, help="size of the generated shapes (shapes data only)")
     how.add_argument("--val-images", type=int, help="validate on this many images (default: all)")
     how.add_argument("--val-every", type=int, help="epochs between validations")
+    how.add_argument("--probe-images", type=int, help="validation images predicted as the run trains, for the "
+                     "app's timeline (the live preset: 4; 0: none)")
     machinery = parser.add_argument_group("machinery")
     machinery.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     machinery.add_argument("--precision", choices=PRECISIONS,
@@ -176,7 +178,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         config = written_over(config, recipe)
     direct = ["model", "data", "init_from", "title", "epochs", "steps_per_epoch", "max_seconds", "batch_size",
               "lr", "optimizer", "weight_decay", "momentum", "schedule", "loss", "bce_weight", "crop_size",
-              "val_images", "val_every", "device", "precision", "threads", "seed", "out", "resume"]
+              "val_images", "val_every", "probe_images", "device", "precision", "threads", "seed", "out", "resume"]
     changes = {name: getattr(args, name) for name in direct if getattr(args, name) is not None}
     if args.grad_clip is not None:
         changes["grad_clip"] = args.grad_clip or None

@@ -206,3 +206,45 @@ def side_by_side(*pictures: np.ndarray, gap: int = 4) -> np.ndarray:
             parts.append(spacer)
         parts.append(picture)
     return np.concatenate(parts, axis=1)
+
+
+def heat_picture(values: np.ndarray) -> np.ndarray:
+    """An ``(H, W)`` array of any range drawn from its minimum (dark) to its maximum (bright) in
+    viridis, ``(H, W, 3)`` uint8 (a constant array is drawn dark): a feature map's channel."""
+    values = np.asarray(values, dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    gray = cv2.convertScaleAbs(values, alpha=scale, beta=-low * scale)
+    return _take_rgb(_heat_table(), gray)
+
+
+def confusion_picture(confusion, classes, *, title: str = "confusion (rows: truth, share of each row)") -> np.ndarray:
+    """A confusion matrix ``(C, C)`` of pixel counts (row = true class, column = predicted) drawn
+    row-normalized with each cell's share written in, ``(H, W, 3)`` uint8: where each class's
+    pixels went. Rows with no pixel stay blank."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(confusion, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+    size = len(classes)
+    side = min(9.0, 1.6 + 0.5 * size)
+    figure = Figure(figsize=(side + 1.2, side), dpi=80)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    axes.set_xticks(range(size), classes, rotation=60, ha="right", fontsize=8)
+    axes.set_yticks(range(size), classes, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("truth")
+    axes.set_title(title, fontsize=9)
+    if size <= 12:
+        for row in range(size):
+            for column in range(size):
+                if not np.isnan(shares[row, column]):
+                    axes.text(column, row, f"{shares[row, column]:.2f}", ha="center", va="center", fontsize=7,
+                              color="white" if shares[row, column] > 0.5 else "black")
+    figure.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from segdemo.engine import BackgroundTrainer, TrainConfig, preset
-from segdemo.engine.experiments import (LOG_NAME, PICTURE_NAME, LastPicture, RunLogCache, curve_labels, find,
-                                        list_runs, overlay_rows, read_log_lines, run_picture)
-from segdemo.engine.events import SnapshotTaken
+from segdemo.engine.events import PICTURE_NAME, LastPicture, SnapshotTaken
+from segdemo.engine.experiments import (LOG_NAME, RunLogCache, curve_labels, find, list_runs, overlay_rows,
+                                        read_log_lines, run_picture)
 from segdemo.engine.lessons import LESSONS, lesson_configs
 from segdemo.errors import SettingsError, TrainerBusy, UserError
 
@@ -212,7 +212,7 @@ def test_why_skip_connections_compares_the_unet_without_skips_and_the_fcn():
     unet, no_skips, fcn = lesson_configs("Why skip connections", 30)
     assert unet.model_options == preset("live").model_options
     assert no_skips.model_options == {**unet.model_options, "skips": False}
-    assert fcn.model == "fcn_resnet18" and fcn.model_options == {"pretrained_backbone": False}
+    assert fcn.model == "fcn_resnet18" and fcn.model_options == {"pretrained_backbone": False, "width": 32}
     assert len({(c.max_seconds, c.seed, c.data, c.batch_size, c.lr) for c in (unet, no_skips, fcn)}) == 1
 
 

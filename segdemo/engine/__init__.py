@@ -18,6 +18,7 @@ _HOMES = {
     "CheckpointSaved": "events", "ControlApplied": "events", "EpochDone": "events", "EventHistory": "events", "JsonlLog": "events",
     "PrecisionChosen": "events", "RunEnded": "events", "RunStarted": "events", "SnapshotTaken": "events", "StepDone": "events",
     "ValidationStarted": "events",
+    "FeatureMaps": "events", "ProbeFrame": "events",
     "Trainer": "loop", "TrainResult": "loop",
     "TrainingDiverged": "steps",
 }

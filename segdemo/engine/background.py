@@ -45,7 +45,8 @@ from ..errors import TrainerBusy, UserError, failure_message
 from ..limits import memory_budget, size_text
 from .config import TrainConfig
 from .control import RunControl
-from .events import ControlApplied, EpochDone, EventHistory, RunEnded, RunStarted, SnapshotTaken, StepDone
+from .events import (ControlApplied, EpochDone, EventHistory, FeatureMaps, ProbeFrame, RunEnded, RunStarted,
+                     SnapshotTaken, StepDone)
 from .worker import RunFailed, TrainingProcess, exit_explained
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ _last_run_id = ""
 
 
 def new_run_id() -> str:
-    """A run's id and folder name: its start time, then random (``segdemo.datafolder.RUN_ID``).
+    """A run's id and folder name: its start time, then random (``segdemo.filenames.RUN_ID``).
     Ids sort in the order they were made, even two made within one second (a lesson's short runs):
     the random part then counts on from the last one's."""
     global _last_run_id
@@ -621,6 +622,19 @@ class BackgroundTrainer:
     def snapshot(self, viewer: str | None = None) -> SnapshotTaken | None:
         """The watched run's newest prediction snapshot, or None."""
         return self._watched_history(viewer).latest(SnapshotTaken)
+
+    def frames(self, viewer: str | None = None) -> tuple[str | None, list[ProbeFrame]]:
+        """The watched run's id and its probe frames so far (bounded: thinned when long)."""
+        run = self._shown(viewer)
+        return (run.run_id, run.history.frames()) if run is not None else (None, [])
+
+    def features(self, viewer: str | None = None) -> FeatureMaps | None:
+        """The watched run's newest feature maps, or None."""
+        return self._watched_history(viewer).latest(FeatureMaps)
+
+    def started(self, viewer: str | None = None) -> RunStarted | None:
+        """The watched run's start event (its data's classes, its model), or None."""
+        return self._watched_history(viewer).latest(RunStarted)
 
     @property
     def result(self) -> TrainResult | None:

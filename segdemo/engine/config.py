@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 MAX_IMAGE_SIZE = 2048
 MAX_BATCH_SIZE = 512
 MAX_EPOCHS = 10_000
+MAX_PROBE_IMAGES = 16
 
 
 @dataclass
@@ -66,6 +67,8 @@ class TrainConfig:
     val_images: int | None = None       # None: the whole validation set
     val_every: int = 1                  # epochs between validations
     snapshot_every: int = 1             # epochs between prediction snapshots
+    probe_images: int = 0               # validation images predicted as the run trains, dense early
+                                        # (engine.probes: the Train tab's timeline; the live preset: 4)
 
     # machinery
     precision: str = "auto"             # auto: fp32 or bf16, the faster on the first steps (engine.precision)
@@ -93,7 +96,7 @@ class TrainConfig:
             if value is not None and not _finite(value):
                 problems.append(f"{_SPOKEN.get(name, name.replace('_', ' '))} must be a finite number (got {value!r})")
         for name in ("epochs", "steps_per_epoch", "batch_size", "crop_size", "val_images", "val_every",
-                     "snapshot_every", "log_every", "prefetch", "threads", "seed"):
+                     "snapshot_every", "log_every", "prefetch", "threads", "seed", "probe_images"):
             value = getattr(self, name)
             if value is not None and not _whole(value):  # 2.7 epochs are refused, never cut to 2
                 problems.append(f"{_SPOKEN.get(name, name.replace('_', ' '))} must be a whole number (got {value!r})")
@@ -134,6 +137,8 @@ class TrainConfig:
             problems.append(f"loss must be one of {', '.join(LOSS_NAMES)} (got {self.loss!r})")
         if not 0 <= self.bce_weight <= 1:
             problems.append(f"the BCE weight must be between 0 and 1 (got {self.bce_weight})")
+        if not 0 <= self.probe_images <= MAX_PROBE_IMAGES:
+            problems.append(f"probe images must be between 0 and {MAX_PROBE_IMAGES} (got {self.probe_images})")
         if self.val_every < 1 or self.snapshot_every < 1 or self.log_every < 1 or self.prefetch < 0:
             problems.append("val_every, snapshot_every and log_every must be at least 1, prefetch at least 0")
         if problems:
@@ -202,12 +207,13 @@ PRESETS: dict[str, TrainConfig] = {
     # learned more steps of smaller batches did better: fresh-shapes Dice 0.96-0.97 over 3 seeds
     # where 96×96 crops, batch 16 gave 0.86-0.93, and batch 24 or 64×64 crops less); AdamW 3e-3
     # one-cycle annealed by wall time, BCE + Dice 0.5/0.5 (less BCE lost thin classes); precision
-    # timed on the first steps; validation on 48 whole 192×192 images every 50 steps. A minute by
+    # timed on the first steps; validation on 48 whole 192×192 images every 50 steps; 4 probe images
+    # predicted for the Train tab's timeline (engine.probes: a few % of the run). A minute by
     # default: fresh-shapes Dice 0.97 at 30 s and at 60 s (3 seeds each), so a class's runs queue briefly.
     "live": TrainConfig(
         model="unet", model_options=dict(LIVE_MODEL), data="shapes", epochs=100, steps_per_epoch=50,
         batch_size=12, lr=3e-3, schedule="onecycle", warmup_fraction=0.15, crop_size=80, val_images=48,
-        max_seconds=60, title="live U-Net",
+        max_seconds=60, title="live U-Net", probe_images=4,
     ),
     # The command line's run when it names no preset or recipe (CLI_PRESET): the live preset's model,
     # crops and batches, bounded by epochs rather than wall time, so that its length and result are the

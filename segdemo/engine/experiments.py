@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..datafolder import RUN_ID
 from ..errors import UserError
-from ..image_files import save_png
-from .events import EpochDone, Event, RunEnded, SnapshotTaken, StepDone
+from ..filenames import RUN_ID
+from .events import PICTURE_NAME, EpochDone, RunEnded, SnapshotTaken, StepDone
 
 if TYPE_CHECKING:
     from .background import RunInMemory
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
-PICTURE_NAME = "prediction.png"
 MAX_LOG_BYTES = 4 * 2**20     # of one log: a 60 s live run writes about 60 kB, an hour's CLI run a few MB
 CURVE_POINTS = 300            # per curve: loss curves are thinned to about this many points
 MAX_LISTED = 50               # run folders listed, newest first (a workspace keeps 5 to 20)
@@ -94,22 +92,6 @@ class RunRecord:
                 "batch_size": self.batch_size, "max_seconds": self.max_seconds, "state": self.state,
                 "message": self.message, "steps": self.steps, "elapsed": self.elapsed, "best_dice": self.best_dice,
                 "last_dice": self.last_dice, "lesson": self.lesson, "settings": self.settings_text()}
-
-
-class LastPicture:
-    """A listener that keeps a run's newest validation picture as ``prediction.png`` in its folder
-    (replaced whole, never seen half-written), so that runs can be shown side by side after they
-    have left the trainer's memory."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.path = Path(folder) / PICTURE_NAME
-
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, SnapshotTaken):
-            return
-        temporary = self.path.with_name(f".{PICTURE_NAME}.tmp")
-        save_png(temporary, event.image)
-        os.replace(temporary, self.path)
 
 
 def run_picture(folder: str | os.PathLike) -> np.ndarray | None:

@@ -30,9 +30,10 @@ from ..models import count_parameters
 from .checkpointing import checkpoint_meta, resume, save_checkpoints
 from .config import TrainConfig
 from .control import RunControl
-from .events import ControlApplied, EpochDone, Event, JsonlLog, Listener, RunEnded, RunStarted, ValidationStarted
-from .experiments import LastPicture
+from .events import (ControlApplied, EpochDone, Event, JsonlLog, LastPicture, Listener, RunEnded, RunStarted,
+                     ValidationStarted)
 from .precision import precision_name
+from .probes import Probes
 from .setup import Progress, TrainingSetup, build_setup
 from .steps import TrainingDiverged, evaluate, snapshot, train_one_epoch
 
@@ -213,10 +214,12 @@ class Trainer:
             channels_last=setup.channels_last, world_size=setup.context.world_size,
             resumed_at_step=progress.step, elapsed=progress.elapsed()))
         reason, message = "finished", f"trained {config.epochs} epochs"
+        probes = Probes(setup, config.probe_images) if config.probe_images and setup.context.is_main else None
         setup.model.train()
         try:
             while progress.epoch < config.epochs:
-                outcome = train_one_epoch(setup, progress, self.emit, self._before_step)
+                outcome = train_one_epoch(setup, progress, self.emit, self._before_step,
+                                          probes.after_step if probes is not None else None)
                 progress.images += outcome.images
                 progress.step_seconds += outcome.seconds
                 if not outcome.complete:

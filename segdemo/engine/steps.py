@@ -157,10 +157,12 @@ def epoch_batches(setup: TrainingSetup, epoch: int) -> Iterator:
 
 
 def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
-                    should_stop: Callable[[], tuple[str, str] | None]) -> EpochOutcome:
+                    should_stop: Callable[[], tuple[str, str] | None],
+                    after_step: Callable[[Progress, Listener], None] | None = None) -> EpochOutcome:
     """Train ``setup.steps_per_epoch`` steps (fewer when ``should_stop``, asked before each step,
     gives a reason; it also holds the run while it is paused), emitting a :class:`~.events.StepDone`
-    every ``log_every`` steps, and for every step taken one at a time while paused. Time paused is
+    every ``log_every`` steps, and for every step taken one at a time while paused; then
+    ``after_step(progress, emit)`` after each (the probes: :class:`~.probes.Probes`). Time paused is
     left out of the speeds and of ``seconds``."""
     config = setup.config
     batch_metrics = SegmentationMetrics(setup.info.task, setup.info.num_classes, roc=False)
@@ -201,6 +203,8 @@ def train_one_epoch(setup: TrainingSetup, progress: Progress, emit: Listener,
                                               "dice": event.dice, "lr": lr, "images_per_second": speed,
                                               "elapsed": event.elapsed})
             emit(event)
+        if after_step is not None:
+            after_step(progress, emit)
     outcome.seconds = time.perf_counter() - started - (progress.seconds_paused() - paused_before)
     return outcome
 

@@ -93,6 +93,14 @@ def png_file(array: np.ndarray, name: str, palette=None) -> str:
     return str(path)
 
 
+def bytes_file(data: bytes, name: str) -> str:
+    """``data`` (an encoded picture, a GIF) written as ``name`` in a new scratch folder, for an
+    output to show (as :func:`png_file`, for what is encoded already)."""
+    path = scratch_folder("bytes-") / name
+    path.write_bytes(data)
+    return str(path)
+
+
 def download(path: str | Path, name: str) -> str:
     """A file of the data folder offered for download as ``name``: linked (or copied) into a
     scratch folder, since gradio may serve only those."""

@@ -11,7 +11,7 @@ from ..data import shapes
 from . import sharing_panel
 from .budget import read_within_budget, shrunk_note
 from .context import INFERENCE, AppContext
-from .files import required_upload
+from .files import png_file, required_upload
 from .messages import handler, refuse
 from .shapes_tab import predicts_shapes, truth_overlay
 from .widgets import DISPLAY_SIDE, format_dice, legend_html, live_dropdown
@@ -110,6 +110,48 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
     return gallery, table
 
 
+def model_features(context: AppContext, model, image_source, seed, image, request: gr.Request):
+    """``/model_features``: one image (a shapes image from ``seed``, or an uploaded ``image``) at every
+    stage of ``model``: the stages laid out as a U with the skip connections, and one picture per
+    stage (its 4 strongest channels) captioned with its shape."""
+    from ..features import feature_maps, stage_card, u_picture
+    from ..image_files import read_image
+
+    segmenter = context.workspace(request).catalog.get(model)
+    if image_source == "uploaded image":
+        picture = read_image(required_upload(image, "image", "upload an image, or pick a shapes image"))
+        picture = viz.downscale(picture, FEATURE_IMAGE_SIDE)
+    else:
+        picture = shapes.generate(1, 192, seed=int(seed or 0))[0][0]
+    stages = feature_maps(segmenter.reference, picture, segmenter.normalization, device=segmenter.device)
+    model_skips = getattr(segmenter.reference, "skips", True)
+    u = u_picture(stages, picture, skips=model_skips)
+    gallery = [(png_file(stage_card(stage), f"stage-{index}.png"), stage.caption) for index, stage in enumerate(stages)]
+    return png_file(u, "inside-the-u.png"), gallery
+
+
+FEATURE_IMAGE_SIDE = 256   # an uploaded image is looked inside at most this large (every stage is kept)
+
+
+def build_features(context: AppContext, model: gr.Dropdown) -> None:
+    """The Models tab's "Inside the U": pick an image, see it at every stage of the picked model."""
+    gr.Markdown("### Inside the U: one image at every stage")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            source = gr.Radio(["shapes image", "uploaded image"], value="shapes image", label="image",
+                              elem_id="features-source")
+            seed = gr.Number(value=3, precision=0, label="shapes seed", elem_id="features-seed")
+            image = gr.File(label="image (for 'uploaded image')", file_types=["image", ".tif", ".tiff"])
+            run = gr.Button("Look inside", variant="primary", elem_id="features-run")
+        with gr.Column(scale=2):
+            u = gr.Image(label="inside the U", format="png", type="filepath", interactive=False,
+                         elem_id="models-features-u")
+            gallery = gr.Gallery(label="each stage", show_label=False, columns=4, height="auto", object_fit="contain",
+                                 preview=False, format="png", elem_id="models-features-gallery")
+    run.click(handler(model_features, context, heavy=True), [model, source, seed, image], [u, gallery],
+              api_name="model_features", concurrency_id=INFERENCE)
+
+
 def build(context: AppContext, model_choices: list[str]) -> dict:
     gr.Markdown("Pick a model to see its card and its shape, upload your own segdemo checkpoint, or compare models.")
     with gr.Row():
@@ -128,6 +170,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             if context.public:
                 sharing_panel.model_panel(context, model)
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+    build_features(context, model)
     gr.Markdown("### Compare models on the same image")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):

@@ -22,11 +22,11 @@ from ..loss_names import AUTO, LOSS_LABELS
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
-from . import experiments_panel
+from . import experiments_panel, playground_panel
 from .context import AppContext
 from .files import download, png_file, required_upload
 from .messages import handler
-from .widgets import live_dropdown
+from .widgets import curve_frame, live_dropdown
 
 SHAPES = "synthetic shapes"
 UPLOADED = "uploaded .zip (DRIVE, VOC or image/mask folder)"
@@ -252,7 +252,6 @@ def thinned(events: list[dict], limit: int = CURVE_POINTS) -> list[dict]:
 
 TRAIN_LOSS, EPOCH_LOSS = "train loss (batch)", "train loss (epoch mean)"
 TRAIN_DICE, VAL_DICE = "train Dice (batch)", "validation Dice (epoch)"
-CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "str"}
 
 
 def curve_frames(steps: list[StepDone], epochs: list[EpochDone]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -268,23 +267,7 @@ def curve_frames(steps: list[StepDone], epochs: list[EpochDone]) -> tuple[pd.Dat
             loss_rows.append((event.step, event.train_loss, EPOCH_LOSS))
         if event.val.get("mean_dice") is not None:
             dice_rows.append((event.step, event.val["mean_dice"], VAL_DICE))
-    return _curve_frame(loss_rows, (TRAIN_LOSS, EPOCH_LOSS)), _curve_frame(dice_rows, (TRAIN_DICE, VAL_DICE))
-
-
-def _curve_frame(rows: list[tuple], series: tuple[str, ...]) -> pd.DataFrame | None:
-    """One plot's frame, shaped for gradio's LinePlot, which fixes its axis types and its legend
-    from the first frame it draws and never updates them.
-
-    So no frame is sent before there is data (an empty frame's columns are ``object``: both axes
-    would be categories and no line drawn, for the whole run), the columns are numeric, and every
-    series is in every frame, a series with no point yet as one NaN placeholder (otherwise the
-    epoch curves, which start later, would never be drawn).
-    """
-    if not rows:
-        return None
-    present = {name for _, _, name in rows}
-    rows = rows + [(rows[0][0], float("nan"), name) for name in series if name not in present]
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).astype(CURVE_COLUMNS)
+    return curve_frame(loss_rows, (TRAIN_LOSS, EPOCH_LOSS)), curve_frame(dice_rows, (TRAIN_DICE, VAL_DICE))
 
 
 def progress_html(status: dict) -> str:
@@ -363,7 +346,7 @@ def poll(context: AppContext, seen: dict | None, request: gr.Request):
     snapshot_key = f"{status.get('run_id')}:{snapshot.step}" if snapshot else None
     checkpoint = status.get("checkpoint") if status["state"] in ("finished", "stopped") else None
     return (progress_html(status), loss, dice, seen, snapshot_key, checkpoint,
-            context.workspace(request).catalog.version)
+            context.workspace(request).catalog.version, *playground_panel.keys(context, request))
 
 
 def show_snapshot(context: AppContext, snapshot_key, request: gr.Request):
@@ -432,6 +415,7 @@ def build(context: AppContext) -> dict:
                                         elem_id="train-dice")
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
+            playground = playground_panel.build(context)
     experiments_panel.build(context, start_button)
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from, loss_choice]
     start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
@@ -444,7 +428,7 @@ def build(context: AppContext) -> dict:
     status_json = gr.JSON(label="training status", visible=False)
     status_button.click(handler(status, context), None, [status_json], api_name="train_status", queue=False)
     return {"model": model, "widgets": widgets, "progress": progress, "loss": loss_plot, "dice": dice_plot, "snapshot": snapshot,
-            "download": download, "data": data}
+            "download": download, "data": data, "playground": playground}
 
 
 def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr.Tab, other_pages: list) -> None:
@@ -464,9 +448,10 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr
     train_page.select(None, None, [timer], js=f"() => {REFRESH_SECONDS}", api_visibility="private", queue=False)
     for page in other_pages:
         page.select(None, None, [timer], js=f"() => {AWAY_SECONDS}", api_visibility="private", queue=False)
+    playground_keys = playground_panel.wire(context, parts["playground"])
     timer.tick(handler(poll, context), [seen],
-               [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version],
-               trigger_mode="always_last", **private)
+               [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version,
+                *playground_keys], trigger_mode="always_last", **private)
     snapshot_key.change(handler(show_snapshot, context), [snapshot_key], [parts["snapshot"]], **private)
     checkpoint.change(handler(offer_checkpoint, context), [checkpoint], [parts["download"]], **private)
     catalog_version.change(handler(refresh_pickers, context, len(dropdowns)), [catalog_version], dropdowns, **private)

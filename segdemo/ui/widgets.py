@@ -6,6 +6,7 @@ import html
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 
 # Largest side of pictures sent to the browser: bigger images are predicted at full size but
 # shown downscaled (a 4000×4000 overlay would be a 48 MB PNG).
@@ -44,3 +45,22 @@ def live_dropdown(choices, **options) -> gr.Dropdown:
     trained after the page (or API client) connected; the handlers check names themselves, with
     a clear message, so the server accepts any value here."""
     return gr.Dropdown(choices, allow_custom_value=True, **options)
+
+
+CURVE_COLUMNS = {"step": "int64", "value": "float64", "series": "str"}   # a LinePlot's long format
+
+
+def curve_frame(rows: list[tuple], series: tuple[str, ...]) -> pd.DataFrame | None:
+    """One plot's frame, shaped for gradio's LinePlot, which fixes its axis types and its legend
+    from the first frame it draws and never updates them.
+
+    So no frame is sent before there is data (an empty frame's columns are ``object``: both axes
+    would be categories and no line drawn, for the whole run), the columns are numeric, and every
+    series is in every frame, a series with no point yet as one NaN placeholder (otherwise the
+    epoch curves, which start later, would never be drawn).
+    """
+    if not rows:
+        return None
+    present = {name for _, _, name in rows}
+    rows = rows + [(rows[0][0], float("nan"), name) for name in series if name not in present]
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).astype(CURVE_COLUMNS)
