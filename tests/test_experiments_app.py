@@ -93,6 +93,7 @@ def test_a_lesson_overlays_its_runs_curves_on_the_page(app, browser):
             return loaded('#runs-overlay') >= 1 && loaded('#runs-pictures') >= 3;
         }""")
 
+    page.locator("#runs-pictures").scroll_into_view_if_needed()  # the gallery's pictures load lazily
     wait_for(overlay_shown, timeout=30)
     chosen = page.inner_text("#runs-chosen")
     assert all(f"How wide: width {width}" in chosen for width in (4, 8, 16))   # the overlay follows the lesson

@@ -303,7 +303,7 @@ def raw_call(url: str, endpoint: str, data_json: str) -> str:
 @pytest.mark.parametrize("seconds", ["NaN", "Infinity", "-Infinity"])
 def test_a_time_limit_of_nan_or_infinity_in_raw_json_is_refused(served, seconds):
     answer = raw_call(served.url, "train_start",
-                      f'["unet", 8, "synthetic shapes", null, 1, 16, 0.003, 96, {seconds}, null]')
+                      f'["unet", 8, "synthetic shapes", null, 1, 16, 0.003, 96, {seconds}, null, "auto"]')
     assert "event: error" in answer and "the time limit must be a finite number" in answer, answer
     assert served.client().predict(api_name="/train_status")["state"] == "idle"
 
@@ -320,7 +320,8 @@ def test_uploads_with_too_many_classes_or_fewer_images_than_a_batch(served, tmp_
     message = train_start(client, data=UPLOADED, dataset_zip=handle_file(str(three)), epochs=2, crop_size=32)
     assert "Started run" in message and "batch 3 instead of 16: the training set has only 3 images" in message
     status = wait_ended(client)
-    assert status["state"] == "finished" and status["step"] == 2, status
+    # each epoch takes the steps it asks for, passing over the 3 images again and again
+    assert status["state"] == "finished" and status["step"] == 2 * preset("live").steps_per_epoch, status
     # /train_status names the checkpoint within the visitor's data, never as a server path
     assert re.fullmatch(r"runs/[\w-]+/(best|last)\.pt", status["checkpoint"]), status["checkpoint"]
     assert str(served.context.data.root) not in json.dumps(client.predict(api_name="/train_status"))
