@@ -11,9 +11,10 @@ dense early, where the prediction changes most, and spread out later: every step
 At some frames (at most one each :data:`FEATURE_SECONDS`) the run also shows what is inside the
 network: a :class:`~.events.FeatureMaps` of the first probe (:mod:`segdemo.features`).
 
-Cost: the issue allows watching to slow a run by 5 %. One frame of 4 probes takes about 50 ms on 2
-cores (a live step about 100 ms) and one feature-map picture about as much; frames get rarer as
-the run goes (2-3 % of a 3-minute run). A budget makes it a bound on any machine: a due frame
+Cost: the issue allows watching to slow a run by 5 %. One frame of 4 probes took 32 ms (median) on
+2 cores of an AVX-512 EPYC and one feature-map picture 74 ms; with a 4 % budget they took 4.5 % of
+60 s runs, whose steps also ran about 2 % slower (``bench/bench_probes.py``, BENCHMARKS.md), so the
+budget is 2.5 %; frames get rarer as the run goes. A budget makes it a bound on any machine: a due frame
 is skipped while frames and feature maps have taken more than :data:`COST_SHARE` of the training
 time so far (counted as at least :data:`COST_HORIZON` seconds, so the dense early frames fit).
 ``bench/bench_probes.py`` measures runs with and without.
@@ -41,7 +42,7 @@ FRAMES_PER_DOUBLING = 8     # probe frames per doubling of the step count (after
 PROBE_SIDE = 256            # probe images are cut to their centre, at most this many pixels a side
 THUMBNAIL_SIDE = 96         # pixels a side of each picture in a frame's strip
 FEATURE_SECONDS = 10.0      # at most one FeatureMaps event this often (each costs a forward with hooks)
-COST_SHARE = 0.04           # frames and feature maps may take at most this share of the training time …
+COST_SHARE = 0.025          # frames and feature maps may take at most this share of the training time …
 COST_HORIZON = 60.0         # … counted as at least this many seconds (the dense first frames fit in it)
 
 
