@@ -206,6 +206,13 @@ def test_control_lines_from_the_app_are_parsed_and_bad_ones_change_nothing():
     assert control.wait_to_step(0) == "go"
     apply_command(control, "stop")
     assert control.stopped and control.wait_to_step(0) == "stop"
+    for line in ("threads", "threads -1", "threads two", "threads 1.5"):
+        apply_command(control, line)
+    assert control.threads is None
+    apply_command(control, "threads 1")
+    assert control.threads == 1
+    apply_command(control, "threads 0")  # as many as the run began with
+    assert control.threads is None
 
 
 def test_a_trainer_takes_a_stop_event_or_a_control_not_both():
@@ -225,3 +232,55 @@ def test_refused_controls_say_why_and_stop_still_works():
             attempt()
     control.stop()
     assert control.stopped
+
+
+
+def test_a_run_trains_on_the_threads_the_app_asks_for_from_its_next_step():
+    import torch
+
+    control, threads_at_step = RunControl(), []
+    started_with = torch.get_num_threads()
+
+    def listen(event):  # called by the training thread: its own torch thread count
+        if isinstance(event, StepDone):
+            threads_at_step.append(torch.get_num_threads())
+            if event.step == 3:
+                control.share_cores(1)
+            elif event.step == 6:
+                control.share_cores(None)
+            elif event.step == 9:
+                control.stop()
+
+    Trainer(endless(threads=2), [listen], control=control).run()
+    assert threads_at_step[:3] == [2, 2, 2] and threads_at_step[3:6] == [1, 1, 1] and threads_at_step[6:9] == [2, 2, 2]
+    torch.set_num_threads(started_with)
+    with pytest.raises(SettingsError):
+        control.share_cores(0)
+
+
+def test_requests_make_room_while_they_come_and_the_run_takes_its_cores_back_after(tmp_path, monkeypatch):
+    from segdemo.engine import background
+
+    monkeypatch.setattr(background, "ROOM_SECONDS", 0.5)
+    trainer = BackgroundTrainer(tmp_path)
+    trainer.make_room()  # no run: nothing to do
+    trainer.start(endless())
+    wait_until(lambda: (trainer.status()["step"] or 0) >= 1)
+    control = trainer._current.control
+    trainer.make_room()
+    assert control.threads == 1
+    deadline = time.time() + 1.0
+    while time.time() < deadline:  # requests keep coming: the room stays
+        trainer.make_room()
+        time.sleep(0.1)
+        assert control.threads == 1
+    wait_until(lambda: control.threads is None, timeout=5)  # quiet for ROOM_SECONDS: all threads again
+    trainer.stop()
+    assert trainer.wait(60)
+    pinned = BackgroundTrainer(tmp_path, cores={0})  # a run on cores of its own (public mode) needs no room
+    pinned.start(endless())
+    wait_until(lambda: (pinned.status()["step"] or 0) >= 1)
+    pinned.make_room()
+    assert pinned._current.control.threads is None
+    pinned.stop()
+    assert pinned.wait(60)

@@ -59,6 +59,7 @@ IDLE, QUEUED, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED, CANCELLED 
     "idle", "queued", "starting", "running", "stopping", "finished", "stopped", "failed", "cancelled")
 GOING = (STARTING, RUNNING, STOPPING)
 
+ROOM_SECONDS = 2.0        # a run made room for requests trains on all its threads again this long after the last
 WATCHDOG_SECONDS = 0.25   # how often a run in a child process has its memory looked at
 
 _LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
@@ -187,6 +188,7 @@ class BackgroundTrainer:
         self._last_of: dict[str | None, Run] = {}  # each owner's latest run that started
         self._closing = False
         self._spare = None                          # a child process ready for the next run (warm())
+        self._room_until = 0.0                      # make_room(): the run trains on one thread until then
         _LIVE_TRAINERS.add(self)
 
     # --- control -----------------------------------------------------------------------------------
@@ -358,6 +360,43 @@ class BackgroundTrainer:
                 run.child.set_learning_rate(rate)
             return rate
 
+    def make_room(self) -> None:
+        """Requests are predicting while a run trains: the run trains on one torch thread until
+        :data:`ROOM_SECONDS` pass without another call, then on as many as it began with.
+
+        For a trainer whose run shares every core with the app (``python app.py``; with ``cores``
+        the run keeps to cores of its own and this does nothing). A team of two threads that
+        loses a core to a request waits for it at every layer, and the requests queue behind
+        it; alone, the run keeps both cores and its speed. Measured with ``bench/bench_load.py``
+        (BENCHMARKS.md, ``load``)."""
+        if self.cores is not None:
+            return
+        with self._lock:
+            run = self._current
+            if run is None or run.state not in GOING:
+                return
+            self._room_until = time.monotonic() + ROOM_SECONDS
+            if run.control.threads == 1:
+                return  # room made already; the thread below gives it back
+            run.control.share_cores(1)
+            if run.child is not None:
+                run.child.share_cores(1)
+        threading.Thread(target=self._give_cores_back, args=(run,), name=f"segdemo-room-{run.run_id}",
+                         daemon=True).start()
+
+    def _give_cores_back(self, run: Run) -> None:
+        """Wait until no request has asked for room for :data:`ROOM_SECONDS`, then let ``run``
+        train on all its threads again."""
+        while True:
+            with self._lock:
+                left = self._room_until - time.monotonic()
+                if left <= 0 or run.state not in GOING:
+                    run.control.share_cores(None)
+                    if run.child is not None:
+                        run.child.share_cores(None)
+                    return
+            time.sleep(left)
+
     def _own_going_run(self, owner: str | None, action: str) -> Run:
         """``owner``'s run going now, or a UserError saying why there is none to ``action``. Call
         with the lock held."""
@@ -472,6 +511,8 @@ class BackgroundTrainer:
                 child.pause()
             if run.control.learning_rate is not None:
                 child.set_learning_rate(run.control.learning_rate)
+            if run.control.threads is not None:
+                child.share_cores(run.control.threads)
         budget, peak, ended = memory_budget(), [0], threading.Event()
 
         def watchdog() -> None:

@@ -61,6 +61,7 @@ class RunControl:
         self._paused = False
         self._steps_allowed = 0
         self._learning_rate: float | None = None
+        self._threads: int | None = None
         self._refused: str | None = None
 
     # --- asked by a person (any thread) ------------------------------------------------------------
@@ -91,6 +92,21 @@ class RunControl:
                 raise SettingsError("one step is for a paused run: press Pause first")
             self._steps_allowed += 1
             self._changed.notify_all()
+
+    def share_cores(self, threads: int | None) -> None:
+        """Train on ``threads`` torch threads from the next step on; None: as many as the run began
+        with. Not a person's request: the app makes room for requests that predict meanwhile
+        (:meth:`~segdemo.engine.background.BackgroundTrainer.make_room`)."""
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise SettingsError(f"a run trains on at least one thread (got {threads!r})")
+        with self._changed:
+            self._threads = threads
+
+    @property
+    def threads(self) -> int | None:
+        """The torch threads the app asks the run to train on, or None: as many as it began with."""
+        with self._changed:
+            return self._threads
 
     def set_learning_rate(self, value) -> float:
         """Use ``value`` from the next step on, the schedule set aside; returns it as a float."""

@@ -27,6 +27,7 @@ import torch
 from ..data import DataSource
 from ..files import json_safe
 from ..models import count_parameters
+from ..runtime import use_threads
 from .checkpointing import checkpoint_meta, resume, save_checkpoints
 from .config import TrainConfig
 from .control import RunControl
@@ -91,6 +92,7 @@ class Trainer:
         self.setup: TrainingSetup | None = None
         self.progress = Progress(pauses_count=self.control.pauses_count)
         self._holding = False   # the run is held by a pause (said once, with a ControlApplied)
+        self._threads_at_start = 1   # set when the run starts (config.threads may change it)
 
     def emit(self, event: Event) -> None:
         if self.setup is not None and not self.setup.context.is_main:
@@ -109,6 +111,7 @@ class Trainer:
         progress.one_step = False
         if not self.setup.context.enabled:
             self._hold_while_paused()
+            use_threads(self.control.threads or self._threads_at_start)  # the app may want a core back
             chosen = self.control.learning_rate
             if chosen is not None and chosen != progress.chosen_lr:
                 progress.chosen_lr = chosen
@@ -195,6 +198,7 @@ class Trainer:
         config, progress = self.config, self.progress
         progress.started = time.perf_counter()
         self.setup = setup = build_setup(config, self.source)
+        self._threads_at_start = torch.get_num_threads()
         config = self.config = setup.config  # as planned: a batch larger than the data is reduced
         if setup.context.enabled:
             self.control.refuse_changes("pause, one step and a learning-rate change are for a run in one process "

@@ -57,8 +57,13 @@ class AppContext:
         that loses a core to other work waits for it at every layer. With 16 clients segmenting
         during a live run (bench/bench_load.py, 2-core EPYC), the /segment handler took 134 ms
         (median) with two threads and 87 ms with one, and the server answered 15.1 requests/s
-        instead of 11.8."""
-        if self.trainer.running or _others_predicting(self.queue):
+        instead of 11.8. A run going meanwhile is asked to make room
+        (:meth:`~segdemo.engine.background.BackgroundTrainer.make_room`): it trains on one thread
+        until the requests stop."""
+        if self.trainer.running:
+            self.trainer.make_room()  # and the run goes down to one thread while requests come
+            return 1
+        if _others_predicting(self.queue):
             return 1
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
