@@ -92,20 +92,23 @@ def test_a_class_segmenting_at_once_each_gets_its_own_result(app, tmp_path):
         assert all(max(abs(info["fractions"][name] - other[name]) for name in other) > 1e-3 for other in others)
 
 
-def test_a_request_predicts_on_one_thread_while_a_run_trains_or_others_predict(app):
+def test_a_request_predicts_on_one_thread_while_a_run_trains_or_others_predict(app, client, shapes_png):
     """AppContext.request_threads reads three attributes of gradio's queue: if gradio renames
-    them, this fails instead of every request silently predicting with all the cores."""
+    them, this fails instead of every request silently predicting with all the cores. A run
+    training meanwhile is asked to make room (BackgroundTrainer.make_room)."""
     import dataclasses
     import os
     from types import SimpleNamespace
 
     from segdemo.ui.context import INFERENCE
 
+    client.predict(handle_file(str(shapes_png[0])), "", api_name="/segment")  # gradio makes the group on first use
     group = app.demo._queue.event_queue_per_concurrency_id[INFERENCE]
     assert group.current_concurrency == 0 and group.queue == []
     assert app.context.request_threads() == len(os.sched_getaffinity(0))
-    training = dataclasses.replace(app.context, trainer=SimpleNamespace(running=True))
-    assert training.request_threads() == 1
+    rooms = []
+    training = dataclasses.replace(app.context, trainer=SimpleNamespace(running=True, make_room=lambda: rooms.append(1)))
+    assert training.request_threads() == 1 and rooms == [1]  # and the run is asked to make room
     for running, waiting in ((2, []), (1, ["an event"])):
         queue = SimpleNamespace(event_queue_per_concurrency_id={INFERENCE: SimpleNamespace(
             current_concurrency=running, queue=waiting)})

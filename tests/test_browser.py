@@ -13,19 +13,6 @@ from segdemo.data import shapes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-@pytest.fixture
-def page(app, browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(app.url)
-    page.wait_for_selector("#shapes-run")
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
-
-
 def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 

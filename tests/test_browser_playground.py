@@ -13,20 +13,6 @@ from test_browser import images_loaded, open_tab, wait_images
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-@pytest.fixture
-def page(app, browser, request):
-    """A tall page on the app (the panel is long), screenshot at the end."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1200})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(app.url)
-    page.wait_for_selector("#shapes-run")
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
-
-
 def slider_value(page) -> int:
     return int(float(page.input_value("#train-timeline-slider input[type=number]")))
 
@@ -44,6 +30,7 @@ def features_label(page) -> str:
 
 
 def test_scrub_the_timeline_play_it_and_watch_the_features_refresh(page):
+    page.set_viewport_size({"width": 1400, "height": 1200})   # the panel is long
     open_tab(page, "Train")
     page.get_by_label(re.compile("time limit")).fill("300")   # stopped below, once everything was seen
     page.click("#train-start")
