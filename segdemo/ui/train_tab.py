@@ -416,7 +416,7 @@ def build(context: AppContext) -> dict:
             snapshot = gr.Image(label="validation prediction", format="png", type="numpy", elem_id="train-snapshot")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
             playground = playground_panel.build(context)
-    experiments_panel.build(context, start_button)
+    experiments = experiments_panel.build(context, start_button)
     widgets = [model, width, data, data_zip, epochs, batch_size, lr, size, seconds, init_from, loss_choice]
     start_button.click(handler(start, context, heavy=True), widgets, [message], api_name="train_start")
     stop_button.click(handler(stop, context), None, [message], api_name="train_stop", queue=False)
@@ -428,7 +428,7 @@ def build(context: AppContext) -> dict:
     status_json = gr.JSON(label="training status", visible=False)
     status_button.click(handler(status, context), None, [status_json], api_name="train_status", queue=False)
     return {"model": model, "widgets": widgets, "progress": progress, "loss": loss_plot, "dice": dice_plot, "snapshot": snapshot,
-            "download": download, "data": data, "playground": playground}
+            "download": download, "data": data, "playground": playground, "experiments": experiments}
 
 
 def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr.Tab, other_pages: list) -> None:
@@ -448,6 +448,7 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr
     train_page.select(None, None, [timer], js=f"() => {REFRESH_SECONDS}", api_visibility="private", queue=False)
     for page in other_pages:
         page.select(None, None, [timer], js=f"() => {AWAY_SECONDS}", api_visibility="private", queue=False)
+    experiments_panel.follow_the_tab(parts["experiments"]["timer"], train_page, other_pages)
     playground_keys = playground_panel.wire(context, parts["playground"])
     timer.tick(handler(poll, context), [seen],
                [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version,
