@@ -4,7 +4,7 @@ Thin over :mod:`segdemo.engine.experiments` (the list, read from the run folders
 curves) and :mod:`segdemo.engine.lessons` (what each lesson runs). A visitor lists and overlays only
 the runs of their own workspace. The panel redraws on a timer of its own that ticks only while the
 visitor has a run going or waiting (and once when the page opens, or on Refresh), and while another
-tab shows only once a minute (:func:`follow_the_tab`): an idle page costs the server nothing. Started a lesson, the overlay follows its runs as they come.
+tab shows only once a minute (``train_tab.wire_timer``): an idle page costs the server nothing. Started a lesson, the overlay follows its runs as they come.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
         gallery = gr.Gallery(label="last validation pictures", columns=MAX_OVERLAY, height=260, elem_id="runs-pictures")
         curves = gr.JSON(label="curves", visible=False)
     seen, following, awake_until = gr.State(None), gr.State(None), gr.State(0.0)
-    timer = gr.Timer(AWAY_SECONDS)  # the page opens on the first tab (follow_the_tab)
+    timer = gr.Timer(AWAY_SECONDS)  # the page opens on the first tab (train_tab.wire_timer switches it)
     private = dict(api_visibility="private", show_progress="hidden")
 
     def wake():
@@ -216,12 +216,3 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
     chosen.input(lambda: None, None, [following], queue=False, **private)   # a choice of one's own: stop following
     chosen.input(handler(train_compare, context), [chosen], [plot, gallery, curves], api_name="train_compare")
     return {"table": table, "chosen": chosen, "plot": plot, "gallery": gallery, "timer": timer}
-
-
-def follow_the_tab(timer: gr.Timer, train_page: gr.Tab, other_pages: list) -> None:
-    """Refresh every :data:`REFRESH_SECONDS` while the Train tab shows, every :data:`AWAY_SECONDS`
-    while another does: a class's pages on other tabs would otherwise each poll every 2 s while
-    their runs train. Switched in the browser, at no cost to the server."""
-    train_page.select(None, None, [timer], js=f"() => {REFRESH_SECONDS}", api_visibility="private", queue=False)
-    for page in other_pages:
-        page.select(None, None, [timer], js=f"() => {AWAY_SECONDS}", api_visibility="private", queue=False)

@@ -26,7 +26,7 @@ from . import experiments_panel, playground_panel
 from .context import AppContext
 from .files import download, png_file, required_upload
 from .messages import handler
-from .widgets import curve_frame, live_dropdown
+from .widgets import curve_frame, live_dropdown, timer_follows_tab
 
 SHAPES = "synthetic shapes"
 UPLOADED = "uploaded .zip (DRIVE, VOC or image/mask folder)"
@@ -445,10 +445,9 @@ def wire_timer(context: AppContext, parts: dict, dropdowns: list, train_page: gr
     catalog_version = gr.State(None if context.public else context.page_catalog().version)
     private = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="poll")
     timer = gr.Timer(AWAY_SECONDS)  # the page opens on the first tab
-    train_page.select(None, None, [timer], js=f"() => {REFRESH_SECONDS}", api_visibility="private", queue=False)
-    for page in other_pages:
-        page.select(None, None, [timer], js=f"() => {AWAY_SECONDS}", api_visibility="private", queue=False)
-    experiments_panel.follow_the_tab(parts["experiments"]["timer"], train_page, other_pages)
+    timer_follows_tab(timer, train_page, other_pages, REFRESH_SECONDS, AWAY_SECONDS)
+    timer_follows_tab(parts["experiments"]["timer"], train_page, other_pages, experiments_panel.REFRESH_SECONDS,
+                      experiments_panel.AWAY_SECONDS)
     playground_keys = playground_panel.wire(context, parts["playground"])
     timer.tick(handler(poll, context), [seen],
                [parts["progress"], parts["loss"], parts["dice"], seen, snapshot_key, checkpoint, catalog_version,

@@ -64,3 +64,12 @@ def curve_frame(rows: list[tuple], series: tuple[str, ...]) -> pd.DataFrame | No
     present = {name for _, _, name in rows}
     rows = rows + [(rows[0][0], float("nan"), name) for name in series if name not in present]
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).astype(CURVE_COLUMNS)
+
+
+def timer_follows_tab(timer, shown_tab, other_tabs, shown_seconds: float, away_seconds: float) -> None:
+    """Tick ``timer`` every ``shown_seconds`` while ``shown_tab`` shows and every ``away_seconds``
+    while one of ``other_tabs`` does: the period is switched in the browser (a tab's select event
+    with only ``js``), at no cost to the server."""
+    shown_tab.select(None, None, [timer], js=f"() => {shown_seconds}", api_visibility="private", queue=False)
+    for tab in other_tabs:
+        tab.select(None, None, [timer], js=f"() => {away_seconds}", api_visibility="private", queue=False)
