@@ -17,6 +17,7 @@ inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` ob
                 a model's feature maps at every stage, drawn as a U
 formats         ``checkpoints`` (the file format), ``data`` (the data sources)
 building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs)
+                ``assist`` (a box, clicks or a flood fill turned into a mask; the class lock)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
 labels          ``labels``: probabilities, targets and label maps turned into each other;
                 ``loss_names``: the losses' names and the tasks each suits (no torch)
@@ -37,7 +38,7 @@ LAYERS = (
     ("catalog", "engine", "annotations", "datafolder"),
     ("inference", "features"),
     ("checkpoints", "data"),
-    ("models", "losses", "metrics", "viz", "painting", "animation"),
+    ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
     ("prediction",),
     ("labels", "loss_names"),
     ("tasks", "runtime", "image_files", "files", "filenames", "limits"),

@@ -1,16 +1,22 @@
-"""Annotation help that needs no trained model: a box (and clicks) turned into a mask.
+"""Annotation help that needs no trained model: a box (and clicks) turned into a mask, a flood
+fill by colour, and painting a class into a label map with a lock on the other classes.
 
 :func:`box_mask` runs OpenCV's GrabCut (Rother et al. 2004: colour models of object and background,
 refined by a graph cut) inside a box the user drew. It can start from a mask the user already has
 (a model's pre-fill, an earlier box) and take clicks that say "this is object" or "this is
 background", which is how CVAT, Label Studio and MONAI Label turn a box or a click into a mask.
+:func:`flood_fill` is the paint bucket (cvat #2380); :func:`paint` puts a mask into a label map
+as one class, and with its lock never overwrites another class (:func:`keep_locked` gives back
+what a brush took from them).
 
 Everything here is numpy and OpenCV: no torch, nothing downloaded.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -58,8 +64,7 @@ def box_mask(image: np.ndarray, box: Sequence[float], *, mask: np.ndarray | None
     Raises:
         ImageError: for an image that is not ``(H, W, 3)`` uint8, an empty box or one outside it.
     """
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ImageError("box_mask needs an (H, W, 3) uint8 image")
+    _check_image(image, "box_mask")
     height, width = image.shape[:2]
     x0, y0, x1, y1 = check_box(box, height, width)
     if mask is not None and mask.shape != (height, width):
@@ -98,10 +103,7 @@ def box_mask(image: np.ndarray, box: Sequence[float], *, mask: np.ndarray | None
     radius = max(1, round(CLICK_RADIUS * scale))
     for points, value in ((negative, cv2.GC_BGD), (positive, cv2.GC_FGD)):
         for point in points:
-            x, y = (float(v) for v in point[:2])
-            if not (0 <= x < width and 0 <= y < height):
-                raise ImageError(f"the click ({x:.0f}, {y:.0f}) is not inside the {width}×{height} image")
-            cv2.circle(seeds, at_work_scale(x, y), radius, int(value), thickness=-1)
+            cv2.circle(seeds, at_work_scale(*_check_point(point, height, width)), radius, int(value), thickness=-1)
     if (seeds == cv2.GC_FGD).any() or (seeds == cv2.GC_PR_FGD).any():
         background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         bgr = cv2.cvtColor(work, cv2.COLOR_RGB2BGR)
@@ -115,3 +117,143 @@ def box_mask(image: np.ndarray, box: Sequence[float], *, mask: np.ndarray | None
     outside[y0:y1, x0:x1] = False
     result[outside] = False
     return result
+
+
+def flood_fill(image: np.ndarray, point: Sequence[float], tolerance: float) -> np.ndarray:
+    """The connected region around ``point`` whose colours are within ``tolerance`` of the clicked
+    pixel's colour, as a ``(H, W)`` bool mask (the paint bucket).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        point: ``(x, y)`` in pixels (x to the right, y down).
+        tolerance: how far (0–255) each of a pixel's R, G and B may be from the clicked pixel's to
+            be filled; every filled pixel is compared with the clicked one, not with its neighbour
+            (OpenCV's ``FLOODFILL_FIXED_RANGE``), so a slow gradient does not leak the fill across
+            the whole image. Neighbours are the 4 beside a pixel, so a one-pixel diagonal line holds
+            the fill.
+
+    Raises:
+        ImageError: for an image that is not ``(H, W, 3)`` uint8, a point outside it or a tolerance
+            outside 0–255.
+    """
+    _check_image(image, "flood_fill")
+    height, width = image.shape[:2]
+    x, y = _check_point(point, height, width)
+    try:
+        tolerance = float(tolerance)
+    except (TypeError, ValueError) as error:
+        raise ImageError(f"the tolerance is a number from 0 to 255; got {tolerance!r}") from error
+    if not 0 <= tolerance <= 255:
+        raise ImageError(f"the tolerance is a number from 0 to 255; got {tolerance:g}")
+    filled = np.zeros((height + 2, width + 2), np.uint8)   # OpenCV's mask has a one-pixel rim
+    flags = 4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (1 << 8)
+    cv2.floodFill(np.ascontiguousarray(image), filled, (x, y), 0, (tolerance,) * 3, (tolerance,) * 3, flags)
+    return filled[1:-1, 1:-1] > 0
+
+
+def paint(labels: np.ndarray, mask: np.ndarray, class_index: int, *, lock: bool = False) -> np.ndarray:
+    """A new label map: ``labels`` with the pixels of ``mask`` set to ``class_index``.
+
+    Args:
+        labels: ``(H, W)`` uint8 class indices (0 is the background).
+        mask: ``(H, W)`` bool, where to paint.
+        class_index: the class painted (1 or more: painting the background is erasing).
+        lock: the class lock: pixels that hold another class than the background and
+            ``class_index`` keep it, so painting one class never erases another.
+
+    Raises:
+        ImageError: for a mask of another size than the label map.
+    """
+    labels = np.asarray(labels)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != labels.shape[:2]:
+        raise ImageError(f"the mask is {mask.shape[1]}×{mask.shape[0]} but the label map is "
+                         f"{labels.shape[1]}×{labels.shape[0]}")
+    painted = labels.copy()
+    painted[mask] = class_index
+    return keep_locked(labels, painted, class_index) if lock else painted
+
+
+def keep_locked(before: np.ndarray, after: np.ndarray, class_index: int) -> np.ndarray:
+    """``after`` (a label map painted from ``before``) with every pixel that held a class other than
+    the background and ``class_index`` in ``before`` given back to it: the class lock applied to
+    whatever changed the labels (a brush, an eraser, a tool)."""
+    before, after = np.asarray(before), np.asarray(after)
+    if before.shape != after.shape:
+        raise ImageError(f"the label maps are {before.shape[1]}×{before.shape[0]} and {after.shape[1]}×{after.shape[0]}")
+    locked = (before != 0) & (before != class_index)
+    return np.where(locked, before, after).astype(after.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class ClassLock:
+    """A painting's class lock: the labels as they were when the lock was set (or a tool last
+    painted), and the class being painted. :meth:`apply` gives back to the other classes what a
+    brush or an eraser took from them since."""
+
+    labels: np.ndarray
+    class_index: int
+
+    def apply(self, labels: np.ndarray) -> np.ndarray:
+        """``labels`` with the lock kept (unchanged when they are of another image's size)."""
+        if np.shape(labels) != self.labels.shape:
+            return labels
+        return keep_locked(self.labels, labels, self.class_index)
+
+
+def parse_box(text) -> tuple[float, float, float, float]:
+    """A box from ``"x0,y0,x1,y1"`` (spaces or commas between the numbers), a JSON list
+    ``[x0, y0, x1, y1]`` or four numbers: what a person or an API client types."""
+    numbers = _numbers(text, "a box")
+    if len(numbers) != 4:
+        raise ImageError(f"a box is four numbers x0, y0, x1, y1 in pixels; got {text!r}")
+    return tuple(numbers)
+
+
+def parse_points(text) -> list[tuple[float, float]]:
+    """Clicks from ``"x,y; x,y"`` (or any list of numbers taken in pairs), a JSON list of
+    ``[x, y]`` pairs, or nothing (no clicks)."""
+    numbers = _numbers(text, "clicks") if text not in (None, "") else []
+    if len(numbers) % 2:
+        raise ImageError(f"clicks are pairs of numbers x, y in pixels; got {text!r}")
+    return [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2)]
+
+
+def _numbers(value, what: str) -> list[float]:
+    """The numbers in ``value``: text (JSON or numbers between commas, semicolons and spaces) or a
+    (nested) list of numbers."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else text.replace(";", " ").replace(",", " ").split()
+        except json.JSONDecodeError as error:
+            raise ImageError(f"{what}: {value!r} is not a JSON list of numbers") from error
+    try:
+        numbers = [float(v) for v in _flat(value)]
+    except (TypeError, ValueError) as error:
+        raise ImageError(f"{what}: {value!r} are not numbers") from error
+    if not all(np.isfinite(numbers)):
+        raise ImageError(f"{what}: {value!r} are not finite numbers")
+    return numbers
+
+
+def _flat(value) -> list:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [item for part in value for item in _flat(part)]
+    return [] if value is None else [value]
+
+
+def _check_image(image, what: str) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ImageError(f"{what} needs an (H, W, 3) uint8 image")
+
+
+def _check_point(point: Sequence[float], height: int, width: int) -> tuple[int, int]:
+    """``(x, y)`` as whole pixels, refused with a clear message when it is not inside the image."""
+    try:
+        x, y = (float(value) for value in point[:2])
+    except (TypeError, ValueError) as error:
+        raise ImageError(f"a click is two numbers (x, y) in pixels; got {point!r}") from error
+    if not (0 <= x < width and 0 <= y < height):
+        raise ImageError(f"the click ({x:.0f}, {y:.0f}) is not inside the {width}×{height} image")
+    return int(x), int(y)
