@@ -164,3 +164,128 @@ def test_boxes_and_clicks_are_read_from_text_and_json():
             assist.parse_box(bad)
     with pytest.raises(ImageError, match="pairs"):
         assist.parse_points("1,2,3")
+
+
+# --- the Annotate tab's endpoints (the real app over gradio_client) ------------------------------------------
+
+
+def _truths(seed: int, size: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    images, masks = shapes.generate(1, size, seed=seed)
+    return images[0], masks[0].astype(bool)
+
+
+def _painting(tmp_path, labels: np.ndarray | None, colors) -> dict:
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from segdemo.painting import layer_from_labels
+
+    layers = []
+    if labels is not None:
+        Image.fromarray(layer_from_labels(labels, colors), "RGBA").save(tmp_path / "layer.png")
+        layers.append(handle_file(str(tmp_path / "layer.png")))
+    return {"background": None, "layers": layers, "composite": None}
+
+
+def _labels(value, colors) -> np.ndarray:
+    from PIL import Image
+
+    from segdemo.painting import labels_from_layers
+
+    layer = np.asarray(Image.open(value["layers"][0]).convert("RGBA"))
+    return labels_from_layers([layer], colors, layer.shape)
+
+
+@pytest.mark.slow
+def test_the_box_and_flood_fill_endpoints_paint_the_class_and_keep_the_rest(app, client, tmp_path):
+    client.predict("assist-api", "shapes", "", api_name="/annotate_create")
+    client.predict("assist-api", 0, 192, api_name="/annotate_open_shapes")
+    info = app.context.workspace().store.info("assist-api")
+    image, truth = _truths(0)
+    square, disk, triangle = (info.classes.index(name) for name in ("filled square", "disk", "triangle"))
+    # Something else painted already: the triangle's class over the left half of the square's box.
+    x0, y0, x1, y1 = bounding_box(truth[square - 1])
+    before = np.zeros(image.shape[:2], np.uint8)
+    before[y0:y1, x0:(x0 + x1) // 2] = triangle
+    before[truth[2]] = triangle
+    value, message = client.predict("assist-api", _painting(tmp_path, before, info.colors), f"{x0},{y0},{x1},{y1}",
+                                    "filled square", "", "", False, api_name="/annotate_box")
+    assert "filled square" in message
+    labels = _labels(value, info.colors)
+    assert dice(labels == square, truth[square - 1]) >= 0.9
+    assert (labels[truth[2]] == triangle).all()          # the rest of the painting is kept
+    value, _ = client.predict("assist-api", _painting(tmp_path, before, info.colors), f"[{x0}, {y0}, {x1}, {y1}]",
+                              "filled square", "", "", True, api_name="/annotate_box")
+    locked = _labels(value, info.colors)
+    assert (locked[before == triangle] == triangle).all()  # locked: the triangle class kept its pixels
+    assert dice(locked == square, truth[square - 1] & (before != triangle)) >= 0.9
+    # Flood fill from a pixel of the disk paints the disk.
+    rows, cols = np.nonzero(truth[disk - 1])
+    point = f"{cols[len(cols) // 2]},{rows[len(rows) // 2]}"
+    value, message = client.predict("assist-api", _painting(tmp_path, labels, info.colors), point, "disk", 10, False,
+                                    api_name="/annotate_flood_fill")
+    filled = _labels(value, info.colors)
+    assert dice(filled == disk, truth[disk - 1]) >= 0.9 and "disk" in message
+    other = filled != disk
+    assert np.array_equal(filled[other], labels[other])
+
+
+@pytest.mark.slow
+def test_the_box_endpoint_says_what_is_missing(app, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    fresh = app.client()   # a session with no image open
+    fresh.predict("assist-errors", "shapes", "", api_name="/annotate_create")
+    empty = _painting(tmp_path, None, None)
+    with pytest.raises(AppError, match="open an image first"):
+        fresh.predict("assist-errors", empty, "1,1,20,20", "disk", "", "", False, api_name="/annotate_box")
+    fresh.predict("assist-errors", 0, 64, api_name="/annotate_open_shapes")
+    for box, says in (("", "mark a box first"), ("5,5,5,30", "empty"), ("0,0,70,10", "not inside"),
+                      ("1,2,3", "four numbers")):
+        with pytest.raises(AppError, match=says):
+            fresh.predict("assist-errors", empty, box, "disk", "", "", False, api_name="/annotate_box")
+    with pytest.raises(AppError, match="not a class"):
+        fresh.predict("assist-errors", empty, "1,1,20,20", "background", "", "", False, api_name="/annotate_box")
+    with pytest.raises(AppError, match="not inside"):
+        fresh.predict("assist-errors", empty, "64,3", "disk", 10, False, api_name="/annotate_flood_fill")
+
+
+@pytest.mark.slow
+def test_the_page_lock_gives_back_what_the_brush_took_on_save_and_on_the_next_tool(app):
+    """The panel's handlers as the page calls them: lock ticked for 'disk', then a brush stroke of
+    the disk's colour over the square and an eraser stroke over the triangle; the save and the next
+    box keep both, and unticking the lock gives them back in the editor."""
+    from segdemo.annotations import CLASS_PRESETS
+    from segdemo.painting import labels_from_layers
+    from segdemo.ui import annotate_tab, assist_panel
+
+    context, store = app.context, app.context.workspace().store
+    store.create("assist-lock", CLASS_PRESETS["shapes"])
+    info = store.info("assist-lock")
+    tab = assist_panel.Tab(annotate_tab._dataset, annotate_tab._painted_labels, annotate_tab.editor_value)
+    image, truth = _truths(0)
+    square, disk, triangle = (info.classes.index(name) for name in ("filled square", "disk", "triangle"))
+    labels = np.zeros(image.shape[:2], np.uint8)
+    labels[truth[square - 1]], labels[truth[triangle - 1]] = square, triangle
+
+    def painting(labels):
+        return annotate_tab.editor_value(image, labels, info.colors)
+
+    locked = assist_panel.remember(context, tab, "assist-lock", painting(labels), image, True, "disk", None)
+    assert locked.class_index == disk
+    brushed = labels.copy()
+    brushed[truth[square - 1]] = disk          # painted the disk over the square
+    brushed[truth[triangle - 1]] = 0           # erased the triangle
+    annotate_tab.save(context, "assist-lock", painting(brushed), image, "locked", 1, locked)
+    assert np.array_equal(store.load("assist-lock", "locked")[1], labels)
+    rows, cols = np.nonzero(truth[disk - 1])
+    box = f"{cols.min()},{rows.min()},{cols.max() + 1},{rows.max() + 1}"
+    value, _, after = assist_panel.box_on_page(context, tab, "assist-lock", painting(brushed), image, box, "disk",
+                                               "", "", True, locked, None)
+    result = labels_from_layers(value["layers"], info.colors, image.shape)
+    assert (result[truth[square - 1]] == square).all() and (result[truth[triangle - 1]] == triangle).all()
+    assert dice(result == disk, truth[disk - 1]) >= 0.9 and after.class_index == disk
+    editor, unlocked = assist_panel.settle(context, tab, "assist-lock", painting(brushed), image, False, "disk", locked,
+                                           None)
+    assert unlocked is None
+    assert np.array_equal(labels_from_layers(editor["layers"], info.colors, image.shape), labels)

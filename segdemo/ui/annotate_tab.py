@@ -10,13 +10,14 @@ import numpy as np
 
 from .. import viz
 from ..annotations import CLASS_PRESETS, DatasetStore, class_lines, parse_class_lines
+from ..assist import ClassLock
 from ..data import shapes
 from ..filenames import check_name, safe_name
 from ..image_files import image_size, read_image
 from ..limits import current
 from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
-from . import sharing_panel
+from . import assist_panel, sharing_panel
 from .budget import predict_within_budget
 from .context import INFERENCE, AppContext
 from .files import required_upload, scratch_folder
@@ -206,11 +207,13 @@ def cleanup(context: AppContext, dataset, painting, image, smallest_piece, reque
     return editor_value(image, labels, store.info(dataset).colors), "Removed specks and filled small holes."
 
 
-def save(context: AppContext, dataset, painting, image, item, page=1, request: gr.Request = None):
+def save(context: AppContext, dataset, painting, image, item, page=1, locked: ClassLock | None = None,
+         request: gr.Request = None):
     """Save the ``painting`` of the open image as ``item`` of ``dataset`` (an earlier version of
-    ``item`` is kept in the dataset's history)."""
+    ``item`` is kept in the dataset's history; on the page, the assist panel's class lock holds)."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
     labels = _painted_labels(store, dataset, painting, image)
+    labels = locked.apply(labels) if locked is not None else labels
     result = store.save(dataset, item, image, labels)
     note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
     return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset, page)[3:])
@@ -288,6 +291,9 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                     scale=2, elem_id="annotate-model")
                 threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold", scale=1)
                 prefill_button = gr.Button("Pre-fill from model", scale=1, elem_id="annotate-prefill")
+            with gr.Accordion("assist: box → mask, flood fill, class lock", open=True):
+                assist = assist_panel.build(context, assist_panel.Tab(_dataset, _painted_labels, editor_value), dataset,
+                                            legend, editor, image_state, message, first_info.classes)
             with gr.Row():
                 min_area = gr.Slider(2, 200, value=20, step=1, label="clean-up: smallest piece (pixels)", scale=2)
                 cleanup_button = gr.Button("Clean up", scale=1, elem_id="annotate-cleanup")
@@ -313,9 +319,9 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                         api_name="annotate_create")
     save_classes_button.click(handler(save_classes, context, heavy=True), [dataset, classes], view_outputs,
                               api_name="annotate_classes")
-    upload.upload(handler(open_upload, context, heavy=True), [dataset, upload], opened, api_name="annotate_open_upload")
-    shapes_button.click(handler(open_shapes, context), [dataset, seed, size], opened, api_name="annotate_open_shapes")
-    gallery.select(handler(open_clicked, context), [dataset, page], opened, api_visibility="private")
+    from_upload = upload.upload(handler(open_upload, context, heavy=True), [dataset, upload], opened, api_name="annotate_open_upload")
+    from_shapes = shapes_button.click(handler(open_shapes, context), [dataset, seed, size], opened, api_name="annotate_open_shapes")
+    from_gallery = gallery.select(handler(open_clicked, context), [dataset, page], opened, api_visibility="private")
     for button, step in ((previous_page, -1), (next_page, 1)):
         button.click(handler(turn_page, context, step), [dataset, page], [gallery, progress, page],
                      api_visibility="private")
@@ -327,13 +333,14 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     api_button.click(handler(show_page, context), [dataset, api_page], [api_pairs, api_progress, page],
                      api_name="annotate_gallery")
     open_hidden = gr.Button(visible=False)
-    open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
-    prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold], [editor, message],
+    from_item = open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
+    prefilled = prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold], [editor, message],
                          api_name="annotate_prefill", concurrency_id=INFERENCE)
-    cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
+    cleaned = cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
                          api_name="annotate_cleanup")
-    save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page], listing,
-                      api_name="annotate_save")
+    saved = save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page, assist.locked],
+                              listing, api_name="annotate_save")
+    assist.follow(opened=[from_upload, from_shapes, from_gallery, from_item], edited=[prefilled, cleaned], saved=[saved])
     delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")
     export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")

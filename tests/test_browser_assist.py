@@ -1,0 +1,69 @@
+"""The Annotate tab's assist panel in Chromium: a box clicked on the picture becomes a mask, which is saved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from apphelpers import ARTIFACTS, wait_for
+from test_browser import open_tab, wait_images
+
+from segdemo.data import shapes
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def click_pixel(page, selector: str, x: int, y: int, width: int) -> None:
+    """Click pixel ``(x, y)`` of the ``width`` pixels wide image shown (perhaps enlarged) in the
+    picture ``selector``, placed as gradio places it (contained, centred, never enlarged) when it
+    reads a click back as a pixel."""
+    page.locator(selector).scroll_into_view_if_needed()
+    where = page.evaluate("""(selector) => {
+        const img = document.querySelector(selector + ' img');
+        const box = img.getBoundingClientRect();
+        const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight, 1);
+        return [box.left + (box.width - img.naturalWidth * scale) / 2,
+                box.top + (box.height - img.naturalHeight * scale) / 2, scale, img.naturalWidth];
+    }""", selector)
+    left, top, scale, shown = where
+    factor = shown / width   # picture pixels per image pixel
+    page.mouse.click(left + (float(x) + 0.5) * factor * scale, top + (float(y) + 0.5) * factor * scale)
+
+
+def test_a_box_clicked_on_the_picture_becomes_the_class_mask_and_is_saved(page, app):
+    open_tab(page, "Annotate")
+    page.fill("#annotate-new-name textarea, #annotate-new-name input", "assist-browser")
+    page.click("#annotate-create")
+    wait_for(lambda: "Created" in page.inner_text("#annotate-message"))
+    page.click("#annotate-open-shapes")   # seed 0, 192 pixels
+    wait_for(lambda: "Opened" in page.inner_text("#annotate-message"))
+    wait_images(page, "#assist-picture")
+    assert page.input_value("#assist-class input") == "filled square"
+    masks = shapes.generate(1, 192, seed=0)[1]
+    truth = masks[0, shapes.CLASSES.index("filled square")].astype(bool)
+    rows, cols = np.nonzero(truth)
+    x0, y0, x1, y1 = cols.min() - 2, rows.min() - 2, cols.max() + 2, rows.max() + 2   # a box a little loose
+    click_pixel(page, "#assist-picture", x0, y0, 192)
+    wait_for(lambda: "First corner" in page.inner_text("#annotate-message"))
+    click_pixel(page, "#assist-picture", x1, y1, 192)
+    wait_for(lambda: page.input_value("#assist-box-text textarea, #assist-box-text input") != "")
+    marked = [int(v) for v in page.input_value("#assist-box-text textarea, #assist-box-text input").split(",")]
+    assert marked == [x0, y0, x1 + 1, y1 + 1]
+    # The editor fetches and loads its new layer after the message shows: a save before it has
+    # would save the painting before the box (a person takes longer than that to press Save).
+    with page.expect_response(lambda response: "gradio_api/file=" in response.url, timeout=30_000):
+        page.click("#assist-box")
+    wait_for(lambda: "Box → mask" in page.inner_text("#annotate-message"), timeout=30)
+    page.wait_for_timeout(1000)
+    page.fill("#annotate-item textarea, #annotate-item input", "boxed")
+    page.click("#annotate-save")
+    wait_for(lambda: "Saved" in page.inner_text("#annotate-message"), timeout=30)
+    store = app.context.workspace().store
+    labels = store.load("assist-browser", "boxed")[1]
+    square = store.info("assist-browser").classes.index("filled square")
+    found = labels == square
+    assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) >= 0.9
+    assert set(np.unique(labels).tolist()) == {0, square}
+    wait_for(lambda: page.locator("#annotate-editor .progress-text, #annotate-editor .eta-bar").count() == 0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#annotate-editor").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "assist-box-to-mask.png"))
