@@ -271,8 +271,9 @@ def test_the_page_lock_gives_back_what_the_brush_took_on_save_and_on_the_next_to
     def painting(labels):
         return annotate_tab.editor_value(image, labels, info.colors)
 
-    locked = assist_panel.remember(context, tab, "assist-lock", painting(labels), image, True, "disk", None)
+    locked, shown = assist_panel.remember(context, tab, "assist-lock", painting(labels), image, True, "disk", None)
     assert locked.class_index == disk
+    assert (shown[labels == 0] == image[labels == 0]).all() and (shown[labels != 0] != image[labels != 0]).any()
     brushed = labels.copy()
     brushed[truth[square - 1]] = disk          # painted the disk over the square
     brushed[truth[triangle - 1]] = 0           # erased the triangle
@@ -280,12 +281,12 @@ def test_the_page_lock_gives_back_what_the_brush_took_on_save_and_on_the_next_to
     assert np.array_equal(store.load("assist-lock", "locked")[1], labels)
     rows, cols = np.nonzero(truth[disk - 1])
     box = f"{cols.min()},{rows.min()},{cols.max() + 1},{rows.max() + 1}"
-    value, _, after = assist_panel.box_on_page(context, tab, "assist-lock", painting(brushed), image, box, "disk",
+    value, _, after, _ = assist_panel.box_on_page(context, tab, "assist-lock", painting(brushed), image, box, "disk",
                                                "", "", True, locked, None)
     result = labels_from_layers(value["layers"], info.colors, image.shape)
     assert (result[truth[square - 1]] == square).all() and (result[truth[triangle - 1]] == triangle).all()
     assert dice(result == disk, truth[disk - 1]) >= 0.9 and after.class_index == disk
-    editor, unlocked = assist_panel.settle(context, tab, "assist-lock", painting(brushed), image, False, "disk", locked,
+    editor, unlocked, _ = assist_panel.settle(context, tab, "assist-lock", painting(brushed), image, False, "disk", locked,
                                            None)
     assert unlocked is None
     assert np.array_equal(labels_from_layers(editor["layers"], info.colors, image.shape), labels)

@@ -48,12 +48,26 @@ def test_a_box_clicked_on_the_picture_becomes_the_class_mask_and_is_saved(page, 
     wait_for(lambda: page.input_value("#assist-box-text textarea, #assist-box-text input") != "")
     marked = [int(v) for v in page.input_value("#assist-box-text textarea, #assist-box-text input").split(",")]
     assert marked == [x0, y0, x1 + 1, y1 + 1]
+    marked_picture = page.get_attribute("#assist-picture img", "src")
     # The editor fetches and loads its new layer after the message shows: a save before it has
     # would save the painting before the box (a person takes longer than that to press Save).
     with page.expect_response(lambda response: "gradio_api/file=" in response.url, timeout=30_000):
         page.click("#assist-box")
     wait_for(lambda: "Box → mask" in page.inner_text("#annotate-message"), timeout=30)
-    page.wait_for_timeout(1000)
+    # The picture shows the new painting under the marks: the square in its class's colour.
+    wait_for(lambda: page.get_attribute("#assist-picture img", "src") != marked_picture, timeout=30)
+    wait_images(page, "#assist-picture")
+    centre = page.evaluate("""([x, y]) => {
+        const img = document.querySelector('#assist-picture img');
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        const factor = img.naturalWidth / 192;
+        return [...context.getImageData(Math.floor((x + 0.5) * factor), Math.floor((y + 0.5) * factor), 1, 1).data];
+    }""", [int(cols.mean()), int(rows.mean())])
+    assert centre[0] > centre[1] + 60 and centre[0] > centre[2] + 60, centre   # white tinted red (#c93a40)
+    page.wait_for_timeout(500)
     page.fill("#annotate-item textarea, #annotate-item input", "boxed")
     page.click("#annotate-save")
     wait_for(lambda: "Saved" in page.inner_text("#annotate-message"), timeout=30)

@@ -5,7 +5,8 @@ Gradio's ImageEditor has no box tool, so the box and the clicks are marked on a 
 open image (a ``gr.Image`` whose ``.select`` event gives the pixel clicked) and kept as text
 (``x0,y0,x1,y1``; ``x,y; x,y``), which a person may also type and an API client sends. The
 results are painted into the editor for the chosen class through :func:`segdemo.assist.paint`;
-the rest of the painting is kept.
+the rest of the painting is kept. The picture also shows the painting as the server last read or
+wrote it (gradio 6.31's editor does not draw the layers it is sent: see the browser test).
 
 The lock also holds for the brush and the eraser: while it is set, the panel keeps the labels as
 they were when it was set (or a tool or an opening last wrote the editor) in a
@@ -22,7 +23,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from .. import assist
+from .. import assist, viz
 from ..assist import ClassLock
 from ..errors import ImageError
 from .context import AppContext
@@ -142,9 +143,15 @@ def _typed(text, parse):
         return None
 
 
-def _picture(image, box_text, positive_text, negative_text, corner=None):
-    return marks_picture(image, _typed(box_text, assist.parse_box), corner,
+def _picture(base, box_text, positive_text, negative_text, corner=None):
+    return marks_picture(base, _typed(box_text, assist.parse_box), corner,
                          _typed(positive_text, assist.parse_points), _typed(negative_text, assist.parse_points))
+
+
+def _shown(image, labels, colors) -> np.ndarray | None:
+    """What the picture shows under the marks: the image with the painting over it (None: the
+    bare image). The picture mirrors the painting as the server last read or wrote it."""
+    return viz.overlay_labels(image, labels, colors, opacity=0.6) if labels.any() else None
 
 
 def _open_image(image):
@@ -160,13 +167,12 @@ def _locked_labels(tab: Tab, store, dataset, painting, image, locked: ClassLock 
 
 
 def _painted(tab: Tab, info, image, before, after, index, lock, what: str):
-    """The editor, a message and the lock after painting ``after`` over ``before``."""
+    """The editor, a message, the lock and the picture's painting after painting ``after`` over ``before``."""
     changed = int((after != before).sum())
-    kept = ""
-    if lock:
-        kept = " Other classes are locked: they kept their pixels."
+    kept = " Other classes are locked: they kept their pixels." if lock else ""
     message = f"{what}: {changed} pixels changed to **{info.classes[index]}**.{kept}"
-    return tab.opener(image, after, info.colors), message, ClassLock(after, index) if lock else None
+    return (tab.opener(image, after, info.colors), message, ClassLock(after, index) if lock else None,
+            _shown(image, after, info.colors))
 
 
 def box_to_mask(context: AppContext, tab: Tab, dataset, painting, image, box, class_name, positive="", negative="",
@@ -184,7 +190,8 @@ def box_to_mask(context: AppContext, tab: Tab, dataset, painting, image, box, cl
 def box_on_page(context: AppContext, tab: Tab, dataset, painting, image, box, class_name, positive, negative, lock,
                 locked: ClassLock | None, request: gr.Request):
     """Box → mask on the page: ``/annotate_box`` with the page's class lock (``locked``), which
-    also gives the other classes back what the brush took from them; the lock after it is returned too."""
+    also gives the other classes back what the brush took from them; the lock after it and the
+    picture's painting are returned too."""
     store, dataset = context.workspace(request).store, tab.picked(dataset)
     info = store.info(dataset)
     image = _open_image(image)
@@ -219,7 +226,7 @@ def fill(context: AppContext, tab: Tab, dataset, painting, image, point, class_n
 def fill_on_page(context: AppContext, tab: Tab, dataset, painting, image, point, class_name, tolerance, lock,
                  locked: ClassLock | None, request: gr.Request):
     """A flood fill on the page: ``/annotate_flood_fill`` with the page's class lock (``locked``);
-    the lock after it is returned too."""
+    the lock after it and the picture's painting are returned too."""
     store, dataset = context.workspace(request).store, tab.picked(dataset)
     info = store.info(dataset)
     image = _open_image(image)
@@ -235,7 +242,7 @@ def fill_on_page(context: AppContext, tab: Tab, dataset, painting, image, point,
 
 
 def click(context: AppContext, tab: Tab, mode, corner, box, positive, negative, dataset, painting, image, class_name,
-          tolerance, lock, locked: ClassLock | None, event: gr.SelectData, request: gr.Request):
+          tolerance, lock, locked: ClassLock | None, shown, event: gr.SelectData, request: gr.Request):
     """A click on the picture: a box corner, a ± click, or a flood fill there (by ``mode``)."""
     image = _open_image(image)
     x, y = (int(v) // display_factor(image) for v in event.index[:2])
@@ -251,29 +258,32 @@ def click(context: AppContext, tab: Tab, mode, corner, box, positive, negative, 
         clicks = f"{clicks}; {x},{y}" if str(clicks or "").strip() else f"{x},{y}"
         positive, negative = (clicks, negative) if mode == POSITIVE else (positive, clicks)
     elif mode == FILL:
-        editor, message, locked = fill_on_page(context, tab, dataset, painting, image, f"{x},{y}", class_name, tolerance, lock,
-                                       locked, request)
-    return _picture(image, box, positive, negative, corner), corner, box, positive, negative, editor, message, locked
+        editor, message, locked, shown = fill_on_page(context, tab, dataset, painting, image, f"{x},{y}", class_name,
+                                                      tolerance, lock, locked, request)
+    picture = _picture(image if shown is None else shown, box, positive, negative, corner)
+    return picture, corner, box, positive, negative, editor, message, locked, shown
 
 
-def clear_marks(image):
-    """No box, corner or clicks: the picture shows the bare image."""
-    return marks_picture(image), None, "", "", ""
+def clear_marks(shown, image):
+    """No box, corner or clicks: the picture shows the image and its painting only."""
+    return marks_picture(image if shown is None else shown), None, "", "", ""
 
 
-def redraw(image, box, positive, negative, corner):
-    """The picture with the marks as they are typed."""
-    return _picture(image, box, positive, negative, corner)
+def redraw(shown, image, box, positive, negative, corner):
+    """The picture: the image, its painting and the marks as they are typed."""
+    return _picture(image if shown is None else shown, box, positive, negative, corner)
 
 
 def remember(context: AppContext, tab: Tab, dataset, painting, image, lock, class_name, request: gr.Request):
-    """The lock after the editor was written (an image opened, a pre-fill, a clean-up): what it
-    shows now is what the lock keeps."""
-    if not lock or image is None or not dataset or not class_name:
-        return None
+    """The lock and the picture's painting after the editor was written (an image opened, a
+    pre-fill, a clean-up): what it shows now is what the lock keeps."""
+    if image is None or not dataset:
+        return None, None
     store = context.workspace(request).store
     info = store.info(dataset)
-    return ClassLock(tab.painted(store, dataset, painting, image), _class_index(info.classes, class_name))
+    labels = tab.painted(store, dataset, painting, image)
+    locked = ClassLock(labels, info.classes.index(class_name)) if lock and class_name in info.classes[1:] else None
+    return locked, _shown(image, labels, info.colors)
 
 
 def settle(context: AppContext, tab: Tab, dataset, painting, image, lock, class_name, locked: ClassLock | None,
@@ -281,20 +291,21 @@ def settle(context: AppContext, tab: Tab, dataset, painting, image, lock, class_
     """The lock applied to the painting (the editor shows it when a stroke was undone), then set
     again for the class picked now (after a save, a new class, the lock ticked or unticked)."""
     if image is None or not dataset:
-        return gr.skip(), None
+        return gr.skip(), None, None
     store = context.workspace(request).store
     info = store.info(dataset)
     labels = tab.painted(store, dataset, painting, image)
     kept = locked.apply(labels) if locked is not None else labels
     editor = tab.opener(image, kept, info.colors) if not np.array_equal(kept, labels) else gr.skip()
     index = info.classes.index(class_name) if class_name in info.classes[1:] else None
-    return editor, ClassLock(kept, index) if lock and index is not None else None
+    return editor, ClassLock(kept, index) if lock and index is not None else None, _shown(image, kept, info.colors)
 
 
 def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, message, classes) -> AssistPanel:
     """The panel (in the tab's layout where it is called); ``classes`` are the first dataset's."""
     locked = gr.State(None)
     corner = gr.State(None)
+    shown = gr.State(None)   # the image with the painting over it, under the marks
     with gr.Row():
         picture = gr.Image(type="numpy", interactive=False, format="png", height=400, scale=3,
                            label="click to mark (box corners, ± clicks, flood fill)", elem_id="assist-picture")
@@ -315,19 +326,22 @@ def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, m
 
     marks = [corner, box, positive, negative]
     private = {"api_visibility": "private"}
+    redrawing = (handler(redraw), [shown, image_state, box, positive, negative, corner], [picture])
     picture.select(handler(click, context, tab, heavy=True),
-                   [mode, *marks, dataset, editor, image_state, class_name, tolerance, lock, locked],
-                   [picture, *marks, editor, message, locked], **private)
+                   [mode, *marks, dataset, editor, image_state, class_name, tolerance, lock, locked, shown],
+                   [picture, *marks, editor, message, locked, shown], **private)
     box_button.click(handler(box_on_page, context, tab, heavy=True),
                      [dataset, editor, image_state, box, class_name, positive, negative, lock, locked],
-                     [editor, message, locked], **private)
-    clear_button.click(handler(clear_marks), [image_state], [picture, *marks], **private)
+                     [editor, message, locked, shown], **private).success(*redrawing, **private)
+    clearing = (handler(clear_marks), [shown, image_state], [picture, *marks])
+    clear_button.click(*clearing, **private)
     for typed in (box, positive, negative):
-        typed.blur(handler(redraw), [image_state, box, positive, negative, corner], [picture], **private)
+        typed.blur(*redrawing, **private)
     legend.change(handler(class_choices, context), [dataset], [class_name], **private)
     settling = handler(settle, context, tab, heavy=True)
+    lock_inputs = [dataset, editor, image_state, lock, class_name]
     for changed in (class_name.input, lock.input):
-        changed(settling, [dataset, editor, image_state, lock, class_name, locked], [editor, locked], **private)
+        changed(settling, [*lock_inputs, locked], [editor, locked, shown], **private).success(*redrawing, **private)
     # Over the API a painting goes in and comes out: the page's lock (kept between calls) stays out of it.
     with gr.Group(visible=False):
         point = gr.Textbox(label="point (x,y)")
@@ -341,17 +355,16 @@ def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, m
                    api_name="annotate_flood_fill")
 
     remembering = handler(remember, context, tab, heavy=True)
-    lock_inputs = [dataset, editor, image_state, lock, class_name]
 
     def follow_open(event):
-        event.success(handler(clear_marks), [image_state], [picture, *marks], **private) \
-             .then(remembering, lock_inputs, [locked], **private)
+        event.success(remembering, lock_inputs, [locked, shown], **private).success(*clearing, **private)
 
     def follow_edit(event):
-        event.success(remembering, lock_inputs, [locked], **private)
+        event.success(remembering, lock_inputs, [locked, shown], **private).success(*redrawing, **private)
 
     def follow_save(event):
-        event.success(settling, [*lock_inputs, locked], [editor, locked], **private)
+        event.success(settling, [*lock_inputs, locked], [editor, locked, shown], **private) \
+             .success(*redrawing, **private)
 
     return AssistPanel(locked, follow_open, follow_edit, follow_save)
 
