@@ -244,8 +244,10 @@ def test_the_box_endpoint_says_what_is_missing(app, tmp_path):
                       ("1,2,3", "four numbers")):
         with pytest.raises(AppError, match=says):
             fresh.predict("assist-errors", empty, box, "disk", "", "", False, api_name="/annotate_box")
-    with pytest.raises(AppError, match="not a class"):
+    with pytest.raises(AppError, match="is the background"):
         fresh.predict("assist-errors", empty, "1,1,20,20", "background", "", "", False, api_name="/annotate_box")
+    with pytest.raises(AppError, match="not a class"):
+        fresh.predict("assist-errors", empty, "1,1,20,20", "cloud", "", "", False, api_name="/annotate_box")
     with pytest.raises(AppError, match="not inside"):
         fresh.predict("assist-errors", empty, "64,3", "disk", 10, False, api_name="/annotate_flood_fill")
 

@@ -6,7 +6,7 @@ open image (a ``gr.Image`` whose ``.select`` event gives the pixel clicked) and 
 (``x0,y0,x1,y1``; ``x,y; x,y``), which a person may also type and an API client sends. The
 results are painted into the editor for the chosen class through :func:`segdemo.assist.paint`;
 the rest of the painting is kept. The picture also shows the painting as the server last read or
-wrote it (gradio 6.31's editor does not draw the layers it is sent: see the browser test).
+wrote it (gradio 6.31's editor, in Chromium at least, does not draw the layers it is sent).
 
 The lock also holds for the brush and the eraser: while it is set, the panel keeps the labels as
 they were when it was set (or a tool or an opening last wrote the editor) in a
@@ -84,6 +84,8 @@ def class_choices(context: AppContext, dataset, request: gr.Request):
 def _class_index(classes, class_name) -> int:
     if not class_name:
         raise refuse("pick the class to paint first")
+    if class_name == classes[0]:
+        raise refuse(f"pick a class to paint: {class_name!r} is the background (the eraser paints it)")
     if class_name not in classes[1:]:
         raise refuse(f"{class_name!r} is not a class of this dataset (its classes: {', '.join(classes[1:])})")
     return classes.index(class_name)
