@@ -87,7 +87,7 @@ CHECKPOINT = ROOT / "checkpoints" / "unet_shapes.pt"
 @dataclass(frozen=True)
 class Composite:
     """An object cut from one of scikit-image's photos (by an ellipse or a polygon, in that photo's
-    pixels) and pasted with a hard edge onto another, its cut's top-left corner at ``at`` (x, y)."""
+    pixels) and pasted with a hard edge onto a photo (the same one or another), its cut's top-left corner at ``at`` (x, y)."""
 
     name: str
     source: str
@@ -131,7 +131,7 @@ def composite(spec: Composite) -> tuple[np.ndarray, np.ndarray]:
     return image, truth
 
 
-def test_images(quick: bool, seed: int = SHAPES_SEED) -> list[dict]:
+def bench_images(quick: bool, seed: int = SHAPES_SEED) -> list[dict]:
     """Each image: its name, kind ("shapes" or "photo"), pixels, truth and (shapes) class."""
     chosen = SHAPES_CLASSES[:2] if quick else SHAPES_CLASSES
     images, masks = shapes.generate(len(chosen), SHAPES_SIZE, seed=seed)
@@ -472,7 +472,7 @@ def main(argv=None):
         segmenter = load_segmenter(CHECKPOINT)
         segmenter.predict(np.zeros((SHAPES_SIZE, SHAPES_SIZE, 3), np.uint8))    # the app has it loaded and warm
     results = []
-    for item in test_images(args.quick, args.seed):
+    for item in bench_images(args.quick, args.seed):
         for method, annotate, arguments in methods(item, segmenter):
             results.append(summary(item, method, annotate(*arguments)))
             print(json.dumps(results[-1]), flush=True)
