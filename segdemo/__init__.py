@@ -37,7 +37,7 @@ LAYERS = (
     ("catalog", "engine", "annotations", "datafolder"),
     ("inference", "features"),
     ("checkpoints", "data"),
-    ("models", "losses", "metrics", "viz", "painting", "animation"),
+    ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
     ("prediction",),
     ("labels", "loss_names"),
     ("tasks", "runtime", "image_files", "files", "filenames", "limits"),
