@@ -74,6 +74,8 @@ def _file_domain(entry: CatalogEntry) -> str:
     """The domain of a checkpoint entry, read from its metadata once per version of its file (a
     shipped file takes 30–60 ms to read: once, not at every upload); an unreadable file is
     ``"custom"`` (nothing known, nothing warned about)."""
+    if entry.path is None:   # a model without a file whose entry does not say its domain
+        return domains.CUSTOM
     key = _cache_key(entry)
     with _domains_lock:
         if key in _domains:
