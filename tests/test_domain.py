@@ -63,7 +63,10 @@ def test_photos_are_photos(name):
 def test_fundus_images_are_retinas(size, seed):
     kind = describe_image(fundus(size, seed))
     assert kind.kind == "retina" and "reddish disc" in kind.reason
-    assert image_kind(skimage.data.retina()) == "retina"   # a real fundus photograph, bundled
+
+
+def test_a_real_fundus_photograph_is_a_retina():
+    assert image_kind(skimage.data.retina()) == "retina"   # bundled with scikit-image
 
 
 def test_grey_photos_and_odd_input():
