@@ -21,7 +21,8 @@ prediction      ``prediction``: one model's answer for one image, what viz and m
 labels          ``labels``: probabilities, targets and label maps turned into each other;
                 ``loss_names``: the losses' names and the tasks each suits (no torch)
 foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
-                ``files``, ``filenames``, ``limits`` (what one request or run may ask for)
+                ``files``, ``filenames``, ``limits`` (what one request or run may ask for),
+                ``domain`` (what an image is, measured; what each model knows)
 errors          ``errors``: the errors a user should read
 ==============  ===========================================================================
 """
@@ -40,6 +41,6 @@ LAYERS = (
     ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
     ("prediction",),
     ("labels", "loss_names"),
-    ("tasks", "runtime", "image_files", "files", "filenames", "limits"),
+    ("tasks", "runtime", "image_files", "files", "filenames", "limits", "domain"),
     ("errors",),
 )

@@ -10,6 +10,11 @@ and the background trainer's ``on_finish`` call them concurrently.
 
 Listing reads file names only and imports no torch; the first model loaded imports it. The app
 builds its page from the listing, so it serves that page before torch is loaded.
+
+Each model's domain (what images it knows: :mod:`segdemo.domain`) is known without loading it: an
+entry may carry it, pretrained VOC models know photos, and a checkpoint's is read from its
+metadata once per version of its file (:meth:`ModelCatalog.domain`), so the app can point to the
+models that fit an upload.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from . import domain as domains
 from . import limits
 from .errors import CheckpointError, SettingsError
 from .filenames import safe_name
@@ -45,6 +51,7 @@ class CatalogEntry:
     pretrained: str | None = None
     available: bool = True
     message: str = ""         # why it is unavailable, or a note
+    domain: str | None = None  # what images it knows (segdemo.domain.DOMAINS); None: read from its file
 
 
 def _cache_key(entry: CatalogEntry) -> str:
@@ -56,6 +63,35 @@ def _cache_key(entry: CatalogEntry) -> str:
         return f"{entry.path}@{os.stat(entry.path).st_mtime_ns}"
     except OSError:
         return str(entry.path)
+
+
+_domains: OrderedDict[str, str] = OrderedDict()   # a checkpoint's cache key → its domain
+_domains_lock = threading.Lock()
+MAX_DOMAINS = 4096   # files remembered (a few dozen bytes each); the least recently asked dropped
+
+
+def _file_domain(entry: CatalogEntry) -> str:
+    """The domain of a checkpoint entry, read from its metadata once per version of its file (a
+    shipped file takes 30–60 ms to read: once, not at every upload); an unreadable file is
+    ``"custom"`` (nothing known, nothing warned about)."""
+    if entry.path is None:   # a model without a file whose entry does not say its domain
+        return domains.CUSTOM
+    key = _cache_key(entry)
+    with _domains_lock:
+        if key in _domains:
+            _domains.move_to_end(key)
+            return _domains[key]
+    from . import checkpoints
+
+    try:
+        found = domains.model_domain(checkpoints.read(entry.path)["meta"])
+    except CheckpointError:
+        found = domains.CUSTOM
+    with _domains_lock:
+        _domains[key] = found
+        while len(_domains) > MAX_DOMAINS:
+            _domains.popitem(last=False)
+    return found
 
 
 class ModelCache:
@@ -199,6 +235,32 @@ class ModelCatalog:
             if name not in self._entries:
                 raise SettingsError(f"no model named {name!r}; pick one of: {', '.join(self.names())}")
             return self._entries[name]
+
+    # --- domains ----------------------------------------------------------------------------------
+    def domain(self, name: str) -> str:
+        """What images the model ``name`` knows (a key of :data:`segdemo.domain.DOMAIN_TEXT`), without
+        loading it."""
+        entry = self.entry(name)
+        if entry.domain is not None:
+            return entry.domain
+        if entry.kind == PRETRAINED_KIND:
+            return domains.PHOTO
+        return _file_domain(entry)
+
+    def fitting(self, kind: str) -> list[str]:
+        """The available models made for images of ``kind`` (``"shapes"``, ``"retina"``, ``"photo"``),
+        then those that take any object (domain ``"any"``)."""
+        names = self.names()
+        exact = [name for name in names if self.domain(name) == kind]
+        return exact + [name for name in names if self.domain(name) == domains.ANY]
+
+    def domain_warning(self, name: str, kind: str) -> str | None:
+        """What to say when the model ``name`` is given an image of ``kind``: None where it fits
+        (see :func:`segdemo.domain.domain_warning`), else a sentence naming the models that do."""
+        known = self.domain(name)
+        if not domains.warns(known, kind):
+            return None
+        return domains.domain_warning(name, known, kind, self.fitting(kind))
 
     # --- loading ----------------------------------------------------------------------------------
     def loaded(self) -> list[str]:

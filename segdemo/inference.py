@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import checkpoints
+from .domain import DOMAIN_TEXT, model_domain
 from .errors import LimitError
 from .labels import probabilities_to_labels
 from .limits import Deadline, size_text
@@ -204,7 +205,8 @@ class Segmenter(LabelSpace):
 
     # --- description --------------------------------------------------------------------------
     def card(self) -> dict:
-        """What the app shows about this model: architecture, size, data, metrics."""
+        """What the app shows about this model: architecture, size, domain (what images it knows), data,
+        metrics."""
         spec = self.meta["model"]
         return {
             "name": self.name,
@@ -213,6 +215,7 @@ class Segmenter(LabelSpace):
             "parameters": self.parameter_count,
             "task": self.task,
             "classes": list(self.classes),
+            "domain": DOMAIN_TEXT[model_domain(self.meta)],
             "input channels": spec.get("in_channels", 3),
             "data": self.meta.get("data"),
             "metrics": self.meta.get("metrics"),
@@ -449,15 +452,19 @@ def load_segmenter(path: str | os.PathLike, *, device: str | torch.device | None
 
 def pretrained_segmenter(name: str, *, weights_path: str | None = None, device=None) -> Segmenter:
     """A Segmenter for one of torchvision's VOC-label models (``lraspp_mobilenet_v3_large`` …)."""
-    from .data.voc import CLASSES, COLORS
     from .models import create
+
+    model = create(f"{name}_voc", weights_path=weights_path)
+    return Segmenter(model, pretrained_meta(name), device=device)
+
+
+def pretrained_meta(name: str) -> dict:
+    """The metadata of one of torchvision's VOC-label models, as a checkpoint would carry it."""
+    from .data.voc import CLASSES, COLORS
     from .models.pretrained import PRETRAINED
 
-    spec = PRETRAINED[name]
-    model = create(f"{name}_voc", weights_path=weights_path)
-    meta = {"model": {"name": f"{name}_voc", "in_channels": 3, "num_classes": 21, "options": {}},
+    return {"model": {"name": f"{name}_voc", "in_channels": 3, "num_classes": 21, "options": {}},
             "task": MULTICLASS, "classes": list(CLASSES), "colors": [list(c) for c in COLORS],
             "normalization": IMAGENET, "title": f"{name} (VOC, pretrained)",
             "data": {"name": "COCO with VOC labels", "source": "torchvision"},
-            "description": spec.description}
-    return Segmenter(model, meta, device=device)
+            "description": PRETRAINED[name].description}

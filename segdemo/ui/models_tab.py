@@ -8,6 +8,7 @@ import gradio as gr
 
 from .. import viz
 from ..data import shapes
+from ..domain import DOMAIN_TEXT, model_domain
 from . import sharing_panel
 from .budget import read_within_budget, shrunk_note
 from .context import INFERENCE, AppContext
@@ -36,6 +37,8 @@ def model_card(context: AppContext, model, request: gr.Request):
              f"**Architecture:** `{info['architecture']}` {json.dumps(info['options']) if info['options'] else ''}  ",
              f"**Parameters:** {info['parameters']:,}  ",
              f"**Task:** {info['task']}, {len(info['classes'])} classes  ",
+             # a segmenter-like model whose card does not say its domain has it in its metadata
+             f"**Domain:** {info.get('domain') or DOMAIN_TEXT[model_domain(segmenter.meta)]}  ",
              f"**Inference:** {info['inference path']} on {info['device']}  "]
     data = info.get("data") or {}
     if data:

@@ -2,7 +2,10 @@
 
 The network runs once per image; threshold and opacity re-render from the stored prediction.
 Also the ``/segment`` API endpoint: image file + model name → overlay, label-map PNG, class
-fractions.
+fractions. An image plainly outside the model's domain (a photo given to the shapes model,
+measured by :mod:`segdemo.domain`) is segmented all the same, with a warning that points to the
+models that fit: a toast and a line of the summary on the page, a ``warning`` in ``/segment``'s
+info.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gradio as gr
 import numpy as np
 
 from .. import viz
+from ..domain import describe_image, image_kind
 from ..errors import ImageError
 from ..image_files import image_size, read_label_map
 from ..labels import fit_ground_truth
@@ -57,7 +61,8 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     """Run ``model`` on an uploaded ``image`` (and score it against its ``ground_truth`` mask, if
     any); the pictures, the metrics and what is kept for re-rendering."""
     image_path = required_upload(image, "image", "upload an image first")
-    segmenter = context.workspace(request).catalog.get(model)
+    catalog = context.workspace(request).catalog
+    segmenter = catalog.get(model)
     mask_path = checked_upload(ground_truth, "mask")
     if mask_path:  # sizes compared from the headers, before anything is decoded
         mask_size, sent = image_size(mask_path), image_size(image_path)
@@ -69,6 +74,8 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     if mask_path:  # read before predicting: a mask that does not fit is reported at once
         truth = read_label_map(mask_path, palette=segmenter.label_colors, shrink_to=picture.shape[:2])
         truth = fit_ground_truth(truth, segmenter.task, segmenter.label_names, model=segmenter.name)
+    kind = describe_image(picture)
+    warning = catalog.domain_warning(model or catalog.default, kind.kind)
     prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads())
     shown = viz.downscale(picture, DISPLAY_SIDE)
     height, width = shown.shape[:2]
@@ -79,6 +86,9 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
         truth = None if truth is None else cv2.resize(truth, (width, height), interpolation=cv2.INTER_NEAREST)
     note = shrunk_note(picture, sent)
     info += f".{note}" if note else ""
+    if warning:
+        gr.Warning(warning)
+        info += f"\n\n**Outside this model's domain.** {warning} (Measured: {kind.reason}.)"
     kept = Shown(shown, prediction.resized(height, width, dtype=np.float16), truth, info)
     return (*render(kept, threshold, opacity), kept)
 
@@ -115,12 +125,16 @@ def render(shown: Shown | None, threshold, opacity):
 
 def segment_image(context: AppContext, image, model, request: gr.Request):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
-    pixel value = label index) and the fraction of pixels of each label. An image larger than one
-    request may ask of the model (in a shared app) is refused with what would fit."""
+    pixel value = label index) and an info dict: the model, the fraction of pixels of each label
+    and, only for an image plainly outside the model's domain, a ``warning`` naming the models that
+    fit. An image larger than one request may ask of the model (in a shared app) is refused with
+    what would fit."""
     laps = [time.perf_counter()]
     image_path = required_upload(image, "image", "send an image file")
-    segmenter = context.workspace(request).catalog.get(model or None)
+    catalog = context.workspace(request).catalog
+    segmenter = catalog.get(model or None)
     picture = refuse_over_budget(image_path, segmenter)  # the label map is data: never downscaled
+    warning = catalog.domain_warning(model or catalog.default, image_kind(picture))
     laps.append(time.perf_counter())
     prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads())
     laps.append(time.perf_counter())
@@ -131,7 +145,10 @@ def segment_image(context: AppContext, image, model, request: gr.Request):
     laps.append(time.perf_counter())
     log.debug("segment timing %s", json.dumps({"images": 1, **{phase: round(1e3 * (end - begin), 2) for phase, begin, end
                                                                in zip(SEGMENT_PHASES, laps, laps[1:])}}))
-    return (*files, {"model": prediction.model, "fractions": prediction.fractions()})
+    info = {"model": prediction.model, "fractions": prediction.fractions()}
+    if warning:
+        info["warning"] = warning
+    return (*files, info)
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
