@@ -14,7 +14,8 @@ workspaces      ``workspaces``: each visitor's data folder, models and datasets 
 services        ``catalog`` (pickable models), ``engine`` (training), ``annotations`` (the
                 dataset store), ``datafolder`` (where the app keeps its files)
 inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` objects; ``features``:
-                a model's feature maps at every stage, drawn as a U
+                a model's feature maps at every stage, drawn as a U; ``uncertainty``: where a
+                prediction is unsure, and which images to label next
 formats         ``checkpoints`` (the file format), ``data`` (the data sources)
 building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
@@ -36,7 +37,7 @@ LAYERS = (
     ("sharing",),
     ("workspaces",),
     ("catalog", "engine", "annotations", "datafolder"),
-    ("inference", "features"),
+    ("inference", "features", "uncertainty"),
     ("checkpoints", "data"),
     ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
     ("prediction",),

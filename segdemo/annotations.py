@@ -6,6 +6,7 @@ A dataset is a folder under the store's root::
     <root>/<dataset>/images/<item>.png
     <root>/<dataset>/masks/<item>.png      # palette PNG of class indices (0 = background)
     <root>/<dataset>/history/<item>-<time>-{image,mask}.png   # earlier versions, deleted pairs
+    <root>/<dataset>/unlabelled/<name>.png  # images added to be labelled later (not items: no mask yet)
     <root>/<dataset>/.thumbnails/<item>.{json,png,mask.png}   # a cache: pixel counts, small pictures
 
 Every write goes to a temporary file and is renamed into place (a crash leaves the old file);
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 
 from .errors import AnnotationError, ArchiveError, ImageError
-from .filenames import check_name, follows_rule
+from .filenames import MAX_NAME_LENGTH, check_name, follows_rule, safe_name
 from .files import atomic_write, folder_lock, staged_write, sync_all
 from .data.archive import FileTree
 from .data.base import DatasetInfo
@@ -43,6 +44,7 @@ from .tasks import IGNORE_INDEX, MAX_CLASS_NAME, MAX_LABELS, MULTICLASS
 
 THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
 THUMBNAIL_SIDE = 256
+UNLABELLED = "unlabelled"   # images added to a dataset without a mask, to be labelled later
 IMPORTING = ".importing-"   # a dataset being imported is written under this hidden name, then renamed
 HEADER_BYTES = 2**20         # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
@@ -86,6 +88,21 @@ def parse_class_lines(text: str) -> DatasetInfo:
 
 def class_lines(info: DatasetInfo) -> str:
     return "\n".join(f"{name} #{''.join(f'{v:02x}' for v in color)}" for name, color in zip(info.classes, info.colors))
+
+
+def _history_stamp() -> str:
+    """When something was put into ``history/``: the time to the microsecond, in its file name."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3`` … (cut to the longest name allowed): the first not in ``taken``."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        suffix = f"-{number}"
+        candidate = name[:MAX_NAME_LENGTH - len(suffix)] + suffix
+    return candidate
 
 
 @dataclass(frozen=True)
@@ -214,6 +231,7 @@ class DatasetStore:
                 for kind in ("image", "mask"):
                     os.replace(staged[kind], targets[kind])
                 journal.unlink()
+                self._take_off_unlabelled(path, item)
             finally:
                 for temporary in staged.values():
                     Path(temporary).unlink(missing_ok=True)
@@ -241,7 +259,7 @@ class DatasetStore:
 
     def _keep_in_history(self, path: Path, item: str, why: str, *, link: bool) -> dict:
         """Put the item's current files into history/: hard-linked (they stay in place) or moved."""
-        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+        stamp = _history_stamp()
         history = path / "history"
         history.mkdir(exist_ok=True)
         kept = {}
@@ -308,6 +326,108 @@ class DatasetStore:
     def thumbnail(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
         """A saved pair at most ``THUMBNAIL_SIDE`` pixels a side: ``(image (h, w, 3), labels (h, w))``."""
         return self._summary(item, pictures=True)[1:]
+
+    # --- images to label (no mask yet) ----------------------------------------------------------------
+    def add_images(self, dataset: str, named_images) -> list[str]:
+        """Add images that have no mask yet to ``dataset``, to be labelled later. They wait in
+        ``unlabelled/`` (:meth:`unlabelled`, :meth:`load_unlabelled`) until a pair of the same name
+        is saved, which moves the image into ``history/`` (:meth:`save`). They are not items:
+        exports and training see only the labelled pairs.
+
+        All or nothing: every image's size is checked first, from its header (each within
+        ``annotation_side``, all together within ``import_megapixels``, the dataset's images to
+        label within ``dataset_items``); then each is decoded, checked against the store's
+        ``room`` and written to a temporary file, one image in memory at a time; only when all
+        are written are they renamed into place.
+
+        Args:
+            named_images: ``(name, image)`` pairs, the image an ``(H, W, 3)`` uint8 array or
+                anything :func:`~segdemo.image_files.read_image` reads (a path, bytes). Each name
+                is made to follow the naming rule (:func:`~segdemo.filenames.safe_name`); one that
+                an item or another image to label has already gets a suffix (``-2``, ``-3`` …).
+
+        Returns:
+            The names the images were stored under, in order.
+        """
+        path = self.dataset_path(dataset)
+        limits = current()
+        named_images = [(safe_name(str(name), "image"), source) for name, source in named_images]
+        if not named_images:
+            raise AnnotationError("choose one or more images to add")
+        pixels = 0
+        for name, source in named_images:
+            if isinstance(source, np.ndarray):  # read_image refuses what is no image, below
+                height, width = source.shape[:2] if source.ndim >= 2 else (0, 0)
+            else:
+                height, width = image_size(source, name=name)
+            if max(height, width) > limits.annotation_side:
+                raise AnnotationError(f"{name} is {width}×{height}; images up to {limits.annotation_side} pixels a "
+                                      "side can be annotated (annotation_side)")
+            pixels += height * width
+        if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
+            raise AnnotationError(f"the {len(named_images)} images hold {pixels / 1e6:,.0f} megapixels; one request may "
+                                  f"add {limits.import_megapixels:,.0f} here (import_megapixels): add fewer at a time")
+        self._check_unlabelled_count(dataset, len(named_images))
+        waiting = path / UNLABELLED
+        self._remove_stale_staged(waiting)
+        staged: list[Path] = []
+        try:
+            for name, source in named_images:
+                data = png_bytes(read_image(source, name=name))
+                with self._lock:
+                    self._check_room(len(data), "item")   # what is staged already counts
+                    staged.append(staged_write(waiting / f"{name}.png", lambda file, data=data: file.write(data)))
+                del data
+            with self._lock:
+                self._check_unlabelled_count(dataset, len(named_images))
+                taken = {*self.unlabelled(dataset), *(item.name for item in self.items(dataset))}
+                names = []
+                for (name, _), temporary in zip(named_images, staged):
+                    name = _free_name(name, taken)
+                    taken.add(name)
+                    os.replace(temporary, waiting / f"{name}.png")
+                    names.append(name)
+        finally:
+            for temporary in staged:
+                temporary.unlink(missing_ok=True)
+        return names
+
+    def _check_unlabelled_count(self, dataset: str, adding: int) -> None:
+        items, waiting = current().dataset_items, len(self.unlabelled(dataset))
+        if waiting + adding > items:
+            raise AnnotationError(f"{dataset} has {waiting} images to label; with {adding} more it would pass "
+                                  f"{items}, the most a dataset may hold (dataset_items)")
+
+    def unlabelled(self, dataset: str) -> list[str]:
+        """The names of ``dataset``'s images waiting to be labelled (added by :meth:`add_images`)."""
+        path = self.dataset_path(dataset)
+        return sorted(file.stem for file in (path / UNLABELLED).glob("*.png")
+                      if follows_rule(file.stem) and not (path / "masks" / file.name).exists())
+
+    def load_unlabelled(self, dataset: str, name: str) -> np.ndarray:
+        """The ``(H, W, 3)`` image ``name`` waiting to be labelled in ``dataset``."""
+        path = self.dataset_path(dataset) / UNLABELLED / f"{check_name(name, 'image name')}.png"
+        if not path.is_file():
+            raise AnnotationError(f"{dataset} has no image to label named {name!r}")
+        return read_image(path)
+
+    def _take_off_unlabelled(self, path: Path, item: str) -> None:
+        """Move the image to label named ``item`` (if there is one) into ``history/``: it has a mask now."""
+        waiting = path / UNLABELLED / f"{item}.png"
+        if waiting.exists():
+            (path / "history").mkdir(exist_ok=True)
+            os.replace(waiting, path / "history" / f"{item}-{_history_stamp()}-labelled-image.png")
+
+    @staticmethod
+    def _remove_stale_staged(folder: Path, age: float = 3600.0) -> None:
+        """Remove the temporary files that an :meth:`add_images` a crash interrupted left (over
+        ``age`` seconds old: a younger one may be another request's, still being written)."""
+        for stale in folder.glob(".*.tmp"):
+            try:
+                if time.time() - stale.stat().st_mtime > age:
+                    stale.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     # --- the cache of pixel counts and thumbnails ------------------------------------------------------
     @staticmethod

@@ -16,7 +16,7 @@ from ..image_files import image_size, read_image
 from ..limits import current
 from ..labels import clean_labels, relabel_table
 from ..painting import labels_from_layers, layer_from_labels
-from . import sharing_panel
+from . import sharing_panel, uncertainty_panel
 from .budget import predict_within_budget
 from .context import INFERENCE, AppContext
 from .files import required_upload, scratch_folder
@@ -280,9 +280,11 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 sharing_panel.dataset_panel(context, dataset)
         with gr.Column(scale=3):
             message = gr.Markdown(label="message", elem_id="annotate-message")
-            editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
-                                    eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
-                                    label="paint the classes (eraser = background)", elem_id="annotate-editor")
+            with gr.Row():
+                editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
+                                        eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520, scale=3,
+                                        label="paint the classes (eraser = background)", elem_id="annotate-editor")
+                uncertainty = uncertainty_panel.picture()
             with gr.Row():
                 model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                     scale=2, elem_id="annotate-model")
@@ -295,6 +297,9 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 item = gr.Textbox(label="save as", placeholder="image-name", scale=2, elem_id="annotate-item")
                 save_button = gr.Button("Save", variant="primary", scale=1, elem_id="annotate-save")
                 delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="annotate-delete")
+            label_next = uncertainty_panel.build(context, dataset=dataset, model=model, image=image_state, editor=editor,
+                                                 item=item, message=message, uncertainty=uncertainty, picked=_dataset,
+                                                 opener=editor_value)
             progress = gr.Markdown(label="progress", elem_id="annotate-progress")
             gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", object_fit="contain", format="png",
                                  elem_id="annotate-gallery")
@@ -332,8 +337,9 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                          api_name="annotate_prefill", concurrency_id=INFERENCE)
     cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
                          api_name="annotate_cleanup")
-    save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page], listing,
-                      api_name="annotate_save")
+    saved = save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page], listing,
+                              api_name="annotate_save")
+    label_next.follow(saved, dataset)
     delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")
     export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")

@@ -45,13 +45,15 @@ def check_images(segmenter: Segmenter, count: int, height: int, width: int) -> N
     segmenter.check_work(height, width, None, memory)
 
 
-def predict_within_budget(segmenter: Segmenter, image: np.ndarray, deadline, threads: int | None = None
-                          ) -> tuple[Prediction, str]:
+def predict_within_budget(segmenter: Segmenter, image: np.ndarray, deadline, threads: int | None = None,
+                          images: int = 1) -> tuple[Prediction, str]:
     """``segmenter``'s prediction for ``image`` (with ``threads`` torch threads), made on a downscaled
     copy when the whole image is more than one request may ask (then brought back to the image's
-    size), and a note saying so."""
+    size), and a note saying so. A request that predicts ``images`` images one after another
+    (ranking a dataset) gives each that share of its work; memory is freed between them."""
     height, width = image.shape[:2]
-    fit = segmenter.largest_within(height, width, *request_budget())
+    flop, memory = request_budget()
+    fit = segmenter.largest_within(height, width, None if flop is None else flop / max(1, images), memory)
     if fit == (height, width):
         return segmenter.predict(image, deadline=deadline, threads=threads), ""
     small = cv2.resize(image, (fit[1], fit[0]), interpolation=cv2.INTER_AREA)
