@@ -15,7 +15,12 @@ from segdemo.data import shapes
 from segdemo.errors import UserError
 from segdemo.prediction import Prediction
 from segdemo.tasks import BINARY, MULTICLASS, MULTILABEL
-from segdemo.uncertainty import entropy_map, image_uncertainty, rank_by_uncertainty, uncertainty_picture
+from segdemo.uncertainty import (
+    entropy_map,
+    image_uncertainty,
+    rank_by_uncertainty,
+    uncertainty_picture,
+)
 
 
 def prediction(probabilities, task=MULTICLASS) -> Prediction:
@@ -177,11 +182,10 @@ def test_adding_is_all_or_nothing_within_room_size_and_count(tmp_path, monkeypat
 def test_add_rank_and_label_next_over_the_api(app, client, tmp_path):
     """Two images added to label, ranked by the shipped shapes U-Net: a photo (outside what it knows)
     before a shapes image; Label next opens the photo, and saving it takes it off the list."""
+    import cv2
     from gradio_client import handle_file
     from PIL import Image
     from skimage import data
-
-    import cv2
 
     client.predict("to-label", "shapes", "", api_name="/annotate_create")
     paths = []
@@ -218,3 +222,40 @@ def test_add_rank_and_label_next_over_the_api(app, client, tmp_path):
     assert store.unlabelled("to-label") == ["a-shapes"]
     item = client.predict("to-label", "unet_shapes", api_name="/annotate_label_next")[1]
     assert item == "a-shapes"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_panel_in_the_browser_adds_ranks_opens_the_top_one_and_shows_its_uncertainty(page, app, tmp_path):
+    from apphelpers import ARTIFACTS, wait_for
+    from PIL import Image
+    from skimage import data
+
+    paths = [tmp_path / "calm-shapes.png", tmp_path / "coffee-photo.png"]
+    Image.fromarray(shapes.generate(1, 160, seed=8)[0][0]).save(paths[0])
+    Image.fromarray(data.coffee()[::3, ::3]).save(paths[1])
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#annotate-new-name textarea, #annotate-new-name input", "browser-next")
+    page.click("#annotate-create")
+    wait_for(lambda: "Created" in page.inner_text("#annotate-message"))
+    page.locator("#annotate-add-images input[type=file]").set_input_files([str(p) for p in paths])
+    wait_for(lambda: "Added 2 images" in page.inner_text("#annotate-message"), timeout=60)
+    wait_for(lambda: "2" in page.inner_text("#annotate-waiting"))
+    page.click("#annotate-rank")
+    wait_for(lambda: "Ranked 2" in page.inner_text("#annotate-message"), timeout=60)
+    ranking = lambda: page.inner_text("#annotate-ranking")
+    wait_for(lambda: "calm-shapes" in ranking() and ranking().index("coffee-photo") < ranking().index("calm-shapes"))
+    page.click("#annotate-label-next")
+    wait_for(lambda: "Opened" in page.inner_text("#annotate-message") and "coffee-photo" in page.inner_text("#annotate-message"),
+             timeout=60)
+    assert page.input_value("#annotate-item textarea, #annotate-item input") == "coffee-photo"
+    page.click("#annotate-show-uncertainty")
+    wait_for(lambda: "Uncertainty of" in page.inner_text("#annotate-message"), timeout=60)
+    wait_for(lambda: page.locator("#annotate-uncertainty img").count() > 0 and page.evaluate(
+        "() => { const i = document.querySelector('#annotate-uncertainty img'); return i && i.complete && i.naturalWidth > 0; }"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#annotate-editor").locator("xpath=../..").screenshot(path=str(ARTIFACTS / "annotate-uncertainty-beside-editor.png"))
+    page.locator("#annotate-ranking").get_by_text("calm-shapes").click()   # a row of the ranking opens its image
+    wait_for(lambda: "calm-shapes" in page.inner_text("#annotate-message") and
+             page.input_value("#annotate-item textarea, #annotate-item input") == "calm-shapes")
+    page.locator("#annotate-label-next-panel").screenshot(path=str(ARTIFACTS / "annotate-label-next-panel.png"))

@@ -194,7 +194,7 @@ def open_ranked(context: AppContext, picked: Callable, opener: Callable, dataset
 
 def picture() -> gr.Image:
     """Where the open image's uncertainty is drawn, beside the editor (hidden until asked for)."""
-    return gr.Image(label="uncertainty (bright: the model is unsure)", type="numpy", format="png", interactive=False,
+    return gr.Image(label="uncertainty (bright: unsure)", type="numpy", format="png", interactive=False,
                     visible=False, height=520, scale=2, elem_id="annotate-uncertainty")
 
 
@@ -215,7 +215,7 @@ def build(context: AppContext, *, dataset, model, image, editor, item, message, 
             files = gr.File(label="add images to label", file_count="multiple", file_types=["image", ".tif", ".tiff"],
                             height=140, scale=2, elem_id="annotate-add-images")
             with gr.Column(scale=1, min_width=220):
-                waiting = gr.Markdown(elem_id="annotate-waiting")
+                waiting = gr.Markdown(label="images to label", elem_id="annotate-waiting")
                 show_button = gr.Button("Show uncertainty", size="sm", elem_id="annotate-show-uncertainty")
                 rank_button = gr.Button("Rank by uncertainty", size="sm", elem_id="annotate-rank")
                 next_button = gr.Button("Label next", size="sm", variant="primary", elem_id="annotate-label-next")
