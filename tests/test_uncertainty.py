@@ -188,6 +188,10 @@ def test_add_rank_and_label_next_over_the_api(app, client, tmp_path):
     from skimage import data
 
     client.predict("to-label", "shapes", "", api_name="/annotate_create")
+    with pytest.raises(Exception, match="no image to rank"):
+        client.predict("to-label", "unet_shapes", api_name="/annotate_rank")
+    with pytest.raises(Exception, match="no image waits to be labelled"):
+        client.predict("to-label", "unet_shapes", api_name="/annotate_label_next")
     paths = []
     for name, picture in (("a-shapes", shapes.generate(1, 128, seed=4)[0][0]),
                           ("b-photo", cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA))):

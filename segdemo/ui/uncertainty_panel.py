@@ -195,7 +195,8 @@ def open_ranked(context: AppContext, picked: Callable, opener: Callable, dataset
 def picture() -> gr.Image:
     """Where the open image's uncertainty is drawn, beside the editor (hidden until asked for)."""
     return gr.Image(label="uncertainty (bright: unsure)", type="numpy", format="png", interactive=False,
-                    visible=False, height=520, scale=2, elem_id="annotate-uncertainty")
+                    visible=False, height=520, scale=2, elem_id="annotate-uncertainty",
+                    elem_classes="segdemo-fill")
 
 
 def build(context: AppContext, *, dataset, model, image, editor, item, message, uncertainty: gr.Image,
