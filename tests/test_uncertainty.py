@@ -262,4 +262,5 @@ def test_the_panel_in_the_browser_adds_ranks_opens_the_top_one_and_shows_its_unc
     page.locator("#annotate-ranking").get_by_text("calm-shapes").click()   # a row of the ranking opens its image
     wait_for(lambda: "calm-shapes" in page.inner_text("#annotate-message") and
              page.input_value("#annotate-item textarea, #annotate-item input") == "calm-shapes")
+    wait_for(lambda: not page.locator("#annotate-uncertainty").is_visible())   # the coffee's picture goes
     page.locator("#annotate-label-next-panel").screenshot(path=str(ARTIFACTS / "annotate-label-next-panel.png"))

@@ -192,6 +192,11 @@ def open_ranked(context: AppContext, picked: Callable, opener: Callable, dataset
     return opener(image, labels, store.info(dataset).colors), image, name, f"Opened **{name}** from the ranking."
 
 
+def hidden_picture() -> gr.Image:
+    """The uncertainty picture put away: another image was opened, which it is not of."""
+    return gr.Image(value=None, visible=False)
+
+
 def picture() -> gr.Image:
     """Where the open image's uncertainty is drawn, beside the editor (hidden until asked for)."""
     return gr.Image(label="uncertainty (bright: unsure)", type="numpy", format="png", interactive=False,
@@ -225,6 +230,9 @@ def build(context: AppContext, *, dataset, model, image, editor, item, message, 
         gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
     opened = [editor, image, item, message]
+    # Every open puts a new array in the image's state (gradio tracks a state by its object), so
+    # this fires on each open, from any of the tab's ways to open one.
+    image.change(hidden_picture, None, [uncertainty], api_visibility="private", queue=False, show_progress="hidden")
     dataset.change(handler(dataset_changed, context), [dataset], [waiting, table, ranking], api_visibility="private")
     files.upload(handler(add_images, context, picked, heavy=True), [dataset, files],
                  [message, waiting, files, table, ranking], api_name="annotate_add_images")
