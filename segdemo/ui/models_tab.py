@@ -29,8 +29,7 @@ same image to see what learning from examples adds.
 
 MAX_COMPARE = 3
 STAGE_HEADERS = ["stage", "output (channels×height×width)", "parameters"]
-NO_LAYERS = ("a classical method has no layers: nothing is learned, so there is no U to follow an image "
-             "through (and nothing inside it to look at)")
+NO_LAYERS = "none: a classical method has no layers"
 
 
 def model_card(context: AppContext, model, request: gr.Request):
@@ -79,6 +78,7 @@ def classical_card(segmenter, info: dict):
              f"**Task:** {info['task']}, class {', '.join(info['classes'])}  ",
              f"**Threshold:** {info['threshold']}  ",
              f"**Work:** {info['work per megapixel']} per megapixel, on the {info['device']}  ",
+             "**Stages:** none: no layers, so no U to follow an image through, and nothing inside to look at  ",
              f"\n{info['how it works']}"]
     table = {"headers": STAGE_HEADERS, "data": [[NO_LAYERS, "", ""]]}
     return "\n".join(lines), table, legend_html(segmenter.label_names, segmenter.label_colors)
@@ -143,7 +143,8 @@ def model_features(context: AppContext, model, image_source, seed, image, reques
 
     segmenter = context.workspace(request).catalog.get(model)
     if not segmenter.learned:
-        raise refuse(f"{segmenter.name}: {NO_LAYERS}. Pick a trained model to look inside it.")
+        raise refuse(f"{segmenter.name} is a classical method: it has no layers, so there is nothing inside to "
+                     "look at. Pick a trained model to look inside it.")
     if image_source == "uploaded image":
         picture = read_image(required_upload(image, "image", "upload an image, or pick a shapes image"))
         picture = viz.downscale(picture, FEATURE_IMAGE_SIDE)
