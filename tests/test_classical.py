@@ -98,6 +98,8 @@ def test_the_field_of_view_is_found_in_the_image(retina):
     photo = np.full((120, 160, 3), 180, np.uint8)  # no dark surround: not a fundus photograph
     photo[40:80, 50:110] = 40
     assert find_field_of_view(photo).all()
+    black = create(VESSELS).predict(np.zeros((64, 64, 3), np.uint8))  # nothing to find, and no error
+    assert not black.probabilities.any() and "whole image" in black.path
 
 
 def test_a_given_field_of_view_is_where_vessels_are_looked_for(retina):
@@ -154,6 +156,8 @@ def test_grabcut_finds_the_shapes_in_its_default_box():
     assert (found & bright).sum() >= 0.95 * found.sum()          # what it marks is shapes
     assert (found & bright & box).sum() >= 0.6 * (bright & box).sum()  # and most of the shapes in the box
     assert "default box" in prediction.path
+    with pytest.raises(ImageError, match="at least 2 pixels"):
+        create(GRABCUT).predict(np.zeros((1, 1, 3), np.uint8))
 
 
 def test_the_catalog_lists_the_classical_models_after_the_shipped_ones(tmp_path):
@@ -207,6 +211,7 @@ def test_the_app_segments_with_the_vessel_model_and_scores_it(client, retina_fil
     overlay, labels_file, info = client.predict(image=image, model=VESSEL_MODEL, api_name="/segment")
     labels = np.asarray(Image.open(labels_file))
     assert labels.shape == retina[0].shape[:2] and set(np.unique(labels)) == {0, 1}
+    assert Image.open(overlay).size == labels.shape[::-1]
     assert info["model"] == VESSEL_MODEL and 0.03 < info["fractions"]["vessel"] < 0.3
     result = client.predict(image, manual, VESSEL_MODEL, 0.5, 0.5, fov, api_name="/segment_upload")
     metrics, summary = result[3], result[5]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..assist import WORK_SIDE, box_mask
+from ..errors import ImageError
 from ..tasks import BINARY
 from .base import FLOP_PER_SECOND, ClassicalSegmenter
 
@@ -50,8 +51,8 @@ class GrabCutSegmenter(ClassicalSegmenter):
                 "Any image, any object: told only that the object is inside a box, it learns the colours of "
                 "the background from outside the box and of the object from inside, then cuts the box along "
                 "the cheapest boundary between them (a graph cut), five times over. Nothing is trained. Here "
-                f"the box is the image less {round(100 * MARGIN)} % of each side, so it finds the object in "
-                "the middle of the picture; the Annotate tab's box tool lets you draw the box yourself."),
+                "the box is the image less an eighth of each side, so it finds the object in the middle of "
+                "the picture; the Annotate tab's box tool lets you draw the box yourself."),
             "threshold": "none: the answer is a hard mask (probability 1 on the object, 0 elsewhere)",
         })
 
@@ -69,9 +70,11 @@ class GrabCutSegmenter(ClassicalSegmenter):
 
     def _probability(self, image: np.ndarray, check, box=None) -> tuple[np.ndarray, str]:
         height, width = image.shape[:2]
+        if min(height, width) < 2:
+            raise ImageError(f"{self.name} needs an image at least 2 pixels a side; this one is {width}×{height}")
         drawn = box is not None
         box = tuple(box) if drawn else default_box(height, width)
         mask = box_mask(image, box)
         x0, y0, x1, y1 = box
-        where = "the drawn box" if drawn else f"the default box (the image less {round(100 * MARGIN)} % a side)"
+        where = "the drawn box" if drawn else "the default box (the image less an eighth of each side)"
         return mask.astype(np.float32), f"GrabCut in {where} ({x0}, {y0})–({x1}, {y1})"
