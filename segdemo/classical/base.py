@@ -58,7 +58,7 @@ class ClassicalSegmenter(Predictor):
             "task": self.task,
             "classes": list(self.classes),
             "domain": self.meta["domain"],
-            "work per megapixel": f"about {self.flop_per_pixel / 1e3:,.0f} GFLOP-equivalent (its measured time)",
+            "work per megapixel": f"about {self.flop_per_pixel / 1e3:,.0f} GFLOP-equivalent",
             "device": self.device,
         }
 

@@ -77,7 +77,8 @@ def classical_card(segmenter, info: dict):
              "**Parameters:** none: nothing is learned, every number in it is chosen by hand  ",
              f"**Task:** {info['task']}, class {', '.join(info['classes'])}  ",
              f"**Threshold:** {info['threshold']}  ",
-             f"**Work:** {info['work per megapixel']} per megapixel, on the {info['device']}  ",
+             (f"**Work:** {info['work per megapixel']} per megapixel (its time, as the operations a network does "
+              f"in that time), on the {info['device']}  "),
              "**Stages:** none: no layers, so no U to follow an image through, and nothing inside to look at  ",
              f"\n{info['how it works']}"]
     table = {"headers": STAGE_HEADERS, "data": [[NO_LAYERS, "", ""]]}
