@@ -15,9 +15,12 @@ services        ``catalog`` (pickable models), ``engine`` (training), ``annotati
                 dataset store), ``datafolder`` (where the app keeps its files)
 inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` objects; ``features``:
                 a model's feature maps at every stage, drawn as a U; ``uncertainty``: where a
-                prediction is unsure, and which images to label next
+                prediction is unsure, and which images to label next; ``classical``: methods that
+                learn nothing (Frangi's vesselness, GrabCut), predicting as a ``Segmenter`` does
 formats         ``checkpoints`` (the file format), ``data`` (the data sources)
-building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs)
+building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs),
+                ``assist`` (a box or clicks turned into a mask, without a model)
+predictor       ``predictor``: what every pickable model offers, learned or not (its cost, its answer)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
 labels          ``labels``: probabilities, targets and label maps turned into each other;
                 ``loss_names``: the losses' names and the tasks each suits (no torch)
@@ -37,9 +40,10 @@ LAYERS = (
     ("sharing",),
     ("workspaces",),
     ("catalog", "engine", "annotations", "datafolder"),
-    ("inference", "features", "uncertainty"),
+    ("inference", "features", "uncertainty", "classical"),
     ("checkpoints", "data"),
     ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
+    ("predictor",),
     ("prediction",),
     ("labels", "loss_names"),
     ("tasks", "runtime", "image_files", "files", "filenames", "limits", "domain"),

@@ -115,8 +115,10 @@ def test_catalog_knows_domains_without_loading(tmp_path):
     name = catalog.add_trained(checkpoints.save(tmp_path / "vessels.pt", model, meta), "vessels")
     assert catalog.domain("unet_shapes") == "shapes" and catalog.domain(name) == "retina"
     assert catalog.domain("pretrained: lraspp_mobilenet_v3_large (VOC)") == "photo"
-    assert catalog.fitting("retina") == [name]
-    assert set(catalog.fitting("shapes")) == {"unet_shapes", "fcn_resnet18_shapes", "u2netp_shapes"}
+    vessels, grabcut = "classical: retinal vessels (Frangi)", "classical: object in a box (GrabCut)"
+    assert catalog.domain(vessels) == "retina" and catalog.domain(grabcut) == "any"
+    assert catalog.fitting("retina") == [vessels, name, grabcut]   # a box model fits anything, after the rest
+    assert set(catalog.fitting("shapes")) == {"unet_shapes", "fcn_resnet18_shapes", "u2netp_shapes", grabcut}
     assert catalog.domain_warning("unet_shapes", "shapes") is None
     warning = catalog.domain_warning("unet_shapes", "retina")
     assert KIND_TEXT["retina"] in warning and name in warning
