@@ -19,7 +19,8 @@ formats         ``checkpoints`` (the file format), ``data`` (the data sources)
 building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
 labels          ``labels``: probabilities, targets and label maps turned into each other;
-                ``loss_names``: the losses' names and the tasks each suits (no torch)
+                ``loss_names``: the losses' names and the tasks each suits (no torch);
+                ``mask_doctor``: a dataset's mask files checked (and fixed) against its classes
 foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
                 ``files``, ``filenames``, ``limits`` (what one request or run may ask for)
 errors          ``errors``: the errors a user should read
@@ -39,7 +40,7 @@ LAYERS = (
     ("checkpoints", "data"),
     ("models", "losses", "metrics", "viz", "painting", "animation"),
     ("prediction",),
-    ("labels", "loss_names"),
+    ("labels", "loss_names", "mask_doctor"),
     ("tasks", "runtime", "image_files", "files", "filenames", "limits"),
     ("errors",),
 )

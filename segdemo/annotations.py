@@ -34,17 +34,17 @@ from .filenames import check_name, follows_rule
 from .files import atomic_write, folder_lock, staged_write, sync_all
 from .data.archive import FileTree
 from .data.base import DatasetInfo
-from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
+from .data.folder import CLASSES_FILE, classes_json, find_pairs, mask_labels, member_size, parse_classes
 from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
 from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
-from .image_files import check_same_size, image_size, png_bytes, read_image, read_label_map
+from .image_files import check_same_size, png_bytes, read_image, read_label_map
 from .limits import current
+from .mask_doctor import MaskDoctor
 from .tasks import IGNORE_INDEX, MAX_CLASS_NAME, MAX_LABELS, MULTICLASS
 
 THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
 THUMBNAIL_SIDE = 256
 IMPORTING = ".importing-"   # a dataset being imported is written under this hidden name, then renamed
-HEADER_BYTES = 2**20         # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
 # Class lists a new dataset can start from (the first class is the background).
 CLASS_PRESETS: dict[str, DatasetInfo] = {
@@ -406,7 +406,15 @@ class DatasetStore:
         together within ``import_megapixels``), so a zip of
         100,000 files or of 8000² PNGs is refused before one pixel is decoded. Then the pairs are
         decoded, checked and written one at a time (memory for one pair) into a hidden folder
-        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset."""
+        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset.
+
+        Every mask goes through :class:`segdemo.mask_doctor.MaskDoctor` as it is decoded (once):
+        what can be fixed unambiguously is (0/255 masks, class colors instead of indices, a
+        palette at other indices), the rest is refused, naming every such file, with
+        :class:`~segdemo.errors.MaskError` (image/mask size mismatches from the headers, before
+        any pixel is decoded). A binary dataset (one class) becomes background + its class.
+
+        Returns ``{"dataset": name, "items": pairs, "findings": [Finding, ...]}``."""
         dataset = check_name(dataset, "dataset name")
         limits = current()
         self._remove_stale_imports()
@@ -417,6 +425,8 @@ class DatasetStore:
             if prefix is None:
                 raise ArchiveError("the zip has no classes.json: expected classes.json, images/ and masks/")
             info = parse_classes(tree.read(prefix + CLASSES_FILE))
+            info = DatasetInfo(info.name, MULTICLASS, *mask_labels(info))
+            doctor = MaskDoctor(info.classes, info.colors)
             if len(info.classes) > 255:
                 raise ArchiveError(f"classes.json names {len(info.classes)} classes; at most 255 fit a label mask")
             pairs = find_pairs(tree.names(), prefix)
@@ -427,8 +437,10 @@ class DatasetStore:
                                    "(dataset_items)")
             items = [(check_name(Path(image_name).stem, "item name"), image_name, mask_name)
                      for image_name, mask_name in pairs]
-            pixels = sum(self._declared_pixels(tree, item, image_name, mask_name, limits.annotation_side)
+            pixels = sum(self._declared_pixels(tree, image_name, mask_name, limits.annotation_side, doctor,
+                                               mask_name[len(prefix):])
                          for item, image_name, mask_name in items)
+            doctor.raise_refusals()   # sizes that disagree, known from the headers alone
             if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
                 raise ArchiveError(f"the zip's {len(items):,} images hold {pixels / 1e6:,.0f} megapixels; one import may "
                                    f"decode {limits.import_megapixels:,.0f} here (import_megapixels): import fewer or "
@@ -445,8 +457,10 @@ class DatasetStore:
                 written = [staging / folder for folder in ("images", "masks")]
                 for item, image_name, mask_name in items:
                     image = read_image(tree.read(image_name), name=image_name)
-                    labels = read_label_map(tree.read(mask_name), palette=info.colors, name=mask_name)
-                    check_same_size(image, labels, f"mask {item}")
+                    labels = doctor.read(tree.read(mask_name), name=mask_name[len(prefix):],
+                                         image_size=image.shape[:2])
+                    if labels is None:
+                        continue   # refused: named with the others once all are read
                     for kind, data in self._encoded(dataset, info, image, labels).items():
                         target = staging / f"{kind}s" / f"{item}.png"
                         target.write_bytes(data)   # hidden until the folder is renamed: no temporary file
@@ -454,6 +468,7 @@ class DatasetStore:
                     self._write_summary(staging, item, image, labels, self._stamp(
                         Item(item, staging / "images" / f"{item}.png", staging / "masks" / f"{item}.png")))
                     del image, labels
+                findings = doctor.finish()   # refuses here, naming every mask that cannot be used
                 sync_all(written)   # all durable before the dataset appears
                 with self._lock:
                     target = self._inside(self.root / dataset)
@@ -465,7 +480,7 @@ class DatasetStore:
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
             tree.close()
-        return {"dataset": dataset, "items": len(items)}
+        return {"dataset": dataset, "items": len(items), "findings": findings}
 
     def _remove_stale_imports(self, age: float = 3600.0) -> None:
         """Remove what imports that a crash interrupted left (hidden folders over ``age`` seconds old)."""
@@ -477,20 +492,15 @@ class DatasetStore:
                 pass
 
     @staticmethod
-    def _declared_pixels(tree: FileTree, item: str, image_name: str, mask_name: str, side: int) -> int:
-        """The pixels of a pair's image, from its header; a pair whose image or mask is larger than
-        ``side``, or whose sizes differ, is refused from the headers alone."""
-        sizes = []
-        for name in (image_name, mask_name):
-            try:
-                sizes.append(image_size(tree.head(name, HEADER_BYTES), name=name))
-            except ImageError:  # a header past the first megabyte: read the whole file
-                sizes.append(image_size(tree.read(name), name=name))
-        (height, width), (mask_height, mask_width) = sizes
-        if max(height, width) > side:
-            raise ArchiveError(f"{image_name} is {width}×{height}; images up to {side} pixels a side can be annotated "
+    def _declared_pixels(tree: FileTree, image_name: str, mask_name: str, side: int, doctor: MaskDoctor,
+                         shown: str) -> int:
+        """The pixels of a pair's image, from its header; an image or mask larger than ``side`` is
+        refused at once, a mask whose size differs from its image's recorded by ``doctor``
+        (``shown``: the mask's name there)."""
+        (height, width), mask_size = member_size(tree, image_name), member_size(tree, mask_name)
+        if max(height, width, *mask_size) > side:
+            big = image_name if max(height, width) > side else mask_name
+            raise ArchiveError(f"{big} is larger than {side} pixels a side, the most that can be annotated "
                                "(annotation_side)")
-        if (height, width) != (mask_height, mask_width):
-            raise ArchiveError(f"the mask of {item} is {mask_width}×{mask_height} pixels but its image is "
-                               f"{width}×{height}; they must be the same size")
+        doctor.check_size(shown, mask_size, (height, width))
         return height * width
