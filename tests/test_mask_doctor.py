@@ -8,13 +8,16 @@ import json
 
 import numpy as np
 import pytest
+from apphelpers import wait_for
+from fakes import zip_with
+from gradio_client import handle_file
 from PIL import Image
 
-from fakes import zip_with
 from segdemo.annotations import DatasetStore
 from segdemo.data import open_source
 from segdemo.errors import MaskError
 from segdemo.mask_doctor import FIXED, NOTED, REFUSED, MaskDoctor, findings_table
+from segdemo.ui.train_tab import UPLOADED
 
 VESSELS = {"classes": ["background", "vessel"], "colors": [[0, 0, 0], [230, 40, 40]]}
 SHAPES3 = {"classes": ["background", "road", "tree"], "colors": [[0, 0, 0], [255, 0, 0], [0, 192, 0]]}
@@ -144,3 +147,29 @@ def test_a_folder_dataset_fixes_as_it_loads_and_checks_before_training(tmp_path)
     refused = open_source(f"folder:{dataset_zip(tmp_path / 'odd.zip', VESSELS, {'odd': png(odd)})}")
     with pytest.raises(MaskError, match=r"masks/odd\.png.*#0909fa"):
         refused.check()
+
+
+@pytest.mark.slow
+def test_the_annotate_import_shows_the_table_and_the_train_tab_fixes_and_refuses_the_same_way(app, client, tmp_path):
+    truths = {f"m{index}": labels_of(index, shape=(48, 48)) for index in range(2)}
+    binary = dataset_zip(tmp_path / "binary.zip", VESSELS, {name: png(labels * 255) for name, labels in truths.items()})
+    _, message, table = client.predict(handle_file(str(binary)), "doctored", api_name="/annotate_import")
+    assert "fixed 2 problems" in message
+    assert [row[0] for row in table["data"] if row[2] == FIXED] == ["masks/m0.png", "masks/m1.png"]
+    store = app.context.workspace().store
+    assert all(np.array_equal(store.load("doctored", name)[1], labels) for name, labels in truths.items())
+    odd = np.zeros((48, 48, 3), np.uint8)
+    odd[10:20, 10:20] = (12, 34, 56)
+    unknown = dataset_zip(tmp_path / "odd.zip", VESSELS, {"odd": png(odd)})
+    train = ("unet", 8, UPLOADED)
+    settings = (1, 4, 0.001, 32, 30)
+    with pytest.raises(Exception, match=r"masks/odd\.png.*#0c2238"):
+        client.predict(*train, handle_file(str(unknown)), *settings, api_name="/train_start")
+    with pytest.raises(Exception, match=r"masks/odd\.png.*#0c2238"):
+        client.predict(handle_file(str(unknown)), "odd", api_name="/annotate_import")
+    started = client.predict(*train, handle_file(str(binary)), *settings, api_name="/train_start")
+    try:
+        assert "Started run" in started and "fixed 2 problems" in started and "| masks/m0.png |" in started
+    finally:
+        client.predict(api_name="/train_stop")
+        wait_for(lambda: client.predict(api_name="/train_status")["state"] in ("stopped", "finished", "failed"))

@@ -19,6 +19,7 @@ from ..engine import EpochDone, StepDone, configure, number, plan_run, preset, w
 from ..filenames import safe_name
 from ..limits import current
 from ..loss_names import AUTO, LOSS_LABELS
+from ..mask_doctor import FIXED, HEADERS, findings_table
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
@@ -83,6 +84,9 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
             kept = space.keep_upload(path, "dataset")
         config, source, notes = _run_settings(space, model, unet_width, data, kept, epochs, batch_size,
                                               learning_rate, crop_size, time_limit_seconds, fine_tune_from, loss)
+        # An uploaded image/mask folder's masks are checked before anything trains: fixed as its
+        # loader will fix them, or refused (MaskError) naming the masks that cannot be used.
+        findings = source.check() if data == UPLOADED and hasattr(source, "check") else []
 
         def register(run_id, result):  # the new model joins its owner's pickers (a run that learned nothing
             path = result.best_path or result.last_path  # does not); the zip is read no more
@@ -106,7 +110,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
     cap = context.trainer.time_cap
     if cap and (not config.max_seconds or config.max_seconds > cap):
         notes.append(f"it stops after {_duration(cap)}, this app's limit per run")
-    said = "".join(f" Note: {html.escape(note, quote=False)}." for note in notes)
+    said = "".join(f" Note: {html.escape(note, quote=False)}." for note in notes) + _mask_report(findings)
     if queue["your_position"]:
         wait = queue["your_wait_seconds"]
         return (f"Queued run **{run_id}**: {html.escape(config.title)}. You are number {queue['your_position']} in "
@@ -150,6 +154,17 @@ def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, lear
     source = open_source(config.data, **config.data_options)
     plan = plan_run(config, source, initial_meta=initial_meta)  # refuses what cannot fit; fits the batch to the data
     return plan.config, source, list(plan.notes)
+
+
+def _mask_report(findings) -> str:
+    """What the mask doctor found in an uploaded zip, as a Markdown table after the message."""
+    if not findings:
+        return ""
+    fixed = sum(finding.action == FIXED for finding in findings)
+    rows = "".join("\n| " + " | ".join(html.escape(text, quote=False).replace("|", "\\|") for text in row) + " |"
+                   for row in findings_table(findings)["data"])
+    return (f"\n\nThe mask check of the zip fixed {fixed} problem{'s' if fixed != 1 else ''} (its loader reads "
+            f"the masks the same way):\n\n| {' | '.join(HEADERS)} |\n|---|---|---|{rows}")
 
 
 def _duration(seconds: float) -> str:
