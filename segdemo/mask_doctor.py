@@ -206,7 +206,7 @@ class MaskDoctor:
             self._add(name, f"a 0/255 mask: 255 read as class 1 {self.classes[1]!r}", FIXED)
         beyond = sorted(value for value in present if value > last and value != IGNORE_INDEX)
         if beyond:
-            self.refuse(name, f"values {_listed(beyond)} lie beyond the last class ({last} {self.classes[last]!r}; "
+            self.refuse(name, f"class values {_listed(beyond)} lie beyond the last class ({last} {self.classes[last]!r}; "
                               "255 means ignore)")
             return None
         if present <= {0, IGNORE_INDEX}:

@@ -72,6 +72,14 @@ def test_a_zip_of_0_255_masks_is_fixed_and_the_table_says_so(store, tmp_path):
         row[0] for row in table["data"] if row[0] == "masks/m0.png"]
 
 
+def test_a_binary_class_list_imports_as_background_and_its_class(store, tmp_path):
+    labels = labels_of(5)
+    binary = {"task": "binary", "classes": ["vessel"], "colors": [[230, 40, 40]]}
+    result = store.import_zip(dataset_zip(tmp_path / "one.zip", binary, {"v": png(labels * 255)}), "one")
+    assert store.info("one").classes == ("background", "vessel")
+    assert np.array_equal(store.load("one", "v")[1], labels) and [f.action for f in result["findings"]] == [FIXED]
+
+
 def test_rgb_masks_with_unknown_colors_are_refused_naming_the_file_and_color(store, tmp_path):
     colored = np.zeros((24, 32, 3), np.uint8)
     colored[4:10, 4:12] = (255, 0, 0)
@@ -109,7 +117,7 @@ def test_a_palette_at_other_indices_is_remapped_by_color_and_values_beyond_the_c
     beyond = labels.copy()
     beyond[0, 0] = 7
     assert doctor.read(png(beyond), name="beyond.png") is None
-    with pytest.raises(MaskError, match=r"beyond\.png: values 7 lie beyond the last class \(2 'tree'"):
+    with pytest.raises(MaskError, match=r"beyond\.png: class values 7 lie beyond the last class \(2 'tree'"):
         doctor.finish()
 
 
@@ -173,3 +181,23 @@ def test_the_annotate_import_shows_the_table_and_the_train_tab_fixes_and_refuses
     finally:
         client.predict(api_name="/train_stop")
         wait_for(lambda: client.predict(api_name="/train_status")["state"] in ("stopped", "finished", "failed"))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_import_table_on_the_page_and_a_coco_export(page, tmp_path):
+    truths = {f"b{index}": labels_of(index, shape=(48, 48)) for index in range(2)}
+    truths["blank"] = np.zeros((48, 48), np.uint8)
+    archive = dataset_zip(tmp_path / "page.zip", VESSELS, {name: png(labels * 255) for name, labels in truths.items()})
+    page.get_by_role("tab", name="Annotate").click()
+    page.get_by_text("import / export").click()
+    page.set_input_files("#annotate-import-file input[type=file]", str(archive))
+    page.get_by_label("name for the imported dataset").fill("on-page")
+    page.wait_for_timeout(500)
+    page.click("#annotate-import")
+    wait_for(lambda: "fixed 2 problems" in page.inner_text("#annotate-message"), timeout=60)
+    table = page.inner_text("#annotate-import-check")
+    assert "masks/b0.png" in table and "0/255" in table and "empty: every pixel is background" in table
+    page.click("#annotate-export-coco")
+    wait_for(lambda: "on-page-coco.zip" in (page.locator("#annotate-exported a").first.get_attribute("href") or ""),
+             timeout=60)

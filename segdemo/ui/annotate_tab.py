@@ -282,11 +282,12 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                     size = gr.Slider(64, 384, value=192, step=32, label="shapes size")
                 shapes_button = gr.Button("Open a shapes image", size="sm", elem_id="annotate-open-shapes")
             with gr.Accordion("import / export", open=False):
-                import_file = gr.File(label="import a dataset .zip", file_types=[".zip"])
+                import_file = gr.File(label="import a dataset .zip", file_types=[".zip"], elem_id="annotate-import-file")
                 import_name = gr.Textbox(label="name for the imported dataset")
                 import_button = gr.Button("Import", size="sm", elem_id="annotate-import")
                 import_check = gr.Dataframe(headers=list(HEADERS), label="mask check of the last import",
-                                            interactive=False, wrap=True, elem_id="annotate-import-check")
+                                            interactive=False, wrap=True, column_widths=["28%", "48%", "24%"],
+                                            elem_id="annotate-import-check")
                 with gr.Row():
                     export_button = gr.Button("Export .zip", size="sm", elem_id="annotate-export")
                     export_voc_button = gr.Button("Export as VOC", size="sm")
