@@ -281,10 +281,8 @@ def read_mask_pixels(source: Any, *, max_pixels: int = MAX_PIXELS, max_bytes: in
     image, name = _open_source(source, max_bytes, name)
     image = _checked_first_frame(image, name, max_pixels)
     if image.mode == "P":
-        colors = np.zeros((256, 3), np.uint8)
-        flat = np.frombuffer(bytes(image.getpalette("RGB") or b""), np.uint8)[:768]
-        colors.reshape(-1)[:len(flat)] = flat
-        return MaskPixels(np.array(image, dtype=np.uint8), colors, name)
+        flat = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8)[:768]
+        return MaskPixels(np.array(image, dtype=np.uint8), flat[:len(flat) // 3 * 3].reshape(-1, 3), name)
     if image.mode in ("L", "1"):
         return MaskPixels(np.array(image, dtype=np.uint8), None, name)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):

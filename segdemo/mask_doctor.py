@@ -172,23 +172,23 @@ class MaskDoctor:
 
     def _by_palette(self, name: str, values: np.ndarray, palette: np.ndarray) -> np.ndarray:
         """A palette mask remapped by color where its palette gives the classes' colors at other
-        indices; its indices as they are otherwise (a note says when its colors are not the classes')."""
+        indices, one class to each index used; its indices as they are otherwise (a note says when
+        its colors are not the classes')."""
         used = [int(v) for v in np.flatnonzero(np.bincount(values.ravel(), minlength=256)) if v != IGNORE_INDEX]
-        colors = {index: tuple(int(v) for v in palette[index]) for index in used}
+        colors = {index: tuple(int(v) for v in palette[index]) if index < len(palette) else None for index in used}
         disagree = [index for index in used if index >= len(self.colors) or colors[index] != self.colors[index]]
         if not disagree:
             return values
-        table = np.arange(256, dtype=np.uint8)
-        if all(colors[index] in self.by_color for index in used):
-            for index in used:
-                table[index] = self.by_color[colors[index]]
+        classes = [self.by_color.get(colors[index]) for index in used]
+        if None not in classes and len(set(classes)) == len(used):   # every index a class, no two the same
+            table = np.arange(256, dtype=np.uint8)
+            table[used] = classes
             moved = [f"{index} → {table[index]} {self.classes[table[index]]!r}" for index in used if table[index] != index]
-            if moved:
-                self._add(name, f"palette colors disagree with classes.json: remapped by color ({_listed(moved)})",
-                          FIXED)
-                return table[values]
-            return values
-        shown = [f"{index} is {_color(colors[index])}" for index in disagree]
+            if not moved:
+                return values
+            self._add(name, f"palette colors disagree with classes.json: remapped by color ({_listed(moved)})", FIXED)
+            return table[values]
+        shown = [f"{index} is {_color(colors[index]) if colors[index] else 'missing'}" for index in disagree]
         self._add(name, f"palette colors are not the classes' colors ({_listed(shown)}): read as class indices",
                   NOTED)
         return values

@@ -114,6 +114,9 @@ def test_a_palette_at_other_indices_is_remapped_by_color_and_values_beyond_the_c
     fixed = doctor.read(png(labels, swapped), name="swapped.png")
     assert np.array_equal(fixed, np.array([0, 2, 1], np.uint8)[labels])
     assert doctor.findings[-1].action == FIXED and "remapped by color" in doctor.findings[-1].problem
+    same = [(0, 0, 0), (255, 0, 0), (255, 0, 0)]   # two indices in one class's color: no one meaning
+    assert np.array_equal(doctor.read(png(labels, same), name="same.png"), labels)
+    assert doctor.findings[-1].action == NOTED and "read as class indices" in doctor.findings[-1].problem
     beyond = labels.copy()
     beyond[0, 0] = 7
     assert doctor.read(png(beyond), name="beyond.png") is None

@@ -165,8 +165,9 @@ def _mask_report(findings) -> str:
     fixed = sum(finding.action == FIXED for finding in findings)
     rows = "".join("\n| " + " | ".join(html.escape(text, quote=False).replace("|", "\\|") for text in row) + " |"
                    for row in findings_table(findings)["data"])
-    return (f"\n\nThe mask check of the zip fixed {fixed} problem{'s' if fixed != 1 else ''} (its loader reads "
-            f"the masks the same way):\n\n| {' | '.join(HEADERS)} |\n|---|---|---|{rows}")
+    said = (f"fixed {fixed} problem{'s' if fixed != 1 else ''} (its loader reads the masks the same way)" if fixed
+            else "found nothing to fix")
+    return f"\n\nThe mask check of the zip {said}:\n\n| {' | '.join(HEADERS)} |\n|---|---|---|{rows}"
 
 
 def _duration(seconds: float) -> str:
