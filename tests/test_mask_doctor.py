@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -67,6 +68,12 @@ def test_a_zip_of_0_255_masks_is_fixed_and_the_table_says_so(store, tmp_path):
         assert np.array_equal(store.load("binary", name)[1], labels)  # 0/1 now, where 255 was
     rows = {(finding.file, finding.action) for finding in result["findings"] if "0/255" in finding.problem}
     assert rows == {(f"masks/{name}.png", FIXED) for name in truths}
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(archive) as opened:
+        opened.extractall(folder)
+    from_folder = store.import_zip(folder, "from-folder")   # a folder is read the same way
+    assert from_folder["findings"] == result["findings"]
+    assert np.array_equal(store.load("from-folder", "m1")[1], truths["m1"])
     table = findings_table(result["findings"])
     assert table["headers"] == ["file", "problem", "action"] and ["masks/m0.png"] == [
         row[0] for row in table["data"] if row[0] == "masks/m0.png"]
