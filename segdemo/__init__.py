@@ -23,7 +23,8 @@ building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``an
 predictor       ``predictor``: what every pickable model offers, learned or not (its cost, its answer)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
 labels          ``labels``: probabilities, targets and label maps turned into each other;
-                ``loss_names``: the losses' names and the tasks each suits (no torch)
+                ``loss_names``: the losses' names and the tasks each suits (no torch);
+                ``mask_doctor``: a dataset's mask files checked (and fixed) against its classes
 foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
                 ``files``, ``filenames``, ``limits`` (what one request or run may ask for),
                 ``domain`` (what an image is, measured; what each model knows)
@@ -45,7 +46,7 @@ LAYERS = (
     ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
     ("predictor",),
     ("prediction",),
-    ("labels", "loss_names"),
+    ("labels", "loss_names", "mask_doctor"),
     ("tasks", "runtime", "image_files", "files", "filenames", "limits", "domain"),
     ("errors",),
 )

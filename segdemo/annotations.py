@@ -30,23 +30,38 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .data.archive import FileTree
+from .data.base import DatasetInfo
+from .data.folder import (
+    CLASSES_FILE,
+    classes_json,
+    find_pairs,
+    mask_labels,
+    member_size,
+    parse_classes,
+)
+from .data.shapes import CLASSES as SHAPES_CLASSES
+from .data.shapes import COLORS as SHAPES_COLORS
+from .data.voc import CLASSES as VOC_CLASSES
+from .data.voc import COLORS as VOC_COLORS
 from .errors import AnnotationError, ArchiveError, ImageError
 from .filenames import MAX_NAME_LENGTH, check_name, follows_rule, safe_name
 from .files import atomic_write, folder_lock, staged_write, sync_all
-from .data.archive import FileTree
-from .data.base import DatasetInfo
-from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
-from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
-from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
-from .image_files import check_same_size, image_size, png_bytes, read_image, read_label_map
+from .image_files import (
+    check_same_size,
+    image_size,
+    png_bytes,
+    read_image,
+    read_label_map,
+)
 from .limits import current
+from .mask_doctor import MaskDoctor
 from .tasks import IGNORE_INDEX, MAX_CLASS_NAME, MAX_LABELS, MULTICLASS
 
 THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
 THUMBNAIL_SIDE = 256
 UNLABELLED = "unlabelled"   # images added to a dataset without a mask, to be labelled later
 IMPORTING = ".importing-"   # a dataset being imported is written under this hidden name, then renamed
-HEADER_BYTES = 2**20         # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
 # Class lists a new dataset can start from (the first class is the background).
 CLASS_PRESETS: dict[str, DatasetInfo] = {
@@ -517,6 +532,55 @@ class DatasetStore:
         atomic_write(target, write)
         return target
 
+    def export_coco(self, dataset: str, target: str | Path) -> Path:
+        """The dataset as a zip in COCO's instance format: ``annotations/instances.json`` and
+        ``images/<item>.png``.
+
+        Categories are the dataset's classes after the background, each with its class index as
+        its id. Each connected region (8-connected) of a class in a label map is one annotation, as
+        COCO's instances are one object each (a detector's box and area are per object); two
+        touching objects of one class are one region in a label map and stay one annotation.
+        ``segmentation`` is the region's uncompressed-size RLE from ``pycocotools.mask.encode``,
+        ``area`` and ``bbox`` ``[x, y, w, h]`` come from it, ``iscrowd`` is 0. Painting every
+        annotation's mask with its category gives back the label map exactly; ignored pixels
+        (255) belong to no object and are not exported."""
+        from pycocotools import mask as coco_mask  # only an export needs it
+
+        info = self.info(dataset)
+        items = self.items(dataset)
+        target = Path(target)
+
+        def write(file):
+            images, annotations = [], []
+            with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+                for image_id, item in enumerate(items, start=1):
+                    labels = read_label_map(item.mask)
+                    height, width = labels.shape
+                    images.append({"id": image_id, "file_name": f"{item.name}.png", "width": width, "height": height})
+                    archive.write(item.image, f"images/{item.name}.png")
+                    for category in np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[1:len(info.classes)]) + 1:
+                        count, regions, stats, _ = cv2.connectedComponentsWithStats(
+                            (labels == category).astype(np.uint8), connectivity=8)
+                        region = np.zeros((height, width), np.uint8, order="F")
+                        for index in range(1, count):
+                            x, y, w, h = (int(v) for v in stats[index, :4])
+                            region[y:y + h, x:x + w] = regions[y:y + h, x:x + w] == index
+                            rle = coco_mask.encode(region)
+                            region[y:y + h, x:x + w] = 0   # only its box was written: the rest is 0 already
+                            annotations.append({
+                                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(category),
+                                "segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+                                "area": int(coco_mask.area(rle)),
+                                "bbox": [float(v) for v in coco_mask.toBbox(rle)], "iscrowd": 0})
+                categories = [{"id": index, "name": name, "supercategory": "object"}
+                              for index, name in enumerate(info.classes) if index]
+                document = {"info": {"description": f"{dataset}, exported by segdemo"}, "licenses": [],
+                            "images": images, "categories": categories, "annotations": annotations}
+                archive.writestr("annotations/instances.json", json.dumps(document))
+
+        atomic_write(target, write)
+        return target
+
     def import_zip(self, zip_path: str | Path, dataset: str) -> dict:
         """Create dataset ``dataset`` from a zip in segdemo's folder format.
 
@@ -526,7 +590,15 @@ class DatasetStore:
         together within ``import_megapixels``), so a zip of
         100,000 files or of 8000² PNGs is refused before one pixel is decoded. Then the pairs are
         decoded, checked and written one at a time (memory for one pair) into a hidden folder
-        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset."""
+        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset.
+
+        Every mask goes through :class:`segdemo.mask_doctor.MaskDoctor` as it is decoded (once):
+        what can be fixed unambiguously is (0/255 masks, class colors instead of indices, a
+        palette at other indices), the rest is refused, naming every such file, with
+        :class:`~segdemo.errors.MaskError` (image/mask size mismatches from the headers, before
+        any pixel is decoded). A binary dataset (one class) becomes background + its class.
+
+        Returns ``{"dataset": name, "items": pairs, "findings": [Finding, ...]}``."""
         dataset = check_name(dataset, "dataset name")
         limits = current()
         self._remove_stale_imports()
@@ -537,6 +609,8 @@ class DatasetStore:
             if prefix is None:
                 raise ArchiveError("the zip has no classes.json: expected classes.json, images/ and masks/")
             info = parse_classes(tree.read(prefix + CLASSES_FILE))
+            info = DatasetInfo(info.name, MULTICLASS, *mask_labels(info))
+            doctor = MaskDoctor(info.classes, info.colors)
             if len(info.classes) > 255:
                 raise ArchiveError(f"classes.json names {len(info.classes)} classes; at most 255 fit a label mask")
             pairs = find_pairs(tree.names(), prefix)
@@ -547,8 +621,10 @@ class DatasetStore:
                                    "(dataset_items)")
             items = [(check_name(Path(image_name).stem, "item name"), image_name, mask_name)
                      for image_name, mask_name in pairs]
-            pixels = sum(self._declared_pixels(tree, item, image_name, mask_name, limits.annotation_side)
+            pixels = sum(self._declared_pixels(tree, image_name, mask_name, limits.annotation_side, doctor,
+                                               mask_name[len(prefix):])
                          for item, image_name, mask_name in items)
+            doctor.raise_refusals()   # sizes that disagree, known from the headers alone
             if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
                 raise ArchiveError(f"the zip's {len(items):,} images hold {pixels / 1e6:,.0f} megapixels; one import may "
                                    f"decode {limits.import_megapixels:,.0f} here (import_megapixels): import fewer or "
@@ -565,8 +641,10 @@ class DatasetStore:
                 written = [staging / folder for folder in ("images", "masks")]
                 for item, image_name, mask_name in items:
                     image = read_image(tree.read(image_name), name=image_name)
-                    labels = read_label_map(tree.read(mask_name), palette=info.colors, name=mask_name)
-                    check_same_size(image, labels, f"mask {item}")
+                    labels = doctor.read(tree.read(mask_name), name=mask_name[len(prefix):],
+                                         image_size=image.shape[:2])
+                    if labels is None:
+                        continue   # refused: named with the others once all are read
                     for kind, data in self._encoded(dataset, info, image, labels).items():
                         target = staging / f"{kind}s" / f"{item}.png"
                         target.write_bytes(data)   # hidden until the folder is renamed: no temporary file
@@ -574,6 +652,7 @@ class DatasetStore:
                     self._write_summary(staging, item, image, labels, self._stamp(
                         Item(item, staging / "images" / f"{item}.png", staging / "masks" / f"{item}.png")))
                     del image, labels
+                findings = doctor.finish()   # refuses here, naming every mask that cannot be used
                 sync_all(written)   # all durable before the dataset appears
                 with self._lock:
                     target = self._inside(self.root / dataset)
@@ -585,7 +664,7 @@ class DatasetStore:
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
             tree.close()
-        return {"dataset": dataset, "items": len(items)}
+        return {"dataset": dataset, "items": len(items), "findings": findings}
 
     def _remove_stale_imports(self, age: float = 3600.0) -> None:
         """Remove what imports that a crash interrupted left (hidden folders over ``age`` seconds old)."""
@@ -597,20 +676,15 @@ class DatasetStore:
                 pass
 
     @staticmethod
-    def _declared_pixels(tree: FileTree, item: str, image_name: str, mask_name: str, side: int) -> int:
-        """The pixels of a pair's image, from its header; a pair whose image or mask is larger than
-        ``side``, or whose sizes differ, is refused from the headers alone."""
-        sizes = []
-        for name in (image_name, mask_name):
-            try:
-                sizes.append(image_size(tree.head(name, HEADER_BYTES), name=name))
-            except ImageError:  # a header past the first megabyte: read the whole file
-                sizes.append(image_size(tree.read(name), name=name))
-        (height, width), (mask_height, mask_width) = sizes
-        if max(height, width) > side:
-            raise ArchiveError(f"{image_name} is {width}×{height}; images up to {side} pixels a side can be annotated "
-                               "(annotation_side)")
-        if (height, width) != (mask_height, mask_width):
-            raise ArchiveError(f"the mask of {item} is {mask_width}×{mask_height} pixels but its image is "
-                               f"{width}×{height}; they must be the same size")
+    def _declared_pixels(tree: FileTree, image_name: str, mask_name: str, side: int, doctor: MaskDoctor,
+                         shown: str) -> int:
+        """The pixels of a pair's image, from its header; an image or mask larger than ``side`` is
+        refused at once, a mask whose size differs from its image's recorded by ``doctor``
+        (``shown``: the mask's name there)."""
+        (height, width), mask_size = member_size(tree, image_name), member_size(tree, mask_name)
+        for name, (big_height, big_width) in ((image_name, (height, width)), (mask_name, mask_size)):
+            if max(big_height, big_width) > side:
+                raise ArchiveError(f"{name} is {big_width}×{big_height}; images up to {side} pixels a side can be "
+                                   "annotated (annotation_side)")
+        doctor.check_size(shown, mask_size, (height, width))
         return height * width
