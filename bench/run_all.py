@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "models", "training", "threads", "live", "app", "probes", "probe_steps", "load", "classroom", "large_images", "readme"]
+ORDER = ["data", "models", "training", "threads", "live", "app", "probes", "probe_steps", "load", "classroom", "large_images", "readme", "annotation"]
 
 
 def main(argv):

@@ -14,15 +14,20 @@ workspaces      ``workspaces``: each visitor's data folder, models and datasets 
 services        ``catalog`` (pickable models), ``engine`` (training), ``annotations`` (the
                 dataset store), ``datafolder`` (where the app keeps its files)
 inference       ``inference``: checkpoints → ready-to-predict ``Segmenter`` objects; ``features``:
-                a model's feature maps at every stage, drawn as a U
+                a model's feature maps at every stage, drawn as a U; ``uncertainty``: where a
+                prediction is unsure, and which images to label next; ``classical``: methods that
+                learn nothing (Frangi's vesselness, GrabCut), predicting as a ``Segmenter`` does
 formats         ``checkpoints`` (the file format), ``data`` (the data sources)
-building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs)
-                ``assist`` (a box, clicks or a flood fill turned into a mask; the class lock)
+building blocks ``models``, ``losses``, ``metrics``, ``viz``, ``painting``, ``animation`` (GIFs),
+                ``assist`` (a box, clicks or a flood fill turned into a mask, without a model; the class lock)
+predictor       ``predictor``: what every pickable model offers, learned or not (its cost, its answer)
 prediction      ``prediction``: one model's answer for one image, what viz and metrics take
 labels          ``labels``: probabilities, targets and label maps turned into each other;
-                ``loss_names``: the losses' names and the tasks each suits (no torch)
+                ``loss_names``: the losses' names and the tasks each suits (no torch);
+                ``mask_doctor``: a dataset's mask files checked (and fixed) against its classes
 foundation      ``tasks``, ``runtime`` (normalization, device, precision), ``image_files``,
-                ``files``, ``filenames``, ``limits`` (what one request or run may ask for)
+                ``files``, ``filenames``, ``limits`` (what one request or run may ask for),
+                ``domain`` (what an image is, measured; what each model knows)
 errors          ``errors``: the errors a user should read
 ==============  ===========================================================================
 """
@@ -36,11 +41,12 @@ LAYERS = (
     ("sharing",),
     ("workspaces",),
     ("catalog", "engine", "annotations", "datafolder"),
-    ("inference", "features"),
+    ("inference", "features", "uncertainty", "classical"),
     ("checkpoints", "data"),
     ("models", "losses", "metrics", "viz", "painting", "animation", "assist"),
+    ("predictor",),
     ("prediction",),
-    ("labels", "loss_names"),
-    ("tasks", "runtime", "image_files", "files", "filenames", "limits"),
+    ("labels", "loss_names", "mask_doctor"),
+    ("tasks", "runtime", "image_files", "files", "filenames", "limits", "domain"),
     ("errors",),
 )

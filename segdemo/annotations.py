@@ -6,6 +6,7 @@ A dataset is a folder under the store's root::
     <root>/<dataset>/images/<item>.png
     <root>/<dataset>/masks/<item>.png      # palette PNG of class indices (0 = background)
     <root>/<dataset>/history/<item>-<time>-{image,mask}.png   # earlier versions, deleted pairs
+    <root>/<dataset>/unlabelled/<name>.png  # images added to be labelled later (not items: no mask yet)
     <root>/<dataset>/.thumbnails/<item>.{json,png,mask.png}   # a cache: pixel counts, small pictures
 
 Every write goes to a temporary file and is renamed into place (a crash leaves the old file);
@@ -29,22 +30,38 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import AnnotationError, ArchiveError, ImageError
-from .filenames import check_name, follows_rule
-from .files import atomic_write, folder_lock, staged_write, sync_all
 from .data.archive import FileTree
 from .data.base import DatasetInfo
-from .data.folder import CLASSES_FILE, classes_json, find_pairs, parse_classes
-from .data.shapes import CLASSES as SHAPES_CLASSES, COLORS as SHAPES_COLORS
-from .data.voc import CLASSES as VOC_CLASSES, COLORS as VOC_COLORS
-from .image_files import check_same_size, image_size, png_bytes, read_image, read_label_map
+from .data.folder import (
+    CLASSES_FILE,
+    classes_json,
+    find_pairs,
+    mask_labels,
+    member_size,
+    parse_classes,
+)
+from .data.shapes import CLASSES as SHAPES_CLASSES
+from .data.shapes import COLORS as SHAPES_COLORS
+from .data.voc import CLASSES as VOC_CLASSES
+from .data.voc import COLORS as VOC_COLORS
+from .errors import AnnotationError, ArchiveError, ImageError
+from .filenames import MAX_NAME_LENGTH, check_name, follows_rule, safe_name
+from .files import atomic_write, folder_lock, staged_write, sync_all
+from .image_files import (
+    check_same_size,
+    image_size,
+    png_bytes,
+    read_image,
+    read_label_map,
+)
 from .limits import current
+from .mask_doctor import MaskDoctor
 from .tasks import IGNORE_INDEX, MAX_CLASS_NAME, MAX_LABELS, MULTICLASS
 
 THUMBNAILS = ".thumbnails"  # per pair: its pixel counts and small pictures, so views never decode it again
 THUMBNAIL_SIDE = 256
+UNLABELLED = "unlabelled"   # images added to a dataset without a mask, to be labelled later
 IMPORTING = ".importing-"   # a dataset being imported is written under this hidden name, then renamed
-HEADER_BYTES = 2**20         # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
 # Class lists a new dataset can start from (the first class is the background).
 CLASS_PRESETS: dict[str, DatasetInfo] = {
@@ -86,6 +103,21 @@ def parse_class_lines(text: str) -> DatasetInfo:
 
 def class_lines(info: DatasetInfo) -> str:
     return "\n".join(f"{name} #{''.join(f'{v:02x}' for v in color)}" for name, color in zip(info.classes, info.colors))
+
+
+def _history_stamp() -> str:
+    """When something was put into ``history/``: the time to the microsecond, in its file name."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3`` … (cut to the longest name allowed): the first not in ``taken``."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        suffix = f"-{number}"
+        candidate = name[:MAX_NAME_LENGTH - len(suffix)] + suffix
+    return candidate
 
 
 @dataclass(frozen=True)
@@ -214,6 +246,7 @@ class DatasetStore:
                 for kind in ("image", "mask"):
                     os.replace(staged[kind], targets[kind])
                 journal.unlink()
+                self._take_off_unlabelled(path, item)
             finally:
                 for temporary in staged.values():
                     Path(temporary).unlink(missing_ok=True)
@@ -241,7 +274,7 @@ class DatasetStore:
 
     def _keep_in_history(self, path: Path, item: str, why: str, *, link: bool) -> dict:
         """Put the item's current files into history/: hard-linked (they stay in place) or moved."""
-        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+        stamp = _history_stamp()
         history = path / "history"
         history.mkdir(exist_ok=True)
         kept = {}
@@ -308,6 +341,108 @@ class DatasetStore:
     def thumbnail(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
         """A saved pair at most ``THUMBNAIL_SIDE`` pixels a side: ``(image (h, w, 3), labels (h, w))``."""
         return self._summary(item, pictures=True)[1:]
+
+    # --- images to label (no mask yet) ----------------------------------------------------------------
+    def add_images(self, dataset: str, named_images) -> list[str]:
+        """Add images that have no mask yet to ``dataset``, to be labelled later. They wait in
+        ``unlabelled/`` (:meth:`unlabelled`, :meth:`load_unlabelled`) until a pair of the same name
+        is saved, which moves the image into ``history/`` (:meth:`save`). They are not items:
+        exports and training see only the labelled pairs.
+
+        All or nothing: every image's size is checked first, from its header (each within
+        ``annotation_side``, all together within ``import_megapixels``, the dataset's images to
+        label within ``dataset_items``); then each is decoded, checked against the store's
+        ``room`` and written to a temporary file, one image in memory at a time; only when all
+        are written are they renamed into place.
+
+        Args:
+            named_images: ``(name, image)`` pairs, the image an ``(H, W, 3)`` uint8 array or
+                anything :func:`~segdemo.image_files.read_image` reads (a path, bytes). Each name
+                is made to follow the naming rule (:func:`~segdemo.filenames.safe_name`); one that
+                an item or another image to label has already gets a suffix (``-2``, ``-3`` …).
+
+        Returns:
+            The names the images were stored under, in order.
+        """
+        path = self.dataset_path(dataset)
+        limits = current()
+        named_images = [(safe_name(str(name), "image"), source) for name, source in named_images]
+        if not named_images:
+            raise AnnotationError("choose one or more images to add")
+        pixels = 0
+        for name, source in named_images:
+            if isinstance(source, np.ndarray):  # read_image refuses what is no image, below
+                height, width = source.shape[:2] if source.ndim >= 2 else (0, 0)
+            else:
+                height, width = image_size(source, name=name)
+            if max(height, width) > limits.annotation_side:
+                raise AnnotationError(f"{name} is {width}×{height}; images up to {limits.annotation_side} pixels a "
+                                      "side can be annotated (annotation_side)")
+            pixels += height * width
+        if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
+            raise AnnotationError(f"the {len(named_images)} images hold {pixels / 1e6:,.0f} megapixels; one request may "
+                                  f"add {limits.import_megapixels:,.0f} here (import_megapixels): add fewer at a time")
+        self._check_unlabelled_count(dataset, len(named_images))
+        waiting = path / UNLABELLED
+        self._remove_stale_staged(waiting)
+        staged: list[Path] = []
+        try:
+            for name, source in named_images:
+                data = png_bytes(read_image(source, name=name))
+                with self._lock:
+                    self._check_room(len(data), "item")   # what is staged already counts
+                    staged.append(staged_write(waiting / f"{name}.png", lambda file, data=data: file.write(data)))
+                del data
+            with self._lock:
+                self._check_unlabelled_count(dataset, len(named_images))
+                taken = {*self.unlabelled(dataset), *(item.name for item in self.items(dataset))}
+                names = []
+                for (name, _), temporary in zip(named_images, staged):
+                    name = _free_name(name, taken)
+                    taken.add(name)
+                    os.replace(temporary, waiting / f"{name}.png")
+                    names.append(name)
+        finally:
+            for temporary in staged:
+                temporary.unlink(missing_ok=True)
+        return names
+
+    def _check_unlabelled_count(self, dataset: str, adding: int) -> None:
+        items, waiting = current().dataset_items, len(self.unlabelled(dataset))
+        if waiting + adding > items:
+            raise AnnotationError(f"{dataset} has {waiting} images to label; with {adding} more it would pass "
+                                  f"{items}, the most a dataset may hold (dataset_items)")
+
+    def unlabelled(self, dataset: str) -> list[str]:
+        """The names of ``dataset``'s images waiting to be labelled (added by :meth:`add_images`)."""
+        path = self.dataset_path(dataset)
+        return sorted(file.stem for file in (path / UNLABELLED).glob("*.png")
+                      if follows_rule(file.stem) and not (path / "masks" / file.name).exists())
+
+    def load_unlabelled(self, dataset: str, name: str) -> np.ndarray:
+        """The ``(H, W, 3)`` image ``name`` waiting to be labelled in ``dataset``."""
+        path = self.dataset_path(dataset) / UNLABELLED / f"{check_name(name, 'image name')}.png"
+        if not path.is_file():
+            raise AnnotationError(f"{dataset} has no image to label named {name!r}")
+        return read_image(path)
+
+    def _take_off_unlabelled(self, path: Path, item: str) -> None:
+        """Move the image to label named ``item`` (if there is one) into ``history/``: it has a mask now."""
+        waiting = path / UNLABELLED / f"{item}.png"
+        if waiting.exists():
+            (path / "history").mkdir(exist_ok=True)
+            os.replace(waiting, path / "history" / f"{item}-{_history_stamp()}-labelled-image.png")
+
+    @staticmethod
+    def _remove_stale_staged(folder: Path, age: float = 3600.0) -> None:
+        """Remove the temporary files that an :meth:`add_images` a crash interrupted left (over
+        ``age`` seconds old: a younger one may be another request's, still being written)."""
+        for stale in folder.glob(".*.tmp"):
+            try:
+                if time.time() - stale.stat().st_mtime > age:
+                    stale.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     # --- the cache of pixel counts and thumbnails ------------------------------------------------------
     @staticmethod
@@ -397,6 +532,55 @@ class DatasetStore:
         atomic_write(target, write)
         return target
 
+    def export_coco(self, dataset: str, target: str | Path) -> Path:
+        """The dataset as a zip in COCO's instance format: ``annotations/instances.json`` and
+        ``images/<item>.png``.
+
+        Categories are the dataset's classes after the background, each with its class index as
+        its id. Each connected region (8-connected) of a class in a label map is one annotation, as
+        COCO's instances are one object each (a detector's box and area are per object); two
+        touching objects of one class are one region in a label map and stay one annotation.
+        ``segmentation`` is the region's uncompressed-size RLE from ``pycocotools.mask.encode``,
+        ``area`` and ``bbox`` ``[x, y, w, h]`` come from it, ``iscrowd`` is 0. Painting every
+        annotation's mask with its category gives back the label map exactly; ignored pixels
+        (255) belong to no object and are not exported."""
+        from pycocotools import mask as coco_mask  # only an export needs it
+
+        info = self.info(dataset)
+        items = self.items(dataset)
+        target = Path(target)
+
+        def write(file):
+            images, annotations = [], []
+            with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+                for image_id, item in enumerate(items, start=1):
+                    labels = read_label_map(item.mask)
+                    height, width = labels.shape
+                    images.append({"id": image_id, "file_name": f"{item.name}.png", "width": width, "height": height})
+                    archive.write(item.image, f"images/{item.name}.png")
+                    for category in np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[1:len(info.classes)]) + 1:
+                        count, regions, stats, _ = cv2.connectedComponentsWithStats(
+                            (labels == category).astype(np.uint8), connectivity=8)
+                        region = np.zeros((height, width), np.uint8, order="F")
+                        for index in range(1, count):
+                            x, y, w, h = (int(v) for v in stats[index, :4])
+                            region[y:y + h, x:x + w] = regions[y:y + h, x:x + w] == index
+                            rle = coco_mask.encode(region)
+                            region[y:y + h, x:x + w] = 0   # only its box was written: the rest is 0 already
+                            annotations.append({
+                                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(category),
+                                "segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+                                "area": int(coco_mask.area(rle)),
+                                "bbox": [float(v) for v in coco_mask.toBbox(rle)], "iscrowd": 0})
+                categories = [{"id": index, "name": name, "supercategory": "object"}
+                              for index, name in enumerate(info.classes) if index]
+                document = {"info": {"description": f"{dataset}, exported by segdemo"}, "licenses": [],
+                            "images": images, "categories": categories, "annotations": annotations}
+                archive.writestr("annotations/instances.json", json.dumps(document))
+
+        atomic_write(target, write)
+        return target
+
     def import_zip(self, zip_path: str | Path, dataset: str) -> dict:
         """Create dataset ``dataset`` from a zip in segdemo's folder format.
 
@@ -406,7 +590,15 @@ class DatasetStore:
         together within ``import_megapixels``), so a zip of
         100,000 files or of 8000² PNGs is refused before one pixel is decoded. Then the pairs are
         decoded, checked and written one at a time (memory for one pair) into a hidden folder
-        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset."""
+        that becomes the dataset only once all are in: a refusal or a crash leaves no dataset.
+
+        Every mask goes through :class:`segdemo.mask_doctor.MaskDoctor` as it is decoded (once):
+        what can be fixed unambiguously is (0/255 masks, class colors instead of indices, a
+        palette at other indices), the rest is refused, naming every such file, with
+        :class:`~segdemo.errors.MaskError` (image/mask size mismatches from the headers, before
+        any pixel is decoded). A binary dataset (one class) becomes background + its class.
+
+        Returns ``{"dataset": name, "items": pairs, "findings": [Finding, ...]}``."""
         dataset = check_name(dataset, "dataset name")
         limits = current()
         self._remove_stale_imports()
@@ -417,6 +609,8 @@ class DatasetStore:
             if prefix is None:
                 raise ArchiveError("the zip has no classes.json: expected classes.json, images/ and masks/")
             info = parse_classes(tree.read(prefix + CLASSES_FILE))
+            info = DatasetInfo(info.name, MULTICLASS, *mask_labels(info))
+            doctor = MaskDoctor(info.classes, info.colors)
             if len(info.classes) > 255:
                 raise ArchiveError(f"classes.json names {len(info.classes)} classes; at most 255 fit a label mask")
             pairs = find_pairs(tree.names(), prefix)
@@ -427,8 +621,10 @@ class DatasetStore:
                                    "(dataset_items)")
             items = [(check_name(Path(image_name).stem, "item name"), image_name, mask_name)
                      for image_name, mask_name in pairs]
-            pixels = sum(self._declared_pixels(tree, item, image_name, mask_name, limits.annotation_side)
+            pixels = sum(self._declared_pixels(tree, image_name, mask_name, limits.annotation_side, doctor,
+                                               mask_name[len(prefix):])
                          for item, image_name, mask_name in items)
+            doctor.raise_refusals()   # sizes that disagree, known from the headers alone
             if limits.import_megapixels > 0 and pixels > limits.import_megapixels * 1e6:
                 raise ArchiveError(f"the zip's {len(items):,} images hold {pixels / 1e6:,.0f} megapixels; one import may "
                                    f"decode {limits.import_megapixels:,.0f} here (import_megapixels): import fewer or "
@@ -445,8 +641,10 @@ class DatasetStore:
                 written = [staging / folder for folder in ("images", "masks")]
                 for item, image_name, mask_name in items:
                     image = read_image(tree.read(image_name), name=image_name)
-                    labels = read_label_map(tree.read(mask_name), palette=info.colors, name=mask_name)
-                    check_same_size(image, labels, f"mask {item}")
+                    labels = doctor.read(tree.read(mask_name), name=mask_name[len(prefix):],
+                                         image_size=image.shape[:2])
+                    if labels is None:
+                        continue   # refused: named with the others once all are read
                     for kind, data in self._encoded(dataset, info, image, labels).items():
                         target = staging / f"{kind}s" / f"{item}.png"
                         target.write_bytes(data)   # hidden until the folder is renamed: no temporary file
@@ -454,6 +652,7 @@ class DatasetStore:
                     self._write_summary(staging, item, image, labels, self._stamp(
                         Item(item, staging / "images" / f"{item}.png", staging / "masks" / f"{item}.png")))
                     del image, labels
+                findings = doctor.finish()   # refuses here, naming every mask that cannot be used
                 sync_all(written)   # all durable before the dataset appears
                 with self._lock:
                     target = self._inside(self.root / dataset)
@@ -465,7 +664,7 @@ class DatasetStore:
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
             tree.close()
-        return {"dataset": dataset, "items": len(items)}
+        return {"dataset": dataset, "items": len(items), "findings": findings}
 
     def _remove_stale_imports(self, age: float = 3600.0) -> None:
         """Remove what imports that a crash interrupted left (hidden folders over ``age`` seconds old)."""
@@ -477,20 +676,15 @@ class DatasetStore:
                 pass
 
     @staticmethod
-    def _declared_pixels(tree: FileTree, item: str, image_name: str, mask_name: str, side: int) -> int:
-        """The pixels of a pair's image, from its header; a pair whose image or mask is larger than
-        ``side``, or whose sizes differ, is refused from the headers alone."""
-        sizes = []
-        for name in (image_name, mask_name):
-            try:
-                sizes.append(image_size(tree.head(name, HEADER_BYTES), name=name))
-            except ImageError:  # a header past the first megabyte: read the whole file
-                sizes.append(image_size(tree.read(name), name=name))
-        (height, width), (mask_height, mask_width) = sizes
-        if max(height, width) > side:
-            raise ArchiveError(f"{image_name} is {width}×{height}; images up to {side} pixels a side can be annotated "
-                               "(annotation_side)")
-        if (height, width) != (mask_height, mask_width):
-            raise ArchiveError(f"the mask of {item} is {mask_width}×{mask_height} pixels but its image is "
-                               f"{width}×{height}; they must be the same size")
+    def _declared_pixels(tree: FileTree, image_name: str, mask_name: str, side: int, doctor: MaskDoctor,
+                         shown: str) -> int:
+        """The pixels of a pair's image, from its header; an image or mask larger than ``side`` is
+        refused at once, a mask whose size differs from its image's recorded by ``doctor``
+        (``shown``: the mask's name there)."""
+        (height, width), mask_size = member_size(tree, image_name), member_size(tree, mask_name)
+        for name, (big_height, big_width) in ((image_name, (height, width)), (mask_name, mask_size)):
+            if max(big_height, big_width) > side:
+                raise ArchiveError(f"{name} is {big_width}×{big_height}; images up to {side} pixels a side can be "
+                                   "annotated (annotation_side)")
+        doctor.check_size(shown, mask_size, (height, width))
         return height * width

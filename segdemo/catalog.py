@@ -1,4 +1,5 @@
-"""The models a user can pick: shipped checkpoints, uploaded ones, runs trained in the app, and
+"""The models a user can pick: shipped checkpoints, the classical methods of :mod:`segdemo.classical`
+(nothing learned: a vesselness filter, GrabCut), uploaded ones, runs trained in the app, and
 torchvision's pretrained VOC models where their weights are at hand.
 
 :class:`ModelCatalog` lists them by display name and loads each lazily through a
@@ -8,8 +9,14 @@ as four 1 MB ones) and is shared by every catalog of the app (one per workspace)
 is in memory once however many visitors use it. Both are thread-safe: the app's request handlers
 and the background trainer's ``on_finish`` call them concurrently.
 
-Listing reads file names only and imports no torch; the first model loaded imports it. The app
-builds its page from the listing, so it serves that page before torch is loaded.
+Listing reads file names only and imports no torch; the first model loaded imports it (a
+classical method needs none, and imports scikit-image when first loaded). The app builds its page
+from the listing, so it serves that page before torch is loaded.
+
+Each model's domain (what images it knows: :mod:`segdemo.domain`) is known without loading it: an
+entry may carry it, pretrained VOC models know photos, and a checkpoint's is read from its
+metadata once per version of its file (:meth:`ModelCatalog.domain`), so the app can point to the
+models that fit an upload.
 """
 
 from __future__ import annotations
@@ -22,29 +29,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from . import domain as domains
 from . import limits
+from .classical import METHOD_DOMAINS, METHODS
 from .errors import CheckpointError, SettingsError
 from .filenames import safe_name
 from .files import atomic_write, folder_lock, link_or_copy
 from .models.pretrained import PRETRAINED
 
 if TYPE_CHECKING:
-    from .inference import Segmenter
+    from .predictor import Predictor  # a trained Segmenter or a classical method
 
 log = logging.getLogger(__name__)
 
 SHIPPED, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND = "shipped", "published", "trained", "uploaded", "pretrained"
-KINDS = (SHIPPED, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND)  # the order pickers list them in
+CLASSICAL = "classical"
+KINDS = (SHIPPED, CLASSICAL, PUBLISHED, TRAINED, UPLOADED, PRETRAINED_KIND)  # the order pickers list them in
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
     name: str                 # what the pickers show (unique)
-    kind: str                 # shipped, trained, uploaded, pretrained
-    path: str | None = None   # the checkpoint file, for all but pretrained models
+    kind: str                 # shipped, classical, published, trained, uploaded, pretrained
+    path: str | None = None   # the checkpoint file, for all but pretrained and classical models
     pretrained: str | None = None
     available: bool = True
     message: str = ""         # why it is unavailable, or a note
+    domain: str | None = None  # what images it knows (segdemo.domain.DOMAINS); None: read from its file
+    method: str | None = None  # a classical model's key in segdemo.classical.METHODS
 
 
 def _cache_key(entry: CatalogEntry) -> str:
@@ -52,10 +64,41 @@ def _cache_key(entry: CatalogEntry) -> str:
     is another model), or its pretrained name."""
     if entry.kind == PRETRAINED_KIND:
         return f"pretrained:{entry.pretrained}"
+    if entry.kind == CLASSICAL:
+        return f"classical:{entry.method}"
     try:
         return f"{entry.path}@{os.stat(entry.path).st_mtime_ns}"
     except OSError:
         return str(entry.path)
+
+
+_domains: OrderedDict[str, str] = OrderedDict()   # a checkpoint's cache key → its domain
+_domains_lock = threading.Lock()
+MAX_DOMAINS = 4096   # files remembered (a few dozen bytes each); the least recently asked dropped
+
+
+def _file_domain(entry: CatalogEntry) -> str:
+    """The domain of a checkpoint entry, read from its metadata once per version of its file (a
+    shipped file takes 30–60 ms to read: once, not at every upload); an unreadable file is
+    ``"custom"`` (nothing known, nothing warned about)."""
+    if entry.path is None:   # a model without a file whose entry does not say its domain
+        return domains.CUSTOM
+    key = _cache_key(entry)
+    with _domains_lock:
+        if key in _domains:
+            _domains.move_to_end(key)
+            return _domains[key]
+    from . import checkpoints
+
+    try:
+        found = domains.model_domain(checkpoints.read(entry.path)["meta"])
+    except CheckpointError:
+        found = domains.CUSTOM
+    with _domains_lock:
+        _domains[key] = found
+        while len(_domains) > MAX_DOMAINS:
+            _domains.popitem(last=False)
+    return found
 
 
 class ModelCache:
@@ -69,7 +112,7 @@ class ModelCache:
     def __init__(self, budget_bytes: int | None = None):
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._loaded: OrderedDict[str, Segmenter] = OrderedDict()
+        self._loaded: OrderedDict[str, Predictor] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
 
     def budget(self) -> int:
@@ -81,14 +124,14 @@ class ModelCache:
         with self._lock:
             return sum(segmenter.weight_bytes() for segmenter in self._loaded.values())
 
-    def _recall(self, key: str) -> Segmenter | None:
+    def _recall(self, key: str) -> Predictor | None:
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
             return None
 
-    def get(self, key: str, load: Callable[[], Segmenter]) -> Segmenter:
+    def get(self, key: str, load: Callable[[], Predictor]) -> Predictor:
         """The model ``key``, loaded by ``load()`` if it is not in memory."""
         if (segmenter := self._recall(key)) is not None:
             return segmenter
@@ -128,11 +171,13 @@ class ModelCatalog:
         room: called as ``room(bytes, "model")`` before a model is added; it raises to refuse (a
             workspace over its quota).
         published_dir: models a teacher published to every workspace (listed as ``published: NAME``).
+        include_classical: list the classical methods (``classical: …``) after the shipped models.
     """
 
     def __init__(self, shipped_dir: str | Path, models_dir: str | Path, *, default: str = "unet_shapes",
                  include_pretrained: bool = True, cache: ModelCache | None = None,
-                 room: Callable[[int, str], None] | None = None, published_dir: str | Path | None = None):
+                 room: Callable[[int, str], None] | None = None, published_dir: str | Path | None = None,
+                 include_classical: bool = True):
         self.shipped_dir = Path(shipped_dir)
         self.models_dir = Path(models_dir)
         self.default = default
@@ -140,6 +185,7 @@ class ModelCatalog:
         self.cache = cache or ModelCache()
         self.room = room
         self.published_dir = Path(published_dir) if published_dir else None
+        self.include_classical = include_classical
         self._lock = folder_lock(self.models_dir)
         self._entries: dict[str, CatalogEntry] = {}
         self.version = 0
@@ -152,6 +198,10 @@ class ModelCatalog:
         entries: dict[str, CatalogEntry] = {}
         for path in sorted(self.shipped_dir.glob("*.pt")):
             entries[path.stem] = CatalogEntry(path.stem, SHIPPED, str(path))
+        if self.include_classical:
+            for method, title in METHODS.items():
+                name = f"{CLASSICAL}: {title}"
+                entries[name] = CatalogEntry(name, CLASSICAL, method=method, domain=METHOD_DOMAINS[method])
         folders = [(TRAINED, self.models_dir / TRAINED), (UPLOADED, self.models_dir / UPLOADED)]
         if self.published_dir is not None:
             folders.insert(0, (PUBLISHED, self.published_dir))
@@ -200,6 +250,32 @@ class ModelCatalog:
                 raise SettingsError(f"no model named {name!r}; pick one of: {', '.join(self.names())}")
             return self._entries[name]
 
+    # --- domains ----------------------------------------------------------------------------------
+    def domain(self, name: str) -> str:
+        """What images the model ``name`` knows (a key of :data:`segdemo.domain.DOMAIN_TEXT`), without
+        loading it."""
+        entry = self.entry(name)
+        if entry.domain is not None:
+            return entry.domain
+        if entry.kind == PRETRAINED_KIND:
+            return domains.PHOTO
+        return _file_domain(entry)
+
+    def fitting(self, kind: str) -> list[str]:
+        """The available models made for images of ``kind`` (``"shapes"``, ``"retina"``, ``"photo"``),
+        then those that take any object (domain ``"any"``)."""
+        names = self.names()
+        exact = [name for name in names if self.domain(name) == kind]
+        return exact + [name for name in names if self.domain(name) == domains.ANY]
+
+    def domain_warning(self, name: str, kind: str) -> str | None:
+        """What to say when the model ``name`` is given an image of ``kind``: None where it fits
+        (see :func:`segdemo.domain.domain_warning`), else a sentence naming the models that do."""
+        known = self.domain(name)
+        if not domains.warns(known, kind):
+            return None
+        return domains.domain_warning(name, known, kind, self.fitting(kind))
+
     # --- loading ----------------------------------------------------------------------------------
     def loaded(self) -> list[str]:
         """Names of this catalog's models held in memory, the most recently used last."""
@@ -207,7 +283,7 @@ class ModelCatalog:
             by_key = {_cache_key(entry): name for name, entry in self._entries.items()}
         return [by_key[key] for key in self.cache.keys() if key in by_key]
 
-    def get(self, name: str | None = None) -> Segmenter:
+    def get(self, name: str | None = None) -> Predictor:
         """The loaded model ``name`` (default: the default model). Raises a
         :class:`~segdemo.errors.UserError` for an unknown name or one that cannot be loaded."""
         name = name or self.default
@@ -215,7 +291,13 @@ class ModelCatalog:
         if not entry.available:
             raise CheckpointError(entry.message)
 
-        def load() -> Segmenter:
+        def load() -> Predictor:
+            if entry.kind == CLASSICAL:
+                from .classical import create
+
+                segmenter = create(entry.method)
+                segmenter.name = name
+                return segmenter
             from .inference import load_segmenter, pretrained_segmenter
 
             if entry.kind == PRETRAINED_KIND:

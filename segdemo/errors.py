@@ -18,6 +18,14 @@ class ImageError(UserError):
     """An image or mask that segdemo refuses to read (empty, undecodable, too large, wrong size)."""
 
 
+class MaskError(ImageError):
+    """Masks that :mod:`segdemo.mask_doctor` refuses; ``findings`` are all it found (a table's rows)."""
+
+    def __init__(self, message: str, findings=()):
+        super().__init__(message)
+        self.findings = tuple(findings)
+
+
 class CheckpointError(UserError):
     """A file that is not a usable segdemo checkpoint."""
 

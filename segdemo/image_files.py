@@ -12,6 +12,7 @@ import io
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -249,39 +250,65 @@ def read_label_map(source: Any, *, palette=None, max_pixels: int = MAX_PIXELS,
 
 
 def _read_label_map(source: Any, palette, max_pixels: int, max_bytes: int, name: str | None) -> np.ndarray:
+    pixels = read_mask_pixels(source, max_pixels=max_pixels, max_bytes=max_bytes, name=name)
+    if pixels.values.ndim == 2:
+        return pixels.values
+    if palette is not None:
+        return nearest_palette_index(pixels.values, palette)
+    raise ImageError(f"{'this mask' if name is None else name} is a color (RGB) image; save it as a palette "
+                     "or grayscale PNG of class indices")
+
+
+@dataclass(frozen=True)
+class MaskPixels:
+    """A mask file's pixels as stored, decoded once: ``values`` is ``(H, W)`` uint8 for an index
+    mask (palette, grayscale, 1-bit, 16-bit within 0–255, or an RGB image whose R = G = B) and
+    ``(H, W, 3)`` uint8 for a color mask; ``palette`` is a palette PNG's ``(256, 3)`` colors
+    (None for any other kind); ``name`` is what messages call the file."""
+
+    values: np.ndarray
+    palette: np.ndarray | None
+    name: str
+
+
+def read_mask_pixels(source: Any, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
+                     name: str | None = None) -> MaskPixels:
+    """Decode a mask file (or check an array) without interpreting its colors: what
+    :func:`read_label_map` and :mod:`segdemo.mask_doctor` both start from. The same header
+    checks as :func:`read_image` come first."""
     if isinstance(source, np.ndarray):
-        array = source
-    else:
-        image, name = _open_source(source, max_bytes, name)
-        image = _checked_first_frame(image, name, max_pixels)
-        if image.mode == "P" or image.mode == "L":
-            return np.array(image, dtype=np.uint8)
-        if image.mode == "1":
-            return np.array(image, dtype=np.uint8)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            array = np.asarray(image)
-            if array.min() < 0 or array.max() > 255:
-                raise ImageError(f"{name} holds label values up to {array.max()}; class indices "
-                                 "must be 0–255")
-            return array.astype(np.uint8)
-        if image.mode == "LA":
-            return np.array(image.getchannel("L"), dtype=np.uint8)
-        array = np.asarray(image.convert("RGB"))
+        return MaskPixels(_index_or_color(source, name), None, name or "the mask")
+    image, name = _open_source(source, max_bytes, name)
+    image = _checked_first_frame(image, name, max_pixels)
+    if image.mode == "P":
+        flat = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8)[:768]
+        return MaskPixels(np.array(image, dtype=np.uint8), flat[:len(flat) // 3 * 3].reshape(-1, 3), name)
+    if image.mode in ("L", "1"):
+        return MaskPixels(np.array(image, dtype=np.uint8), None, name)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image)
+        if array.min() < 0 or array.max() > 255:
+            raise ImageError(f"{name} holds label values up to {array.max()}; class indices must be 0–255")
+        return MaskPixels(array.astype(np.uint8), None, name)
+    if image.mode == "LA":
+        return MaskPixels(np.array(image.getchannel("L"), dtype=np.uint8), None, name)
+    return MaskPixels(_index_or_color(np.asarray(image.convert("RGB")), name), None, name)
+
+
+def _index_or_color(array: np.ndarray, name: str | None) -> np.ndarray:
+    """An array mask as ``(H, W)`` indices, or ``(H, W, 3)`` colors when it is not gray."""
     if array.ndim == 2:
         if array.dtype != np.uint8:
             if array.size and (array.min() < 0 or array.max() > 255):
                 raise ImageError("label values must be 0–255")
             array = array.astype(np.uint8)
         return array
-    if array.ndim != 3:
+    if array.ndim != 3 or array.shape[2] < 3:
         raise ImageError(f"a label mask must be H×W or H×W×3; got shape {array.shape}")
-    rgb = array[:, :, :3].astype(np.int32)
-    if palette is not None:
-        return nearest_palette_index(rgb, palette)
+    rgb = np.ascontiguousarray(array[:, :, :3], dtype=np.uint8)
     if np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]):
-        return rgb[:, :, 0].astype(np.uint8)
-    raise ImageError("this mask is a color (RGB) image; save it as a palette or grayscale PNG "
-                     "of class indices")
+        return rgb[:, :, 0].copy()
+    return rgb
 
 
 def nearest_palette_index(rgb: np.ndarray, palette) -> np.ndarray:

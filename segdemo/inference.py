@@ -41,13 +41,21 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import checkpoints
-from .errors import LimitError
+from .domain import DOMAIN_TEXT, model_domain
 from .labels import probabilities_to_labels
-from .limits import Deadline, size_text
+from .limits import Deadline
 from .models import count_parameters
 from .prediction import Prediction
-from .runtime import IMAGENET, DeviceClock, autocast_dtype, normalize, resolve_device, use_threads
-from .tasks import MULTICLASS, LabelSpace, check_task, probabilities_from_logits
+from .predictor import Predictor
+from .runtime import (
+    IMAGENET,
+    DeviceClock,
+    autocast_dtype,
+    normalize,
+    resolve_device,
+    use_threads,
+)
+from .tasks import MULTICLASS, check_task, probabilities_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +64,6 @@ TILE_SIZE = 768          # a multiple of every model's stride (32)
 TILE_MARGIN = 64         # context on each side of a tile that is predicted but not kept
 TILE_ABOVE_PIXELS = 1024 * 1024
 PROBE_SIDE = 192         # the fixed image that decides the fast path and measures the work per pixel
-# What a request's memory grows by, per pixel: 4 bytes per class of probabilities and 1 of masks
-# drawn from them, 20 for the decoded input, label map and pictures. Measured: the U-Net on a
-# photo read at 3570² (12.7 megapixels, 6 classes) peaked 780 MB above idle; this says 635 MB,
-# the rest being one tile's activations, which the tile size bounds.
-BYTES_PER_CLASS_PIXEL = 5
-BYTES_PER_PIXEL = 20
 
 _request = threading.local()   # the deadline of the prediction running in this thread
 
@@ -153,7 +155,7 @@ def fast_path_for(device: torch.device) -> InferencePath:
     return InferencePath(autocast_dtype(device, "auto"), True, True)
 
 
-class Segmenter(LabelSpace):
+class Segmenter(Predictor):
     """A model ready to segment images, with what it knows about its classes (``label_names`` and
     ``label_colors`` name the values of its label maps).
 
@@ -204,7 +206,8 @@ class Segmenter(LabelSpace):
 
     # --- description --------------------------------------------------------------------------
     def card(self) -> dict:
-        """What the app shows about this model: architecture, size, data, metrics."""
+        """What the app shows about this model: architecture, size, domain (what images it knows), data,
+        metrics."""
         spec = self.meta["model"]
         return {
             "name": self.name,
@@ -213,6 +216,7 @@ class Segmenter(LabelSpace):
             "parameters": self.parameter_count,
             "task": self.task,
             "classes": list(self.classes),
+            "domain": DOMAIN_TEXT[model_domain(self.meta)],
             "input channels": spec.get("in_channels", 3),
             "data": self.meta.get("data"),
             "metrics": self.meta.get("metrics"),
@@ -304,52 +308,7 @@ class Segmenter(LabelSpace):
         grows with the image (its probabilities, the input, a label map and pictures; the model's
         own activations are bounded by the tile size)."""
         pixels = sum((bottom - top) * (right - left) for (top, left, bottom, right), _ in self.tiles(height, width))
-        memory = height * width * (BYTES_PER_CLASS_PIXEL * len(self.classes) + BYTES_PER_PIXEL)
-        return self.flop_per_pixel * pixels, memory
-
-    def largest_within(self, height: int, width: int, flop: float | None, memory: int | None,
-                       others: tuple["Segmenter", ...] = ()) -> tuple[int, int]:
-        """The largest ``(height, width)``, in the proportions of ``height × width`` and no larger,
-        whose prediction by this model (and each of ``others``, for one image predicted by
-        several) stays within ``flop`` operations and ``memory`` bytes (None: no limit)."""
-        models = (self, *others)
-
-        def fits(h: int, w: int) -> bool:
-            costs = [model.work(h, w) for model in models]
-            return (flop is None or sum(c[0] for c in costs) <= flop) and \
-                (memory is None or max(c[1] for c in costs) <= memory)
-
-        scale = 1.0
-        while scale > 0:
-            h, w = max(1, int(height * scale)), max(1, int(width * scale))
-            if fits(h, w) or (h == 1 and w == 1):
-                return h, w
-            costs = [model.work(h, w) for model in models]
-            ratios = [0.95]
-            if flop is not None:
-                ratios.append(math.sqrt(flop / max(sum(c[0] for c in costs), 1.0)))
-            if memory is not None:
-                ratios.append(math.sqrt(memory / max(max(c[1] for c in costs), 1)))
-            scale *= min(min(ratios), 0.99)
-        return 1, 1
-
-    def check_work(self, height: int, width: int, flop: float | None, memory: int | None) -> None:
-        """Raise :class:`~segdemo.errors.LimitError`, naming the limit and what would fit, when a
-        ``height × width`` image is more than one request may ask of this model."""
-        needed_flop, needed_memory = self.work(height, width)
-        over_flop = flop is not None and needed_flop > flop
-        over_memory = memory is not None and needed_memory > memory
-        if not (over_flop or over_memory):
-            return
-        fit_h, fit_w = self.largest_within(height, width, flop, memory)
-        if over_flop:
-            need = (f"about {needed_flop / 1e9:,.0f} GFLOP of work ({self.flop_per_pixel / 1e3:,.0f} GFLOP per "
-                    f"megapixel); one request may use {flop / 1e9:,.0f} GFLOP here (request_gflop)")
-        else:
-            need = (f"about {size_text(needed_memory)} for its {len(self.classes)} class maps; one request may use "
-                    f"{size_text(memory)} here (request_mb)")
-        raise LimitError(f"a {width}×{height} image with {self.name} needs {need}. At most about "
-                         f"{fit_w}×{fit_h} fits with this model: send a smaller image or pick a lighter model")
+        return self.flop_per_pixel * pixels, self.answer_bytes(height, width)
 
     # --- prediction -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -449,15 +408,19 @@ def load_segmenter(path: str | os.PathLike, *, device: str | torch.device | None
 
 def pretrained_segmenter(name: str, *, weights_path: str | None = None, device=None) -> Segmenter:
     """A Segmenter for one of torchvision's VOC-label models (``lraspp_mobilenet_v3_large`` …)."""
-    from .data.voc import CLASSES, COLORS
     from .models import create
+
+    model = create(f"{name}_voc", weights_path=weights_path)
+    return Segmenter(model, pretrained_meta(name), device=device)
+
+
+def pretrained_meta(name: str) -> dict:
+    """The metadata of one of torchvision's VOC-label models, as a checkpoint would carry it."""
+    from .data.voc import CLASSES, COLORS
     from .models.pretrained import PRETRAINED
 
-    spec = PRETRAINED[name]
-    model = create(f"{name}_voc", weights_path=weights_path)
-    meta = {"model": {"name": f"{name}_voc", "in_channels": 3, "num_classes": 21, "options": {}},
+    return {"model": {"name": f"{name}_voc", "in_channels": 3, "num_classes": 21, "options": {}},
             "task": MULTICLASS, "classes": list(CLASSES), "colors": [list(c) for c in COLORS],
             "normalization": IMAGENET, "title": f"{name} (VOC, pretrained)",
             "data": {"name": "COCO with VOC labels", "source": "torchvision"},
-            "description": spec.description}
-    return Segmenter(model, meta, device=device)
+            "description": PRETRAINED[name].description}

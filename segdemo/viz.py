@@ -142,14 +142,21 @@ def _heat_table() -> np.ndarray:
     return _HEAT_TABLE
 
 
+def _gray(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as uint8 0..255 (saturating and rounded)."""
+    return cv2.convertScaleAbs(np.asarray(values, dtype=np.float32), alpha=255.0)
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """An ``(H, W)`` array of values in [0, 1] (a probability, an uncertainty) drawn in viridis on
+    that absolute scale, 0 dark and 1 bright (outside values clipped): ``(H, W, 3)`` uint8."""
+    return _take_rgb(_heat_table(), _gray(values))
+
+
 def channel_maps(prediction: Prediction, *, heat: bool = True) -> list[np.ndarray]:
     """One picture per output channel: 0 → dark, 1 → bright (viridis, or gray with ``heat=False``)."""
-    pictures = []
-    table = _heat_table() if heat else None
-    for channel in prediction.probabilities:
-        gray = cv2.convertScaleAbs(np.asarray(channel, dtype=np.float32), alpha=255.0)  # saturating and rounded to 0..255
-        pictures.append(_take_rgb(table, gray) if heat else cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB))
-    return pictures
+    return [heat_colors(channel) if heat else cv2.cvtColor(_gray(channel), cv2.COLOR_GRAY2RGB)
+            for channel in prediction.probabilities]
 
 
 def error_map(prediction: Prediction, truth: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:

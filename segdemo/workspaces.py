@@ -159,7 +159,7 @@ class Workspaces:
         self.cache = ModelCache()
         self._lock = threading.Lock()
         self._open: OrderedDict[str | None, Workspace] = OrderedDict()
-        # The models every visitor has: the shipped ones and the pretrained ones.
+        # The models every visitor has: the shipped, classical and pretrained ones.
         self.shared = ModelCatalog(self.shipped_dir, data.root / "shared", default=default_model, cache=self.cache,
                                    published_dir=self.published_models)
 

@@ -17,8 +17,9 @@ import json
 import numpy as np
 
 from ..errors import ArchiveError, ImageError
-from ..image_files import check_same_size, read_image, read_label_map
-from ..tasks import BINARY, IGNORE_INDEX, MAX_LABELS, MULTICLASS
+from ..image_files import image_size, read_image
+from ..mask_doctor import Finding, MaskDoctor, read_fixed_mask
+from ..tasks import BINARY, MAX_LABELS, MULTICLASS
 from .archive import FileTree
 from .base import DatasetInfo, DataSource, PairsDataset, register_source, too_many_classes
 from .transforms import train_transform
@@ -26,6 +27,7 @@ from .transforms import train_transform
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 CLASSES_FILE = "classes.json"
 DEFAULT_CROP = 256
+HEADER_BYTES = 2**20   # what is read of an image to learn its size (a JPEG's may follow its EXIF block)
 
 
 def parse_classes(text: str | bytes) -> DatasetInfo:
@@ -57,6 +59,23 @@ def parse_classes(text: str | bytes) -> DatasetInfo:
 def classes_json(info: DatasetInfo) -> str:
     """The ``classes.json`` text for ``info``."""
     return json.dumps(info.to_dict(), indent=2)
+
+
+def mask_labels(info: DatasetInfo) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """The names and colors of a mask's values: the classes of a multiclass dataset; background
+    (black) and the class of a binary one (0 and 1)."""
+    if info.task == BINARY:
+        return ("background", info.classes[0]), ((0, 0, 0), info.colors[0])
+    return info.classes, info.colors
+
+
+def member_size(tree: FileTree, name: str) -> tuple[int, int]:
+    """The ``(H, W)`` of the image ``name`` in ``tree``, from its header (its first megabyte;
+    the whole file only when the header lies further in)."""
+    try:
+        return image_size(tree.head(name, HEADER_BYTES), name=name)
+    except ImageError:
+        return image_size(tree.read(name), name=name)
 
 
 def find_pairs(names: list[str], prefix: str = "") -> list[tuple[str, str]]:
@@ -107,15 +126,20 @@ class FolderSource(DataSource):
     def load(self, item) -> tuple[np.ndarray, np.ndarray]:
         image_name, mask_name = item
         image = read_image(self.tree.read(image_name))
-        label = read_label_map(self.tree.read(mask_name), palette=self.info.colors)
-        check_same_size(image, label, f"mask {mask_name.rsplit('/', 1)[-1]}")
-        limit = 2 if self.info.task == BINARY else self.info.num_classes
-        unknown = (label >= limit) & (label != IGNORE_INDEX)
-        if unknown.any():
-            raise ImageError(f"mask {mask_name.rsplit('/', 1)[-1]} holds class values "
-                             f"{sorted(set(label[unknown].tolist()))[:5]}; this dataset has {limit} "
-                             f"(0–{limit - 1}, and 255 for ignore)")
+        names, colors = mask_labels(self.info)
+        label = read_fixed_mask(self.tree.read(mask_name), name=mask_name[len(self.prefix):], classes=names,
+                                colors=colors, image_size=image.shape[:2])
         return image, (label[None] if self.info.task == BINARY else label)
+
+    def check(self) -> list[Finding]:
+        """Every mask checked by the mask doctor before a run trains on them (each decoded once,
+        images only read to their headers): what it found and fixed (a loader fixes the same way),
+        or :class:`~segdemo.errors.MaskError` naming every mask that cannot be used."""
+        doctor = MaskDoctor(*mask_labels(self.info))
+        for image_name, mask_name in self.pairs:
+            doctor.read(self.tree.read(mask_name), name=mask_name[len(self.prefix):],
+                        image_size=member_size(self.tree, image_name))
+        return doctor.finish()
 
     def train_dataset(self, crop_size=None, seed=None):
         return PairsDataset(self.train_items, self.load, train_transform(crop_size or self.crop_size))

@@ -14,15 +14,16 @@ from ..assist import ClassLock
 from ..data import shapes
 from ..filenames import check_name, safe_name
 from ..image_files import image_size, read_image
-from ..limits import current
 from ..labels import clean_labels, relabel_table
+from ..limits import current
+from ..mask_doctor import FIXED, HEADERS, findings_table
 from ..painting import labels_from_layers, layer_from_labels
-from . import assist_panel, sharing_panel
+from . import assist_panel, sharing_panel, uncertainty_panel
 from .budget import predict_within_budget
 from .context import INFERENCE, AppContext
+from .editor import CheckedImageEditor
 from .files import required_upload, scratch_folder
 from .messages import handler, refuse
-from .editor import CheckedImageEditor
 from .widgets import hex_color, legend_html, live_dropdown
 
 CUSTOM = "custom (edit the list)"
@@ -238,13 +239,25 @@ def export_voc(context: AppContext, dataset, request: gr.Request):
     return str(context.workspace(request).store.export_voc(dataset, scratch_folder("export-") / f"{dataset}-voc.zip"))
 
 
+def export_coco(context: AppContext, dataset, request: gr.Request):
+    """``dataset`` as a .zip in COCO's instance format (one RLE instance per connected region of a class)."""
+    dataset = _dataset(dataset)
+    return str(context.workspace(request).store.export_coco(dataset, scratch_folder("export-") / f"{dataset}-coco.zip"))
+
+
 def import_dataset(context: AppContext, dataset_zip, name, request: gr.Request):
-    """A new dataset ``name`` (default: the file's name) from a .zip in segdemo's folder format."""
+    """A new dataset ``name`` (default: the file's name) from a .zip in segdemo's folder format; its
+    masks are checked first (the table: what the mask doctor found, fixed or noted)."""
     store = context.workspace(request).store
     path = required_upload(dataset_zip, "dataset zip", "choose a dataset .zip first", limit=1024 * 2**20)
     result = store.import_zip(path, name or safe_name(Path(path).stem, "imported"))
+    findings = result["findings"]
+    fixed = sum(finding.action == FIXED for finding in findings)
+    note = f" The mask check fixed {fixed} problem{'s' if fixed != 1 else ''}: see the table." if fixed else \
+        " The mask check found nothing to fix." if not findings else " The mask check noted a few things: see the table."
     return (gr.Dropdown(choices=store.datasets(), value=result["dataset"]),
-            f"Imported **{result['dataset']}** with {result['items']} pairs.")
+            f"Imported **{result['dataset']}** with {result['items']} pairs.{note}",
+            findings_table(findings))
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
@@ -272,20 +285,26 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                     size = gr.Slider(64, 384, value=192, step=32, label="shapes size")
                 shapes_button = gr.Button("Open a shapes image", size="sm", elem_id="annotate-open-shapes")
             with gr.Accordion("import / export", open=False):
-                import_file = gr.File(label="import a dataset .zip", file_types=[".zip"])
+                import_file = gr.File(label="import a dataset .zip", file_types=[".zip"], elem_id="annotate-import-file")
                 import_name = gr.Textbox(label="name for the imported dataset")
-                import_button = gr.Button("Import", size="sm")
+                import_button = gr.Button("Import", size="sm", elem_id="annotate-import")
+                import_check = gr.Dataframe(headers=list(HEADERS), label="mask check of the last import",
+                                            interactive=False, wrap=True, column_widths=["28%", "48%", "24%"],
+                                            elem_id="annotate-import-check")
                 with gr.Row():
                     export_button = gr.Button("Export .zip", size="sm", elem_id="annotate-export")
                     export_voc_button = gr.Button("Export as VOC", size="sm")
+                    export_coco_button = gr.Button("Export as COCO", size="sm", elem_id="annotate-export-coco")
                 exported = gr.File(label="exported dataset", interactive=False, elem_id="annotate-exported")
             if context.public:
                 sharing_panel.dataset_panel(context, dataset)
         with gr.Column(scale=3):
             message = gr.Markdown(label="message", elem_id="annotate-message")
-            editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
-                                    eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520,
-                                    label="paint the classes (eraser = background)", elem_id="annotate-editor")
+            with gr.Row():
+                editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
+                                        eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520, scale=3,
+                                        label="paint the classes (eraser = background)", elem_id="annotate-editor")
+                uncertainty = uncertainty_panel.picture()
             with gr.Row():
                 model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                     scale=2, elem_id="annotate-model")
@@ -301,6 +320,9 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 item = gr.Textbox(label="save as", placeholder="image-name", scale=2, elem_id="annotate-item")
                 save_button = gr.Button("Save", variant="primary", scale=1, elem_id="annotate-save")
                 delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="annotate-delete")
+            label_next = uncertainty_panel.build(context, dataset=dataset, model=model, image=image_state, editor=editor,
+                                                 item=item, message=message, uncertainty=uncertainty, picked=_dataset,
+                                                 opener=editor_value)
             progress = gr.Markdown(label="progress", elem_id="annotate-progress")
             gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", object_fit="contain", format="png",
                                  elem_id="annotate-gallery")
@@ -340,12 +362,14 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                          api_name="annotate_cleanup")
     saved = save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page, assist.locked],
                               listing, api_name="annotate_save")
+    label_next.follow(saved, dataset)
     assist.follow(opened=[from_upload, from_shapes, from_gallery, from_item], edited=[prefilled, cleaned], saved=[saved])
     delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")
     export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")
-    import_button.click(handler(import_dataset, context, heavy=True), [import_file, import_name], [dataset, message],
-                        api_name="annotate_import")
+    export_coco_button.click(handler(export_coco, context), [dataset], [exported], api_name="annotate_export_coco")
+    import_button.click(handler(import_dataset, context, heavy=True), [import_file, import_name],
+                        [dataset, message, import_check], api_name="annotate_import")
     return {"model": model, "dataset": dataset, "list_datasets": handler(list_datasets, context)}
 
 

@@ -64,7 +64,8 @@ class AssistPanel:
     follow_save: object
 
     def follow(self, *, opened=(), edited=(), saved=()) -> None:
-        """After the tab's events that open an image (``opened``), rewrite the painting
+        """After the tab's events that open an image (``opened``; a change of the open image is
+        followed anyway, but reopening the same one is not a change), rewrite the painting
         (``edited``: pre-fill, clean-up) or save it (``saved``), bring the picture and the lock
         up to date."""
         for events, follower in ((opened, self.follow_open), (edited, self.follow_edit), (saved, self.follow_save)):
@@ -360,6 +361,9 @@ def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, m
 
     def follow_open(event):
         event.success(remembering, lock_inputs, [locked, shown], **private).success(*clearing, **private)
+
+    # Any other way of opening an image (the label-next panel's) changes the open image: follow it too.
+    image_state.change(remembering, lock_inputs, [locked, shown], **private).success(*clearing, **private)
 
     def follow_edit(event):
         event.success(remembering, lock_inputs, [locked, shown], **private).success(*redrawing, **private)

@@ -20,8 +20,8 @@ from ..image_files import image_size, read_image
 from ..limits import current, request_bytes
 
 if TYPE_CHECKING:  # the page is built before torch is imported
-    from ..inference import Segmenter
     from ..prediction import Prediction
+    from ..predictor import Predictor  # a trained Segmenter or a classical method
 
 
 def request_budget() -> tuple[float | None, int]:
@@ -30,7 +30,7 @@ def request_budget() -> tuple[float | None, int]:
     return (limits.request_gflop * 1e9 if limits.request_gflop > 0 else None), request_bytes(limits)
 
 
-def check_images(segmenter: Segmenter, count: int, height: int, width: int) -> None:
+def check_images(segmenter: Predictor, count: int, height: int, width: int) -> None:
     """Refuse (:class:`~segdemo.errors.LimitError`) ``count`` images of ``height × width`` that
     ``segmenter`` could not predict within one request's budget."""
     flop, memory = request_budget()
@@ -45,13 +45,15 @@ def check_images(segmenter: Segmenter, count: int, height: int, width: int) -> N
     segmenter.check_work(height, width, None, memory)
 
 
-def predict_within_budget(segmenter: Segmenter, image: np.ndarray, deadline, threads: int | None = None
-                          ) -> tuple[Prediction, str]:
+def predict_within_budget(segmenter: Predictor, image: np.ndarray, deadline, threads: int | None = None,
+                          images: int = 1) -> tuple[Prediction, str]:
     """``segmenter``'s prediction for ``image`` (with ``threads`` torch threads), made on a downscaled
     copy when the whole image is more than one request may ask (then brought back to the image's
-    size), and a note saying so."""
+    size), and a note saying so. A request that predicts ``images`` images one after another
+    (ranking a dataset) gives each that share of its work; memory is freed between them."""
     height, width = image.shape[:2]
-    fit = segmenter.largest_within(height, width, *request_budget())
+    flop, memory = request_budget()
+    fit = segmenter.largest_within(height, width, None if flop is None else flop / max(1, images), memory)
     if fit == (height, width):
         return segmenter.predict(image, deadline=deadline, threads=threads), ""
     small = cv2.resize(image, (fit[1], fit[0]), interpolation=cv2.INTER_AREA)
@@ -59,7 +61,7 @@ def predict_within_budget(segmenter: Segmenter, image: np.ndarray, deadline, thr
     return prediction, shrunk_note(small, (height, width))
 
 
-def read_within_budget(path: str, segmenters: list[Segmenter]) -> tuple[np.ndarray, tuple[int, int]]:
+def read_within_budget(path: str, segmenters: list[Predictor]) -> tuple[np.ndarray, tuple[int, int]]:
     """The image at ``path``, downscaled so that each of ``segmenters`` predicting it stays within
     one request's budget (all of them together: they share the request), and its size as sent,
     ``(height, width)``."""
@@ -70,7 +72,7 @@ def read_within_budget(path: str, segmenters: list[Segmenter]) -> tuple[np.ndarr
     return read_image(path, shrink_to=fit if fit != (height, width) else None), (height, width)
 
 
-def refuse_over_budget(path: str, segmenter: Segmenter) -> np.ndarray:
+def refuse_over_budget(path: str, segmenter: Predictor) -> np.ndarray:
     """The image at ``path``, read only if ``segmenter`` may predict it whole in one request."""
     check_images(segmenter, 1, *image_size(path))
     return read_image(path)

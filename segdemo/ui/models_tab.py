@@ -22,20 +22,28 @@ doubles the channels at each stage (more "what", less "where"); the decoder doub
 and each decoder stage also receives the encoder's output of the same size through a **skip
 connection**, which is what keeps edges sharp. The FCN has no decoder and no skips: its 1/32-size
 scores are blown up 32× at the end, so its masks are blobs. U²-Net nests a small U inside every stage.
+The **classical** methods (`classical: …`) have no U and learn nothing: a rule written by hand (a
+vesselness filter, GrabCut's colour models and graph cut). Compare one with a trained network on the
+same image to see what learning from examples adds.
 """
 
 MAX_COMPARE = 3
+STAGE_HEADERS = ["stage", "output (channels×height×width)", "parameters"]
+NO_LAYERS = "none: a classical method has no layers"
 
 
 def model_card(context: AppContext, model, request: gr.Request):
     """Markdown card, stage table and legend of ``model``."""
     segmenter = context.workspace(request).catalog.get(model)
     info = segmenter.card()
+    if not segmenter.learned:
+        return classical_card(segmenter, info)
     metrics = info.get("metrics") or {}
     lines = [f"### {info['name']}",
              f"**Architecture:** `{info['architecture']}` {json.dumps(info['options']) if info['options'] else ''}  ",
              f"**Parameters:** {info['parameters']:,}  ",
              f"**Task:** {info['task']}, {len(info['classes'])} classes  ",
+             f"**Domain:** {info['domain']}  ",
              f"**Inference:** {info['inference path']} on {info['device']}  "]
     data = info.get("data") or {}
     if data:
@@ -56,9 +64,27 @@ def model_card(context: AppContext, model, request: gr.Request):
     height = width = 192
     rows = [[row["stage"], "×".join(str(v) for v in row["output shape"][1:]), f"{row['parameters']:,}"]
             for row in segmenter.feature_shapes(height, width)]
-    table = {"headers": ["stage", "output (channels×height×width)", "parameters"], "data": rows}
+    table = {"headers": STAGE_HEADERS, "data": rows}
     legend = legend_html(segmenter.label_names, segmenter.label_colors)
     return "\n".join(lines), table, legend
+
+
+def classical_card(segmenter, info: dict):
+    """The card of a classical method (what it is, how it works, what its threshold means), a stage
+    table that says it has none, and the legend."""
+    lines = [f"### {info['name']}",
+             "**Classical method** (not a neural network)  ",
+             f"**Method:** {info['method']}  ",
+             f"**Domain:** {info['domain']}  ",
+             "**Parameters:** none: nothing is learned, every number in it is chosen by hand  ",
+             f"**Task:** {info['task']}, class {', '.join(info['classes'])}  ",
+             f"**Threshold:** {info['threshold']}  ",
+             (f"**Work:** {info['work per megapixel']} per megapixel (its time, as the operations a network does "
+              f"in that time), on the {info['device']}  "),
+             "**Stages:** none: no layers, so no U to follow an image through, and nothing inside to look at  ",
+             f"\n{info['how it works']}"]
+    table = {"headers": STAGE_HEADERS, "data": [[NO_LAYERS, "", ""]]}
+    return "\n".join(lines), table, legend_html(segmenter.label_names, segmenter.label_colors)
 
 
 def upload_checkpoint(context: AppContext, checkpoint, request: gr.Request):
@@ -101,7 +127,8 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
             else None
         caption = f"{name}: {1000 * prediction.seconds:.0f} ms" + (f", mean Dice {dice:.3f}" if dice is not None else "")
         gallery.append((viz.downscale(overlay, DISPLAY_SIDE), caption))
-        rows.append([name, f"{segmenter.parameter_count:,}", f"{1000 * prediction.seconds:.1f}", format_dice(dice)])
+        parameters = f"{segmenter.parameter_count:,}" if segmenter.learned else "none (classical)"
+        rows.append([name, parameters, f"{1000 * prediction.seconds:.1f}", format_dice(dice)])
     if truth is not None:
         gallery.insert(0, (viz.side_by_side(picture, truth_overlay(picture, truth)), "input | ground truth"))
     table = {"headers": ["model", "parameters", "inference (ms)", "mean Dice"], "data": rows}
@@ -118,6 +145,9 @@ def model_features(context: AppContext, model, image_source, seed, image, reques
     from ..image_files import read_image
 
     segmenter = context.workspace(request).catalog.get(model)
+    if not segmenter.learned:
+        raise refuse(f"{segmenter.name} is a classical method: it has no layers, so there is nothing inside to "
+                     "look at. Pick a trained model to look inside it.")
     if image_source == "uploaded image":
         picture = read_image(required_upload(image, "image", "upload an image, or pick a shapes image"))
         picture = viz.downscale(picture, FEATURE_IMAGE_SIDE)

@@ -19,6 +19,7 @@ from ..engine import EpochDone, StepDone, configure, number, plan_run, preset, w
 from ..filenames import safe_name
 from ..limits import current
 from ..loss_names import AUTO, LOSS_LABELS
+from ..mask_doctor import FIXED, HEADERS, findings_table
 from ..models import names as model_names
 from ..annotations import DatasetStore
 from ..catalog import ModelCatalog
@@ -81,8 +82,9 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
         if data == UPLOADED:
             path = required_upload(dataset_zip, "dataset zip", "upload a dataset .zip first", limit=MAX_ZIP_BYTES)
             kept = space.keep_upload(path, "dataset")
-        config, source, notes = _run_settings(space, model, unet_width, data, kept, epochs, batch_size,
-                                              learning_rate, crop_size, time_limit_seconds, fine_tune_from, loss)
+        config, source, notes, findings = _run_settings(space, model, unet_width, data, kept, epochs, batch_size,
+                                                        learning_rate, crop_size, time_limit_seconds, fine_tune_from,
+                                                        loss)
 
         def register(run_id, result):  # the new model joins its owner's pickers (a run that learned nothing
             path = result.best_path or result.last_path  # does not); the zip is read no more
@@ -106,7 +108,7 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
     cap = context.trainer.time_cap
     if cap and (not config.max_seconds or config.max_seconds > cap):
         notes.append(f"it stops after {_duration(cap)}, this app's limit per run")
-    said = "".join(f" Note: {html.escape(note, quote=False)}." for note in notes)
+    said = "".join(f" Note: {html.escape(note, quote=False)}." for note in notes) + _mask_report(findings)
     if queue["your_position"]:
         wait = queue["your_wait_seconds"]
         return (f"Queued run **{run_id}**: {html.escape(config.title)}. You are number {queue['your_position']} in "
@@ -117,8 +119,9 @@ def start(context: AppContext, model, unet_width, data, dataset_zip, epochs, bat
 
 def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, learning_rate, crop_size,
                   time_limit_seconds, fine_tune_from, loss=AUTO):
-    """The run's checked configuration, its opened data source and notes for the visitor, planned
-    against this server's memory (a run that cannot fit is refused with what would)."""
+    """The run's checked configuration, its opened data source, notes for the visitor and what the
+    mask doctor found in an uploaded zip, planned against this server's memory (a run that cannot
+    fit is refused with what would)."""
     base = preset("live")
     settings = dict(model=model, epochs=whole_number(epochs, "epochs"), batch_size=whole_number(batch_size, "batch size"),
                     lr=number(learning_rate, "learning rate"), crop_size=whole_number(crop_size or 0, "crop size"),
@@ -148,8 +151,23 @@ def _run_settings(space, model, unet_width, data, kept, epochs, batch_size, lear
         title += f", {LOSS_LABELS[settings['loss']]} loss"
     config = configure(base, model_options=model_options, title=title, **settings)
     source = open_source(config.data, **config.data_options)
+    # An uploaded image/mask folder's masks are checked before anything is planned or trained: fixed
+    # as its loader will fix them, or refused (MaskError) naming every mask that cannot be used.
+    findings = source.check() if data == UPLOADED and hasattr(source, "check") else []
     plan = plan_run(config, source, initial_meta=initial_meta)  # refuses what cannot fit; fits the batch to the data
-    return plan.config, source, list(plan.notes)
+    return plan.config, source, list(plan.notes), findings
+
+
+def _mask_report(findings) -> str:
+    """What the mask doctor found in an uploaded zip, as a Markdown table after the message."""
+    if not findings:
+        return ""
+    fixed = sum(finding.action == FIXED for finding in findings)
+    rows = "".join("\n| " + " | ".join(html.escape(text, quote=False).replace("|", "\\|") for text in row) + " |"
+                   for row in findings_table(findings)["data"])
+    said = (f"fixed {fixed} problem{'s' if fixed != 1 else ''} (its loader reads the masks the same way)" if fixed
+            else "found nothing to fix")
+    return f"\n\nThe mask check of the zip {said}:\n\n| {' | '.join(HEADERS)} |\n|---|---|---|{rows}"
 
 
 def _duration(seconds: float) -> str:
@@ -384,7 +402,7 @@ def build(context: AppContext) -> dict:
             page_store = None if context.public else context.workspace().store  # public: each visitor's own on focus
             data = live_dropdown(data_choices(page_store) if page_store else [SHAPES, UPLOADED], value=SHAPES,
                                  label="data", elem_id="train-data")
-            data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"])
+            data_zip = gr.File(label="dataset .zip (for uploaded data)", file_types=[".zip"], elem_id="train-data-zip")
             init_from = live_dropdown(init_choices(context.page_catalog()), value=NEW_MODEL, label="fine-tune from",
                                       elem_id="train-init")
             # Whole numbers are checked, not rounded (precision=0 would turn 2.7 epochs into 3 unsaid).

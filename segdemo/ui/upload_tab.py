@@ -2,7 +2,10 @@
 
 The network runs once per image; threshold and opacity re-render from the stored prediction.
 Also the ``/segment`` API endpoint: image file + model name → overlay, label-map PNG, class
-fractions.
+fractions. An image plainly outside the model's domain (a photo given to the shapes model,
+measured by :mod:`segdemo.domain`) is segmented all the same, with a warning that points to the
+models that fit: a toast and a line of the summary on the page, a ``warning`` in ``/segment``'s
+info.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import gradio as gr
 import numpy as np
 
 from .. import viz
+from ..domain import describe_image, image_kind
 from ..errors import ImageError
 from ..image_files import image_size, read_label_map
 from ..labels import fit_ground_truth
 from ..prediction import Prediction
+from ..tasks import BINARY, IGNORE_INDEX
 from .budget import read_within_budget, refuse_over_budget, shrunk_note
 from .context import INFERENCE, AppContext
 from .files import checked_upload, png_file, required_upload
@@ -39,7 +44,9 @@ bright = 1): the network's last 1×1 convolution turns its features into one suc
 and the overlay is just these maps thresholded (multi-label, binary) or compared (multiclass).
 With a ground truth, the error map shows hits in green, false alarms in red, misses in blue and
 wrong classes in orange. DRIVE images (`.tif`) with their `.gif` manual annotation and Pascal VOC
-photos (`.jpg`) with their palette `.png` labels are read as they come.
+photos (`.jpg`) with their palette `.png` labels are read as they come. A DRIVE field-of-view mask
+(`*_mask.gif`) tells the classical vessel filter where the retina is, and its metrics then count
+only the retina, as DRIVE's benchmark does. For a binary task, Dice is the F1 score.
 """
 
 
@@ -53,23 +60,43 @@ class Shown:
     info: str
 
 
-def segment_upload(context: AppContext, image, ground_truth, model, threshold, opacity, request: gr.Request):
+def _check_same_size(path: str, image_path: str, what: str) -> None:
+    """Refuse a mask at ``path`` whose size (read from the headers, nothing decoded) is not the image's."""
+    size, sent = image_size(path), image_size(image_path)
+    if size != sent:
+        raise ImageError(f"the {what} is {size[1]}×{size[0]} pixels but the image is {sent[1]}×{sent[0]}; they must "
+                         "be the same size")
+
+
+def segment_upload(context: AppContext, image, ground_truth, model, threshold, opacity, field_of_view=None,
+                   request: gr.Request = None):
     """Run ``model`` on an uploaded ``image`` (and score it against its ``ground_truth`` mask, if
-    any); the pictures, the metrics and what is kept for re-rendering."""
+    any); the pictures, the metrics and what is kept for re-rendering. A ``field_of_view`` mask (a
+    DRIVE ``*_mask.gif``) is used by the models that take one (the classical vessel filter): they
+    look only inside it, and their metrics count only its pixels; other models ignore it."""
     image_path = required_upload(image, "image", "upload an image first")
-    segmenter = context.workspace(request).catalog.get(model)
+    catalog = context.workspace(request).catalog
+    segmenter = catalog.get(model)
     mask_path = checked_upload(ground_truth, "mask")
-    if mask_path:  # sizes compared from the headers, before anything is decoded
-        mask_size, sent = image_size(mask_path), image_size(image_path)
-        if mask_size != sent:
-            raise ImageError(f"the ground-truth mask is {mask_size[1]}×{mask_size[0]} pixels but the image is "
-                             f"{sent[1]}×{sent[0]}; they must be the same size")
+    if mask_path:
+        _check_same_size(mask_path, image_path, "ground-truth mask")
+    fov_path = checked_upload(field_of_view, "field-of-view mask")
+    used_fov = bool(fov_path) and segmenter.uses_field_of_view
+    if used_fov:
+        _check_same_size(fov_path, image_path, "field-of-view mask")
     picture, sent = read_within_budget(image_path, [segmenter])
-    truth = None
+    truth, options = None, {}
     if mask_path:  # read before predicting: a mask that does not fit is reported at once
         truth = read_label_map(mask_path, palette=segmenter.label_colors, shrink_to=picture.shape[:2])
         truth = fit_ground_truth(truth, segmenter.task, segmenter.label_names, model=segmenter.name)
-    prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads())
+    kind = describe_image(picture)
+    warning = catalog.domain_warning(model or catalog.default, kind.kind)
+    if used_fov:
+        options["field_of_view"] = fov = read_label_map(fov_path, shrink_to=picture.shape[:2]) > 0
+        if truth is not None:  # scored on the retina only, as DRIVE's benchmark is
+            truth = np.where(fov, truth, IGNORE_INDEX).astype(np.uint8)
+    prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads(),
+                                   **options)
     shown = viz.downscale(picture, DISPLAY_SIDE)
     height, width = shown.shape[:2]
     info = (f"**{prediction.model}** on a {picture.shape[1]}×{picture.shape[0]} image: "
@@ -79,6 +106,11 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
         truth = None if truth is None else cv2.resize(truth, (width, height), interpolation=cv2.INTER_NEAREST)
     note = shrunk_note(picture, sent)
     info += f".{note}" if note else ""
+    if fov_path and not used_fov:
+        info += f" The field-of-view mask was not used: {segmenter.name} looks at the whole image."
+    if warning:
+        gr.Warning(warning)
+        info += f"\n\n**Outside this model's domain.** {warning} (Measured: {kind.reason}.)"
     kept = Shown(shown, prediction.resized(height, width, dtype=np.float16), truth, info)
     return (*render(kept, threshold, opacity), kept)
 
@@ -99,7 +131,7 @@ def render(shown: Shown | None, threshold, opacity):
     label_map = viz.colorize_labels(prediction.labels(threshold), prediction.label_colors)
     channels = [(picture, f"channel {i}: {name}") for i, (picture, name) in
                 enumerate(zip(viz.channel_maps(prediction), prediction.classes))]
-    table = {"headers": ["class", "Dice", "IoU"], "data": []}
+    table = {"headers": ["class", "Dice (F1)" if prediction.task == BINARY else "Dice", "IoU"], "data": []}
     errors = None
     if shown.truth is not None:
         metrics = score(prediction, shown.truth, threshold)
@@ -115,12 +147,16 @@ def render(shown: Shown | None, threshold, opacity):
 
 def segment_image(context: AppContext, image, model, request: gr.Request):
     """``/segment``: overlay image (at most 1600 px a side), full-size label-map PNG (palette;
-    pixel value = label index) and the fraction of pixels of each label. An image larger than one
-    request may ask of the model (in a shared app) is refused with what would fit."""
+    pixel value = label index) and an info dict: the model, the fraction of pixels of each label
+    and, only for an image plainly outside the model's domain, a ``warning`` naming the models that
+    fit. An image larger than one request may ask of the model (in a shared app) is refused with
+    what would fit."""
     laps = [time.perf_counter()]
     image_path = required_upload(image, "image", "send an image file")
-    segmenter = context.workspace(request).catalog.get(model or None)
+    catalog = context.workspace(request).catalog
+    segmenter = catalog.get(model or None)
     picture = refuse_over_budget(image_path, segmenter)  # the label map is data: never downscaled
+    warning = catalog.domain_warning(model or catalog.default, image_kind(picture))
     laps.append(time.perf_counter())
     prediction = segmenter.predict(picture, deadline=context.deadline(request), threads=context.request_threads())
     laps.append(time.perf_counter())
@@ -131,7 +167,10 @@ def segment_image(context: AppContext, image, model, request: gr.Request):
     laps.append(time.perf_counter())
     log.debug("segment timing %s", json.dumps({"images": 1, **{phase: round(1e3 * (end - begin), 2) for phase, begin, end
                                                                in zip(SEGMENT_PHASES, laps, laps[1:])}}))
-    return (*files, {"model": prediction.model, "fractions": prediction.fractions()})
+    info = {"model": prediction.model, "fractions": prediction.fractions()}
+    if warning:
+        info["warning"] = warning
+    return (*files, info)
 
 
 def build(context: AppContext, model_choices: list[str]) -> dict:
@@ -142,6 +181,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             image_file = gr.File(label="image", file_types=["image", ".tif", ".tiff", ".gif"], elem_id="upload-image")
             mask_file = gr.File(label="ground-truth mask (optional: DRIVE .gif, VOC palette .png, index PNG)",
                                 file_types=["image", ".gif", ".png", ".tif"], elem_id="upload-mask")
+            fov_file = gr.File(label="field-of-view mask (optional: DRIVE *_mask.gif)",
+                               file_types=["image", ".gif", ".png", ".tif"], elem_id="upload-fov")
             model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
                                   elem_id="upload-model")
             run = gr.Button("Segment", variant="primary", elem_id="upload-run")
@@ -160,8 +201,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                                   elem_id="upload-channels")
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
     outputs = [annotated, label_map, channels, metrics, errors, info]
-    run.click(handler(segment_upload, context, heavy=True), [image_file, mask_file, model, threshold, opacity], [*outputs, kept],
-              api_name="segment_upload", concurrency_id=INFERENCE)
+    run.click(handler(segment_upload, context, heavy=True), [image_file, mask_file, model, threshold, opacity, fov_file],
+              [*outputs, kept], api_name="segment_upload", concurrency_id=INFERENCE)
     for slider in (threshold, opacity):
         slider.release(handler(render), [kept, threshold, opacity], outputs, api_visibility="private")
 

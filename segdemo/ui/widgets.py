@@ -20,6 +20,7 @@ CSS = """
 .segdemo-progress { height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
 .segdemo-progress div { height: 100%; background: #4f46e5; transition: width 0.4s; }
 .segdemo-explain { font-size: 0.92em; opacity: 0.85; }
+.segdemo-fill img { width: 100%; height: 100%; object-fit: contain; }  /* a small picture grown to its box */
 """
 
 
