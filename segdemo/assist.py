@@ -6,8 +6,8 @@ refined by a graph cut) inside a box the user drew. It can start from a mask the
 (a model's pre-fill, an earlier box) and take clicks that say "this is object" or "this is
 background", which is how CVAT, Label Studio and MONAI Label turn a box or a click into a mask.
 :func:`flood_fill` is the paint bucket (cvat #2380); :func:`paint` puts a mask into a label map
-as one class, and with its lock never overwrites another class (:func:`keep_locked` gives back
-what a brush took from them).
+as one class, and with its lock never overwrites another class; :func:`paint_strokes` paints the
+editor's brush strokes (each in its class) the same way.
 
 Everything here is numpy and OpenCV: no torch, nothing downloaded.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -185,20 +184,27 @@ def keep_locked(before: np.ndarray, after: np.ndarray, class_index: int) -> np.n
     return np.where(locked, before, after).astype(after.dtype, copy=False)
 
 
-@dataclass(frozen=True)
-class ClassLock:
-    """A painting's class lock: the labels as they were when the lock was set (or a tool last
-    painted), and the class being painted. :meth:`apply` gives back to the other classes what a
-    brush or an eraser took from them since."""
+def paint_strokes(labels: np.ndarray, painted: np.ndarray, classes: np.ndarray, *, lock: bool = False) -> np.ndarray:
+    """A new label map: ``labels`` with brush strokes painted over them.
 
-    labels: np.ndarray
-    class_index: int
+    Args:
+        labels: ``(H, W)`` uint8 class indices, as they were before the strokes.
+        painted: ``(H, W)`` bool, where a stroke is.
+        classes: ``(H, W)`` uint8, each stroke's class (0, the background, erases).
+        lock: the class lock: a stroke of class ``c`` changes only pixels that hold the background
+            or ``c``; background strokes erase all the same (that is how a person takes a label back).
 
-    def apply(self, labels: np.ndarray) -> np.ndarray:
-        """``labels`` with the lock kept (unchanged when they are of another image's size)."""
-        if np.shape(labels) != self.labels.shape:
-            return labels
-        return keep_locked(self.labels, labels, self.class_index)
+    Raises:
+        ImageError: for strokes of another size than the label map.
+    """
+    painted, classes = np.asarray(painted, dtype=bool), np.asarray(classes)
+    if classes.shape != painted.shape:
+        raise ImageError(f"the strokes' classes are {classes.shape[1]}×{classes.shape[0]} but where they are "
+                         f"painted is {painted.shape[1]}×{painted.shape[0]}")
+    result = np.asarray(labels).copy()
+    for index in np.unique(classes[painted]):   # each pixel has one stroke class: the masks are disjoint
+        result = paint(result, painted & (classes == index), int(index), lock=lock and index != 0)
+    return result
 
 
 def parse_box(text) -> tuple[float, float, float, float]:

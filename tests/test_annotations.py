@@ -10,7 +10,7 @@ from segdemo.data import open_source
 from segdemo.errors import AnnotationError, ArchiveError, UserError
 from segdemo.filenames import check_name, safe_name
 from segdemo.labels import clean_labels
-from segdemo.painting import labels_from_layers, layer_from_labels
+from segdemo.painting import labels_from_layers, layer_from_labels, strokes_from_layers
 
 
 @pytest.fixture
@@ -102,6 +102,23 @@ def test_layers_map_back_to_exact_classes_even_with_antialiasing():
     assert np.array_equal(back[labels > 0], labels[labels > 0])
     assert back[9, 9] in (1, 3) and back[0, 0] == 0
     assert set(np.unique(back)) <= {0, 1, 3}
+
+
+def test_strokes_say_where_and_which_class_the_background_color_included():
+    colors = CLASS_PRESETS["shapes"].colors
+    first = np.zeros((8, 8, 4), np.uint8)
+    first[0:4, 0:4] = (*colors[2], 255)
+    second = np.zeros((8, 8, 4), np.uint8)
+    second[2:6, 2:6] = (*colors[0], 255)     # the background's color, painted over the first stroke
+    second[7, 7] = (*colors[0], 100)         # faint: not painted
+    painted, classes = strokes_from_layers([first, None, second], colors, (8, 8, 3))
+    expected = np.zeros((8, 8), bool)
+    expected[0:4, 0:4] = expected[2:6, 2:6] = True
+    assert np.array_equal(painted, expected)
+    assert (classes[0:2, 0:4] == 2).all() and (classes[2:6, 2:6] == 0).all() and classes[7, 7] == 0
+    assert np.array_equal(labels_from_layers([first, second], colors, (8, 8)), np.where(painted, classes, 0))
+    with pytest.raises(AnnotationError):
+        strokes_from_layers([np.zeros((4, 8, 4), np.uint8)], colors, (8, 8))
 
 
 def test_clean_up_removes_specks_and_fills_holes():

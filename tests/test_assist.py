@@ -143,14 +143,17 @@ def test_paint_sets_a_class_and_its_lock_keeps_the_others():
         assist.paint(labels, mask[:, :3], 1)
 
 
-def test_the_lock_gives_back_what_a_brush_took_from_other_classes():
-    before = np.array([[0, 1, 2, 3]], np.uint8)
-    brushed = np.array([[1, 0, 1, 0]], np.uint8)   # painted 1 over 0 and 2, erased 1 and 3
-    assert np.array_equal(assist.keep_locked(before, brushed, 1), [[1, 0, 2, 3]])
-    lock = assist.ClassLock(before, 1)
-    assert np.array_equal(lock.apply(brushed), [[1, 0, 2, 3]])
-    other = np.zeros((2, 2), np.uint8)
-    assert lock.apply(other) is other             # another image's labels: nothing to keep
+def test_strokes_paint_their_classes_and_the_lock_keeps_the_others_but_not_from_erasing():
+    before = np.array([[0, 1, 2, 3, 2, 1]], np.uint8)
+    painted = np.array([[1, 1, 1, 1, 1, 0]], bool)
+    classes = np.array([[1, 1, 1, 0, 0, 0]], np.uint8)   # class 1 over 0, 1, 2; background over 3, 2
+    assert np.array_equal(assist.paint_strokes(before, painted, classes), [[1, 1, 1, 0, 0, 1]])
+    assert np.array_equal(assist.paint_strokes(before, painted, classes, lock=True), [[1, 1, 2, 0, 0, 1]])
+    assert before[0, 2] == 2                                # a new map: the given one is untouched
+    nothing = np.zeros_like(painted)
+    assert np.array_equal(assist.paint_strokes(before, nothing, classes, lock=True), before)
+    with pytest.raises(ImageError):
+        assist.paint_strokes(before, painted, classes[:, :3])
 
 
 def test_boxes_and_clicks_are_read_from_text_and_json():
@@ -253,42 +256,44 @@ def test_the_box_endpoint_says_what_is_missing(app, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_page_lock_gives_back_what_the_brush_took_on_save_and_on_the_next_tool(app):
-    """The panel's handlers as the page calls them: lock ticked for 'disk', then a brush stroke of
-    the disk's colour over the square and an eraser stroke over the triangle; the save and the next
-    box keep both, and unticking the lock gives them back in the editor."""
+def test_the_page_paints_strokes_over_the_labels_it_last_wrote_with_the_lock(app):
+    """The tab's handlers as the page calls them: an opened item's labels are committed; a stroke
+    of the disk's colour over the square and a background stroke over the triangle, lock ticked,
+    keep the square and clear the triangle on save; the next box starts from what was saved."""
     from segdemo.annotations import CLASS_PRESETS
-    from segdemo.painting import labels_from_layers
+    from segdemo.painting import layer_from_labels, strokes_from_layers
     from segdemo.ui import annotate_tab, assist_panel
 
     context, store = app.context, app.context.workspace().store
     store.create("assist-lock", CLASS_PRESETS["shapes"])
     info = store.info("assist-lock")
-    tab = assist_panel.Tab(annotate_tab._dataset, annotate_tab._painted_labels, annotate_tab.editor_value)
+    tab = assist_panel.Tab(annotate_tab._dataset, annotate_tab._painted_labels, annotate_tab.editor_value,
+                           annotate_tab.labels_drawn)
     image, truth = _truths(0)
     square, disk, triangle = (info.classes.index(name) for name in ("filled square", "disk", "triangle"))
     labels = np.zeros(image.shape[:2], np.uint8)
     labels[truth[square - 1]], labels[truth[triangle - 1]] = square, triangle
-
-    def painting(labels):
-        return annotate_tab.editor_value(image, labels, info.colors)
-
-    locked, shown = assist_panel.remember(context, tab, "assist-lock", painting(labels), image, True, "disk", None)
-    assert locked.class_index == disk
+    store.save("assist-lock", "start", image, labels)
+    value, committed, *_ = annotate_tab.open_item(context, "assist-lock", "start", None)
+    assert np.array_equal(committed, labels)
+    shown = value["background"]                    # the labels are drawn into the editor's background
     assert (shown[labels == 0] == image[labels == 0]).all() and (shown[labels != 0] != image[labels != 0]).any()
-    brushed = labels.copy()
-    brushed[truth[square - 1]] = disk          # painted the disk over the square
-    brushed[truth[triangle - 1]] = 0           # erased the triangle
-    annotate_tab.save(context, "assist-lock", painting(brushed), image, "locked", 1, locked)
-    assert np.array_equal(store.load("assist-lock", "locked")[1], labels)
+    strokes = np.zeros(image.shape[:2], np.uint8)
+    strokes[truth[square - 1]] = disk              # the disk's colour over the square
+    stroke = layer_from_labels(strokes, info.colors)
+    stroke[truth[triangle - 1]] = (*info.colors[0], 255)   # the background's colour over the triangle
+    painting = {"background": shown, "layers": [stroke], "composite": None}
+    *_, saved = annotate_tab.save(context, "assist-lock", painting, image, "locked", 1, committed, True)
+    kept = np.where(labels == triangle, 0, labels)
+    assert np.array_equal(store.load("assist-lock", "locked")[1], kept) and np.array_equal(saved, kept)
+    unlocked = annotate_tab._painted_labels(store, "assist-lock", painting, image, committed, False)
+    assert (unlocked[truth[square - 1]] == disk).all()   # without the lock the stroke takes the square
     rows, cols = np.nonzero(truth[disk - 1])
     box = f"{cols.min()},{rows.min()},{cols.max() + 1},{rows.max() + 1}"
-    value, _, after, _ = assist_panel.box_on_page(context, tab, "assist-lock", painting(brushed), image, box, "disk",
-                                               "", "", True, locked, None)
-    result = labels_from_layers(value["layers"], info.colors, image.shape)
-    assert (result[truth[square - 1]] == square).all() and (result[truth[triangle - 1]] == triangle).all()
-    assert dice(result == disk, truth[disk - 1]) >= 0.9 and after.class_index == disk
-    editor, unlocked, _ = assist_panel.settle(context, tab, "assist-lock", painting(brushed), image, False, "disk", locked,
-                                           None)
-    assert unlocked is None
-    assert np.array_equal(labels_from_layers(editor["layers"], info.colors, image.shape), labels)
+    untouched = annotate_tab.editor_value(image, saved, info.colors)   # the page sends the value back as sent
+    value, _, after = assist_panel.box_on_page(context, tab, "assist-lock", untouched, image, box, "disk", "", "",
+                                               True, saved, True, None)
+    assert (after[truth[square - 1]] == square).all() and (after[truth[triangle - 1]] == 0).all()
+    assert dice(after == disk, truth[disk - 1]) >= 0.9
+    painted, classes = strokes_from_layers(value["layers"], info.colors, image.shape)
+    assert np.array_equal(np.where(painted, classes, 0), after)   # an API client reads the labels in the layer

@@ -10,14 +10,14 @@ import numpy as np
 
 from .. import viz
 from ..annotations import CLASS_PRESETS, DatasetStore, class_lines, parse_class_lines
-from ..assist import ClassLock
+from ..assist import paint_strokes
 from ..data import shapes
 from ..filenames import check_name, safe_name
 from ..image_files import image_size, read_image
 from ..labels import clean_labels, relabel_table
 from ..limits import current
 from ..mask_doctor import FIXED, HEADERS, findings_table
-from ..painting import labels_from_layers, layer_from_labels
+from ..painting import layer_from_labels, strokes_from_layers
 from . import assist_panel, sharing_panel, uncertainty_panel
 from .budget import predict_within_budget
 from .context import INFERENCE, AppContext
@@ -34,18 +34,40 @@ EXPLAIN = """
 first class is the background). Open an image, then either paint each class with its color or press
 **Pre-fill from model** and only correct what the model got wrong: that is much faster, and it gets
 faster still once you train on what you saved. **Clean up** removes specks and fills small holes.
-Painted colors are mapped back to exact class indices when you save. Saving under an existing name
-keeps the earlier version in the dataset's history.
+The editor shows the labels (a pre-fill, a box, a saved mask) tinted over the image; your strokes
+paint over them, each in its class's color. To clear labelled pixels, paint them with the
+**background** color (the first brush color); the eraser only takes back strokes not yet applied
+(a pre-fill, clean-up, box, fill or save applies them). Painted colors are mapped back to exact
+class indices when you save. Saving under an existing name keeps the earlier version in the
+dataset's history.
 """
 
 
+LABEL_OPACITY = 0.55   # how strongly the labels tint the image in the editor (the photo shows through)
+
+
+def labels_drawn(image: np.ndarray, labels: np.ndarray | None, colors) -> np.ndarray:
+    """The image with ``labels`` (None: none) tinted over it in their classes' colors."""
+    return image if labels is None else viz.overlay_labels(image, labels, colors, opacity=LABEL_OPACITY)
+
+
 def editor_value(image: np.ndarray, labels: np.ndarray | None, colors) -> dict:
+    """The editor's value for ``image`` labelled ``labels`` (None: all background).
+
+    Gradio 6.31's ImageEditor does not draw the layers the server sends, and once a person paints,
+    the painting it sends back holds their strokes only. So the labels are drawn into the
+    background, the tab keeps them as the committed labels (a ``gr.State`` every writer of the
+    editor also writes), and :func:`_painted_labels` paints the strokes over them. The labels
+    also go as a layer: an API client reads them there, and the page, when it sends the value
+    back untouched, sends them back, which paints the committed labels over themselves.
+    """
     layer = layer_from_labels(labels if labels is not None else np.zeros(image.shape[:2], np.uint8), colors)
-    return {"background": image, "layers": [layer], "composite": None}
+    return {"background": labels_drawn(image, labels, colors), "layers": [layer], "composite": None}
 
 
 def brush_for(colors) -> gr.Brush:
-    return gr.Brush(colors=[hex_color(c) for c in colors[1:]], default_color=hex_color(colors[1]),
+    """The brush: one color per class, the background's first (painting it clears labels)."""
+    return gr.Brush(colors=[hex_color(c) for c in colors], default_color=hex_color(colors[1]),
                     color_mode="fixed", default_size=8)
 
 
@@ -136,7 +158,8 @@ def open_upload(context: AppContext, dataset, image, request: gr.Request):
     info = context.workspace(request).store.info(_dataset(dataset))
     path = required_upload(image, "image", "upload an image first")
     picture = _checked_image(path)
-    return editor_value(picture, None, info.colors), picture, safe_name(Path(path).stem, "image"), "Opened the upload."
+    return (editor_value(picture, None, info.colors), None, picture, safe_name(Path(path).stem, "image"),
+            "Opened the upload.")
 
 
 def open_shapes(context: AppContext, dataset, seed, size, request: gr.Request):
@@ -144,7 +167,7 @@ def open_shapes(context: AppContext, dataset, seed, size, request: gr.Request):
     info = context.workspace(request).store.info(_dataset(dataset))
     seed = int(seed or 0)
     images, _ = shapes.generate(1, int(size), seed=seed)  # the size slider's range is enforced by gradio
-    return editor_value(images[0], None, info.colors), images[0], f"shapes-{seed}", "Opened a shapes image."
+    return editor_value(images[0], None, info.colors), None, images[0], f"shapes-{seed}", "Opened a shapes image."
 
 
 def open_item(context: AppContext, dataset, item, request: gr.Request):
@@ -154,7 +177,7 @@ def open_item(context: AppContext, dataset, item, request: gr.Request):
 
 def _opened(store: DatasetStore, dataset: str, item: str):
     image, labels = store.load(dataset, check_name(item, "item name"))
-    return editor_value(image, labels, store.info(dataset).colors), image, item, f"Opened **{item}** for editing."
+    return editor_value(image, labels, store.info(dataset).colors), labels, image, item, f"Opened **{item}** for editing."
 
 
 def open_clicked(context: AppContext, dataset, page, event: gr.SelectData, request: gr.Request):
@@ -164,12 +187,18 @@ def open_clicked(context: AppContext, dataset, page, event: gr.SelectData, reque
     return _opened(store, dataset, store.items(dataset)[(int(page or 1) - 1) * GALLERY_PAGE + int(event.index)].name)
 
 
-def _painted_labels(store: DatasetStore, dataset, painting, image) -> np.ndarray:
+def _painted_labels(store: DatasetStore, dataset, painting, image, committed=None, lock=False) -> np.ndarray:
+    """The labels of the open ``image``: the ``committed`` labels (as the server last wrote the
+    editor; None or another image's: none) with the painting's strokes over them (with ``lock``,
+    the class lock holds for them; see :func:`editor_value` for why)."""
     info = store.info(dataset)  # an unknown dataset is the first thing to say
     if image is None:
         raise refuse("open an image first")
     layers = (painting or {}).get("layers") or []
-    return labels_from_layers([_rgba(layer) for layer in layers], info.colors, image.shape)
+    painted, classes = strokes_from_layers([_rgba(layer) for layer in layers], info.colors, image.shape)
+    before = committed if committed is not None and np.shape(committed) == image.shape[:2] else \
+        np.zeros(image.shape[:2], np.uint8)
+    return paint_strokes(before, painted, classes, lock=bool(lock))
 
 
 def _rgba(layer):
@@ -198,26 +227,32 @@ def prefill(context: AppContext, dataset, image, model, threshold, request: gr.R
     if unmatched:
         message += f" Its classes {unmatched[:5]} are not in this dataset and were left as background."
         gr.Warning(f"{len(unmatched)} of the model's classes are not in this dataset")
-    return editor_value(image, labels, info.colors), message
+    return editor_value(image, labels, info.colors), labels, message
 
 
-def cleanup(context: AppContext, dataset, painting, image, smallest_piece, request: gr.Request):
+def cleanup(context: AppContext, dataset, painting, image, smallest_piece, committed=None, lock=False,
+            request: gr.Request = None):
     """Remove painted specks and fill holes smaller than ``smallest_piece`` pixels."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
-    labels = clean_labels(_painted_labels(store, dataset, painting, image), min_area=int(smallest_piece))
-    return editor_value(image, labels, store.info(dataset).colors), "Removed specks and filled small holes."
+    labels = clean_labels(_painted_labels(store, dataset, painting, image, committed, lock), min_area=int(smallest_piece))
+    return editor_value(image, labels, store.info(dataset).colors), labels, "Removed specks and filled small holes."
 
 
-def save(context: AppContext, dataset, painting, image, item, page=1, locked: ClassLock | None = None,
+def save(context: AppContext, dataset, painting, image, item, page=1, committed=None, lock=False,
          request: gr.Request = None):
     """Save the ``painting`` of the open image as ``item`` of ``dataset`` (an earlier version of
-    ``item`` is kept in the dataset's history; on the page, the assist panel's class lock holds)."""
+    ``item`` is kept in the dataset's history); the labels saved are returned last (the new
+    committed labels)."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
-    labels = _painted_labels(store, dataset, painting, image)
-    labels = locked.apply(labels) if locked is not None else labels
+    labels = _painted_labels(store, dataset, painting, image, committed, lock)
     result = store.save(dataset, item, image, labels)
     note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
-    return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset, page)[3:])
+    return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset, page)[3:], labels)
+
+
+def show_saved(context: AppContext, dataset, image, committed, request: gr.Request):
+    """The editor after a save: the labels saved drawn in, no strokes left to apply."""
+    return editor_value(image, committed, context.workspace(request).store.info(dataset).colors)
 
 
 def delete(context: AppContext, dataset, item, page=1, request: gr.Request = None):
@@ -267,6 +302,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     first = datasets[0] if datasets else None
     first_info = store.info(first) if first else CLASS_PRESETS["shapes"]
     image_state = gr.State(None)
+    committed = gr.State(None)   # the open image's labels as the server last wrote the editor (None: none)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             dataset = live_dropdown(datasets, value=first, label="dataset", elem_id="annotate-dataset")
@@ -303,7 +339,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             with gr.Row():
                 editor = CheckedImageEditor(type="numpy", format="png", image_mode="RGBA", brush=brush_for(first_info.colors),
                                         eraser=gr.Eraser(default_size=10), transforms=(), layers=False, height=520, scale=3,
-                                        label="paint the classes (eraser = background)", elem_id="annotate-editor")
+                                        label="paint the classes (first color = background)", elem_id="annotate-editor")
                 uncertainty = uncertainty_panel.picture()
             with gr.Row():
                 model = live_dropdown(model_choices, value=model_choices[0] if model_choices else None, label="model",
@@ -311,8 +347,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="threshold", scale=1)
                 prefill_button = gr.Button("Pre-fill from model", scale=1, elem_id="annotate-prefill")
             with gr.Accordion("assist: box → mask, flood fill, class lock", open=True):
-                assist = assist_panel.build(context, assist_panel.Tab(_dataset, _painted_labels, editor_value), dataset,
-                                            legend, editor, image_state, message, first_info.classes)
+                assist = assist_panel.build(context, assist_panel.Tab(_dataset, _painted_labels, editor_value, labels_drawn),
+                                            dataset, legend, editor, image_state, committed, message, first_info.classes)
             with gr.Row():
                 min_area = gr.Slider(2, 200, value=20, step=1, label="clean-up: smallest piece (pixels)", scale=2)
                 cleanup_button = gr.Button("Clean up", scale=1, elem_id="annotate-cleanup")
@@ -322,7 +358,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                 delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="annotate-delete")
             label_next = uncertainty_panel.build(context, dataset=dataset, model=model, image=image_state, editor=editor,
                                                  item=item, message=message, uncertainty=uncertainty, picked=_dataset,
-                                                 opener=editor_value)
+                                                 opener=editor_value, committed=committed)
             progress = gr.Markdown(label="progress", elem_id="annotate-progress")
             gallery = gr.Gallery(label="saved pairs (click to reopen)", columns=6, height="auto", object_fit="contain", format="png",
                                  elem_id="annotate-gallery")
@@ -334,7 +370,7 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
             gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
     view_outputs = [classes, legend, editor, gallery, stats, progress, page]
-    opened = [editor, image_state, item, message]
+    opened = [editor, committed, image_state, item, message]
     listing = [message, gallery, stats, progress, page]
     dataset.change(handler(show_dataset, context, heavy=True), [dataset], view_outputs, api_name="annotate_dataset")
     create_button.click(handler(create_dataset, context), [new_name, preset, classes], [dataset, message],
@@ -356,14 +392,17 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                      api_name="annotate_gallery")
     open_hidden = gr.Button(visible=False)
     from_item = open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
-    prefilled = prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold], [editor, message],
-                         api_name="annotate_prefill", concurrency_id=INFERENCE)
-    cleaned = cleanup_button.click(handler(cleanup, context, heavy=True), [dataset, editor, image_state, min_area], [editor, message],
-                         api_name="annotate_cleanup")
-    saved = save_button.click(handler(save, context, heavy=True), [dataset, editor, image_state, item, page, assist.locked],
-                              listing, api_name="annotate_save")
+    prefilled = prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold],
+                                     [editor, committed, message], api_name="annotate_prefill", concurrency_id=INFERENCE)
+    cleaned = cleanup_button.click(handler(cleanup, context, heavy=True),
+                                   [dataset, editor, image_state, min_area, committed, assist.lock_on],
+                                   [editor, committed, message], api_name="annotate_cleanup")
+    saved = save_button.click(handler(save, context, heavy=True),
+                              [dataset, editor, image_state, item, page, committed, assist.lock_on],
+                              [*listing, committed], api_name="annotate_save")
+    saved.success(handler(show_saved, context), [dataset, image_state, committed], [editor], api_visibility="private")
     label_next.follow(saved, dataset)
-    assist.follow(opened=[from_upload, from_shapes, from_gallery, from_item], edited=[prefilled, cleaned], saved=[saved])
+    assist.follow(opened=[from_upload, from_shapes, from_gallery, from_item], written=[prefilled, cleaned, saved])
     delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")
     export_button.click(handler(export_folder, context), [dataset], [exported], api_name="annotate_export")
     export_voc_button.click(handler(export_voc, context), [dataset], [exported], api_name="annotate_export_voc")

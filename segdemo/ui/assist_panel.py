@@ -4,14 +4,13 @@ by colour, and a class lock so that painting one class never erases another.
 Gradio's ImageEditor has no box tool, so the box and the clicks are marked on a picture of the
 open image (a ``gr.Image`` whose ``.select`` event gives the pixel clicked) and kept as text
 (``x0,y0,x1,y1``; ``x,y; x,y``), which a person may also type and an API client sends. The
-results are painted into the editor for the chosen class through :func:`segdemo.assist.paint`;
-the rest of the painting is kept. The picture also shows the painting as the server last read or
-wrote it (gradio 6.31's editor, in Chromium at least, does not draw the layers it is sent).
+results are painted over the tab's labels (the labels as the server last wrote the editor, with
+the strokes made since) for the chosen class through :func:`segdemo.assist.paint`; the rest is
+kept. The picture shows the tab's labels over the image, as the editor does.
 
-The lock also holds for the brush and the eraser: while it is set, the panel keeps the labels as
-they were when it was set (or a tool or an opening last wrote the editor) in a
-:class:`~segdemo.assist.ClassLock`, and gives the other classes back what a stroke took from them
-when the painting is next read (a box, a fill, a save, another class picked).
+The lock also holds for the brush: the tab reads strokes with it (see
+:func:`segdemo.assist.paint_strokes`), so the panel keeps the checkbox's value in a state that
+the tab's clean-up and save read (their API endpoints keep their parameters).
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from .. import assist, viz
-from ..assist import ClassLock
+from .. import assist
 from ..errors import ImageError
 from .context import AppContext
 from .messages import handler, refuse
@@ -49,26 +47,25 @@ class Tab:
     """The Annotate tab's helpers that the panel works with (handed in: the tab imports the panel)."""
 
     picked: Callable        # the dataset's name, refused when none is picked
-    painted: Callable       # (store, dataset, painting, image) → the painting's labels (H, W)
+    painted: Callable       # (store, dataset, painting, image, committed, lock) → the painting's labels (H, W)
     opener: Callable        # (image, labels, colors) → the editor's value
+    drawn: Callable         # (image, labels or None, colors) → the image with the labels drawn over it
 
 
 @dataclass
 class AssistPanel:
-    """What the Annotate tab wires to the panel: ``locked`` (the class lock, a ``gr.State``; the
-    tab's save applies it) and :meth:`follow`."""
+    """What the Annotate tab wires to the panel: ``lock_on`` (the class lock's checkbox, kept in a
+    ``gr.State``) and :meth:`follow`."""
 
-    locked: gr.State
-    follow_open: object
-    follow_edit: object
-    follow_save: object
+    lock_on: gr.State
+    follow_open: Callable
+    follow_write: Callable
 
-    def follow(self, *, opened=(), edited=(), saved=()) -> None:
-        """After the tab's events that open an image (``opened``; a change of the open image is
-        followed anyway, but reopening the same one is not a change), rewrite the painting
-        (``edited``: pre-fill, clean-up) or save it (``saved``), bring the picture and the lock
-        up to date."""
-        for events, follower in ((opened, self.follow_open), (edited, self.follow_edit), (saved, self.follow_save)):
+    def follow(self, *, opened=(), written=()) -> None:
+        """After the tab's events that open an image (``opened``: the marks are cleared; a change
+        of the open image is followed anyway, but reopening the same one is not a change) or write
+        its labels (``written``: pre-fill, clean-up, save), redraw the picture."""
+        for events, follower in ((opened, self.follow_open), (written, self.follow_write)):
             for event in events:
                 follower(event)
 
@@ -151,10 +148,16 @@ def _picture(base, box_text, positive_text, negative_text, corner=None):
                          _typed(positive_text, assist.parse_points), _typed(negative_text, assist.parse_points))
 
 
-def _shown(image, labels, colors) -> np.ndarray | None:
-    """What the picture shows under the marks: the image with the painting over it (None: the
-    bare image). The picture mirrors the painting as the server last read or wrote it."""
-    return viz.overlay_labels(image, labels, colors, opacity=0.6) if labels.any() else None
+def _checked(box) -> bool:
+    """A checkbox's value, kept in a state."""
+    return bool(box)
+
+
+def _base(context: AppContext, tab: Tab, dataset, image, committed, request: gr.Request):
+    """What the picture shows under the marks: the open image with the tab's labels drawn over it."""
+    if image is None or not dataset:
+        return image
+    return tab.drawn(image, committed, context.workspace(request).store.info(dataset).colors)
 
 
 def _open_image(image):
@@ -163,38 +166,31 @@ def _open_image(image):
     return image
 
 
-def _locked_labels(tab: Tab, store, dataset, painting, image, locked: ClassLock | None) -> np.ndarray:
-    """The painting's labels, with the lock's classes given back what the brush took."""
-    labels = tab.painted(store, dataset, painting, image)
-    return locked.apply(labels) if locked is not None else labels
-
-
 def _painted(tab: Tab, info, image, before, after, index, lock, what: str):
-    """The editor, a message, the lock and the picture's painting after painting ``after`` over ``before``."""
+    """The editor, a message and the labels written after painting ``after`` over ``before``."""
     changed = int((after != before).sum())
     kept = " Other classes are locked: they kept their pixels." if lock else ""
     message = f"{what}: {changed} pixels changed to **{info.classes[index]}**.{kept}"
-    return (tab.opener(image, after, info.colors), message, ClassLock(after, index) if lock else None,
-            _shown(image, after, info.colors))
+    return tab.opener(image, after, info.colors), message, after
 
 
 def box_to_mask(context: AppContext, tab: Tab, dataset, painting, image, box, class_name, positive="", negative="",
-                lock=False, request: gr.Request = None):
+                lock=False, committed=None, request: gr.Request = None):
     """``/annotate_box``: the object in ``box`` (``"x0,y0,x1,y1"`` in pixels, or a JSON list) of
     the open image, found by GrabCut and painted as ``class_name`` into ``painting``: the class's
     pixels in the box are replaced, the rest of the painting is kept. GrabCut starts from what is
     painted of that class in the box; ``positive`` and ``negative`` clicks (``"x,y; x,y"``) say
     "object here" and "background here". With ``lock``, other classes' pixels are never painted
-    over."""
-    return box_on_page(context, tab, dataset, painting, image, box, class_name, positive, negative, lock, None,
-                       request)[:2]
+    over by the box (the painting sent is taken as painted)."""
+    return box_on_page(context, tab, dataset, painting, image, box, class_name, positive, negative, lock, committed,
+                       False, request)[:3]
 
 
 def box_on_page(context: AppContext, tab: Tab, dataset, painting, image, box, class_name, positive, negative, lock,
-                locked: ClassLock | None, request: gr.Request):
-    """Box → mask on the page: ``/annotate_box`` with the page's class lock (``locked``), which
-    also gives the other classes back what the brush took from them; the lock after it and the
-    picture's painting are returned too."""
+                committed, lock_strokes, request: gr.Request):
+    """Box → mask over the labels the server last wrote (``committed``) with the painting's
+    strokes; with ``lock_strokes`` (on the page: the lock) the strokes keep the lock too. Returns
+    the editor, a message and the labels written."""
     store, dataset = context.workspace(request).store, tab.picked(dataset)
     info = store.info(dataset)
     image = _open_image(image)
@@ -204,7 +200,7 @@ def box_on_page(context: AppContext, tab: Tab, dataset, painting, image, box, cl
                      "picture (or type x0,y0,x1,y1)")
     height, width = image.shape[:2]
     x0, y0, x1, y1 = assist.check_box(assist.parse_box(box), height, width)
-    labels = _locked_labels(tab, store, dataset, painting, image, locked)
+    labels = tab.painted(store, dataset, painting, image, committed, bool(lock_strokes))
     found = assist.box_mask(image, (x0, y0, x1, y1), mask=labels == index, positive=assist.parse_points(positive),
                             negative=assist.parse_points(negative))
     if not found.any():
@@ -218,18 +214,18 @@ def box_on_page(context: AppContext, tab: Tab, dataset, painting, image, box, cl
 
 
 def fill(context: AppContext, tab: Tab, dataset, painting, image, point, class_name, tolerance=TOLERANCE, lock=False,
-         request: gr.Request = None):
+         committed=None, request: gr.Request = None):
     """``/annotate_flood_fill``: paint the connected region around ``point`` (``"x,y"`` in pixels)
     of the open image whose colours are within ``tolerance`` (0–255 per channel) of the clicked
     pixel's as ``class_name`` into ``painting`` (the rest is kept). With ``lock``, other classes'
-    pixels are never painted over."""
-    return fill_on_page(context, tab, dataset, painting, image, point, class_name, tolerance, lock, None, request)[:2]
+    pixels are never painted over by the fill (the painting sent is taken as painted)."""
+    return fill_on_page(context, tab, dataset, painting, image, point, class_name, tolerance, lock, committed, False,
+                        request)[:3]
 
 
 def fill_on_page(context: AppContext, tab: Tab, dataset, painting, image, point, class_name, tolerance, lock,
-                 locked: ClassLock | None, request: gr.Request):
-    """A flood fill on the page: ``/annotate_flood_fill`` with the page's class lock (``locked``);
-    the lock after it and the picture's painting are returned too."""
+                 committed, lock_strokes, request: gr.Request):
+    """A flood fill over ``committed`` and the painting's strokes (see :func:`box_on_page`)."""
     store, dataset = context.workspace(request).store, tab.picked(dataset)
     info = store.info(dataset)
     image = _open_image(image)
@@ -237,7 +233,7 @@ def fill_on_page(context: AppContext, tab: Tab, dataset, painting, image, point,
     points = assist.parse_points(point)
     if len(points) != 1:
         raise refuse(f"flood fill takes one point x,y; got {point!r}")
-    labels = _locked_labels(tab, store, dataset, painting, image, locked)
+    labels = tab.painted(store, dataset, painting, image, committed, bool(lock_strokes))
     region = assist.flood_fill(image, points[0], tolerance)
     result = assist.paint(labels, region, index, lock=bool(lock))
     x, y = points[0]
@@ -245,7 +241,7 @@ def fill_on_page(context: AppContext, tab: Tab, dataset, painting, image, point,
 
 
 def click(context: AppContext, tab: Tab, mode, corner, box, positive, negative, dataset, painting, image, class_name,
-          tolerance, lock, locked: ClassLock | None, shown, event: gr.SelectData, request: gr.Request):
+          tolerance, lock, committed, event: gr.SelectData, request: gr.Request):
     """A click on the picture: a box corner, a ± click, or a flood fill there (by ``mode``)."""
     image = _open_image(image)
     x, y = (int(v) // display_factor(image) for v in event.index[:2])
@@ -261,54 +257,29 @@ def click(context: AppContext, tab: Tab, mode, corner, box, positive, negative, 
         clicks = f"{clicks}; {x},{y}" if str(clicks or "").strip() else f"{x},{y}"
         positive, negative = (clicks, negative) if mode == POSITIVE else (positive, clicks)
     elif mode == FILL:
-        editor, message, locked, shown = fill_on_page(context, tab, dataset, painting, image, f"{x},{y}", class_name,
-                                                      tolerance, lock, locked, request)
-    picture = _picture(image if shown is None else shown, box, positive, negative, corner)
-    return picture, corner, box, positive, negative, editor, message, locked, shown
+        editor, message, committed = fill_on_page(context, tab, dataset, painting, image, f"{x},{y}", class_name,
+                                                  tolerance, lock, committed, lock, request)
+    picture = _picture(_base(context, tab, dataset, image, committed, request), box, positive, negative, corner)
+    return picture, corner, box, positive, negative, editor, message, committed
 
 
-def clear_marks(shown, image):
-    """No box, corner or clicks: the picture shows the image and its painting only."""
-    return marks_picture(image if shown is None else shown), None, "", "", ""
+def clear_marks(context: AppContext, tab: Tab, dataset, image, committed, request: gr.Request):
+    """No box, corner or clicks: the picture shows the image and its labels only."""
+    return marks_picture(_base(context, tab, dataset, image, committed, request)), None, "", "", ""
 
 
-def redraw(shown, image, box, positive, negative, corner):
-    """The picture: the image, its painting and the marks as they are typed."""
-    return _picture(image if shown is None else shown, box, positive, negative, corner)
-
-
-def remember(context: AppContext, tab: Tab, dataset, painting, image, lock, class_name, request: gr.Request):
-    """The lock and the picture's painting after the editor was written (an image opened, a
-    pre-fill, a clean-up): what it shows now is what the lock keeps."""
-    if image is None or not dataset:
-        return None, None
-    store = context.workspace(request).store
-    info = store.info(dataset)
-    labels = tab.painted(store, dataset, painting, image)
-    locked = ClassLock(labels, info.classes.index(class_name)) if lock and class_name in info.classes[1:] else None
-    return locked, _shown(image, labels, info.colors)
-
-
-def settle(context: AppContext, tab: Tab, dataset, painting, image, lock, class_name, locked: ClassLock | None,
+def redraw(context: AppContext, tab: Tab, dataset, image, committed, box, positive, negative, corner,
            request: gr.Request):
-    """The lock applied to the painting (the editor shows it when a stroke was undone), then set
-    again for the class picked now (after a save, a new class, the lock ticked or unticked)."""
-    if image is None or not dataset:
-        return gr.skip(), None, None
-    store = context.workspace(request).store
-    info = store.info(dataset)
-    labels = tab.painted(store, dataset, painting, image)
-    kept = locked.apply(labels) if locked is not None else labels
-    editor = tab.opener(image, kept, info.colors) if not np.array_equal(kept, labels) else gr.skip()
-    index = info.classes.index(class_name) if class_name in info.classes[1:] else None
-    return editor, ClassLock(kept, index) if lock and index is not None else None, _shown(image, kept, info.colors)
+    """The picture: the image, its labels and the marks as they are typed."""
+    return _picture(_base(context, tab, dataset, image, committed, request), box, positive, negative, corner)
 
 
-def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, message, classes) -> AssistPanel:
-    """The panel (in the tab's layout where it is called); ``classes`` are the first dataset's."""
-    locked = gr.State(None)
+def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, committed, message,
+          classes) -> AssistPanel:
+    """The panel (in the tab's layout where it is called); ``committed`` is the tab's state of the
+    labels as the server last wrote the editor; ``classes`` are the first dataset's."""
     corner = gr.State(None)
-    shown = gr.State(None)   # the image with the painting over it, under the marks
+    lock_on = gr.State(False)
     with gr.Row():
         picture = gr.Image(type="numpy", interactive=False, format="png", height=400, scale=3,
                            label="click to mark (box corners, ± clicks, flood fill)", elem_id="assist-picture")
@@ -329,50 +300,41 @@ def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, m
 
     marks = [corner, box, positive, negative]
     private = {"api_visibility": "private"}
-    redrawing = (handler(redraw), [shown, image_state, box, positive, negative, corner], [picture])
+    labels = [dataset, image_state, committed]
+    redrawing = (handler(redraw, context, tab), [*labels, box, positive, negative, corner], [picture])
     picture.select(handler(click, context, tab, heavy=True),
-                   [mode, *marks, dataset, editor, image_state, class_name, tolerance, lock, locked, shown],
-                   [picture, *marks, editor, message, locked, shown], **private)
+                   [mode, *marks, dataset, editor, image_state, class_name, tolerance, lock, committed],
+                   [picture, *marks, editor, message, committed], **private)
     box_button.click(handler(box_on_page, context, tab, heavy=True),
-                     [dataset, editor, image_state, box, class_name, positive, negative, lock, locked],
-                     [editor, message, locked, shown], **private).success(*redrawing, **private)
-    clearing = (handler(clear_marks), [shown, image_state], [picture, *marks])
+                     [dataset, editor, image_state, box, class_name, positive, negative, lock, committed, lock],
+                     [editor, message, committed], **private).success(*redrawing, **private)
+    clearing = (handler(clear_marks, context, tab), labels, [picture, *marks])
     clear_button.click(*clearing, **private)
     for typed in (box, positive, negative):
         typed.blur(*redrawing, **private)
     legend.change(handler(class_choices, context), [dataset], [class_name], **private)
-    settling = handler(settle, context, tab, heavy=True)
-    lock_inputs = [dataset, editor, image_state, lock, class_name]
-    for changed in (class_name.input, lock.input):
-        changed(settling, [*lock_inputs, locked], [editor, locked, shown], **private).success(*redrawing, **private)
-    # Over the API a painting goes in and comes out: the page's lock (kept between calls) stays out of it.
+    lock.change(_checked, [lock], [lock_on], queue=False, show_progress="hidden", **private)
     with gr.Group(visible=False):
         point = gr.Textbox(label="point (x,y)")
         box_api = gr.Button("box → mask (API)")
         fill_api = gr.Button("flood fill (API)")
     box_api.click(handler(box_to_mask, context, tab, heavy=True),
-                  [dataset, editor, image_state, box, class_name, positive, negative, lock], [editor, message],
-                  api_name="annotate_box")
+                  [dataset, editor, image_state, box, class_name, positive, negative, lock, committed],
+                  [editor, message, committed], api_name="annotate_box")
     fill_api.click(handler(fill, context, tab, heavy=True),
-                   [dataset, editor, image_state, point, class_name, tolerance, lock], [editor, message],
-                   api_name="annotate_flood_fill")
-
-    remembering = handler(remember, context, tab, heavy=True)
+                   [dataset, editor, image_state, point, class_name, tolerance, lock, committed],
+                   [editor, message, committed], api_name="annotate_flood_fill")
 
     def follow_open(event):
-        event.success(remembering, lock_inputs, [locked, shown], **private).success(*clearing, **private)
+        event.success(*clearing, **private)
 
     # Any other way of opening an image (the label-next panel's) changes the open image: follow it too.
-    image_state.change(remembering, lock_inputs, [locked, shown], **private).success(*clearing, **private)
+    image_state.change(*clearing, **private)
 
-    def follow_edit(event):
-        event.success(remembering, lock_inputs, [locked, shown], **private).success(*redrawing, **private)
+    def follow_write(event):
+        event.success(*redrawing, **private)
 
-    def follow_save(event):
-        event.success(settling, [*lock_inputs, locked], [editor, locked, shown], **private) \
-             .success(*redrawing, **private)
-
-    return AssistPanel(locked, follow_open, follow_edit, follow_save)
+    return AssistPanel(lock_on, follow_open, follow_write)
 
 
 __all__ = ["AssistPanel", "Tab", "build"]

@@ -174,7 +174,7 @@ def label_next(context: AppContext, picked: Callable, opener: Callable, dataset,
     message = (f"Opened **{name}**, the image to label that **{ranking['model']}** is least sure of "
                f"({len(waiting)} wait{'s' if len(waiting) == 1 else ''}). Paint it (or pre-fill and correct), then "
                "save it under this name.")
-    return opener(image, None, store.info(dataset).colors), image, name, message, table, ranking
+    return opener(image, None, store.info(dataset).colors), None, image, name, message, table, ranking
 
 
 def open_ranked(context: AppContext, picked: Callable, opener: Callable, dataset, event: gr.SelectData,
@@ -183,13 +183,13 @@ def open_ranked(context: AppContext, picked: Callable, opener: Callable, dataset
     store, dataset = context.workspace(request).store, picked(dataset)
     row = event.row_value or []
     if len(row) < 4:
-        return [gr.skip()] * 4
+        return [gr.skip()] * 5
     name, kind = str(row[1]), row[3]
     if kind == TO_LABEL:
         image, labels = store.load_unlabelled(dataset, name), None
     else:
         image, labels = store.load(dataset, name)
-    return opener(image, labels, store.info(dataset).colors), image, name, f"Opened **{name}** from the ranking."
+    return opener(image, labels, store.info(dataset).colors), labels, image, name, f"Opened **{name}** from the ranking."
 
 
 def hidden_picture() -> gr.Image:
@@ -205,7 +205,7 @@ def picture() -> gr.Image:
 
 
 def build(context: AppContext, *, dataset, model, image, editor, item, message, uncertainty: gr.Image,
-          picked: Callable, opener: Callable) -> Panel:
+          picked: Callable, opener: Callable, committed: gr.State) -> Panel:
     """The panel, under the tab's model picker.
 
     Args:
@@ -214,6 +214,8 @@ def build(context: AppContext, *, dataset, model, image, editor, item, message, 
         uncertainty: the picture made by :func:`picture`, beside the editor.
         picked: the tab's check that a dataset is picked (returns its name).
         opener: the tab's ``editor_value(image, labels or None, colors)``, to open an image.
+        committed: the tab's state of the open image's labels as the server last wrote the editor
+            (an opening writes it).
     """
     ranking = gr.State(None)
     with gr.Accordion("label next: where the model is unsure", open=True, elem_id="annotate-label-next-panel"):
@@ -229,7 +231,7 @@ def build(context: AppContext, *, dataset, model, image, editor, item, message, 
                              max_height=300, elem_id="annotate-ranking")
         gr.Markdown(EXPLAIN, elem_classes="segdemo-explain")
 
-    opened = [editor, image, item, message]
+    opened = [editor, committed, image, item, message]
     # Every open puts a new array in the image's state (gradio tracks a state by its object), so
     # this fires on each open, from any of the tab's ways to open one.
     image.change(hidden_picture, None, [uncertainty], api_visibility="private", queue=False, show_progress="hidden")
