@@ -47,8 +47,11 @@ def test_two_classes_save_reopen_round_trip_and_resave_keeps_the_old(app, client
     assert np.array_equal(saved_labels, labels) and np.array_equal(saved_image, image)
     # reopen: the editor gets the same painting back
     reopened = client.predict("two-classes", "first", api_name="/annotate_open_item")
-    back = np.asarray(Image.open(reopened[0]["layers"][0]).convert("RGBA"))
-    assert np.array_equal(back, layer_from_labels(labels, colors))
+    shown = np.asarray(Image.open(reopened[0]["background"]).convert("RGB"))
+    assert reopened[0]["layers"] == [] and (shown[labels == 0] == image[labels == 0]).all()
+    assert (shown[labels == 2] != image[labels == 2]).any()   # the labels drawn over the image
+    back = np.asarray(Image.open(client.predict("two-classes", api_name="/annotate_labels")))
+    assert np.array_equal(back, labels)
     # re-save a change: the earlier version is kept
     changed = labels.copy()
     changed[0:4, 0:4] = 2
@@ -62,13 +65,10 @@ def test_two_classes_save_reopen_round_trip_and_resave_keeps_the_old(app, client
 def test_prefill_from_the_model_then_edit(app, client, tmp_path):
     client.predict("prefilled", "shapes", "", api_name="/annotate_create")
     client.predict("prefilled", 3, 192, api_name="/annotate_open_shapes")
-    value, message = client.predict("prefilled", "unet_shapes", 0.5, api_name="/annotate_prefill")
+    _, message = client.predict("prefilled", "unet_shapes", 0.5, api_name="/annotate_prefill")
     assert "Pre-filled" in message
-    layer = np.asarray(Image.open(value["layers"][0]).convert("RGBA"))
     info = app.context.workspace().store.info("prefilled")
-    from segdemo.painting import labels_from_layers
-
-    predicted = labels_from_layers([layer], info.colors, layer.shape)
+    predicted = np.asarray(Image.open(client.predict("prefilled", api_name="/annotate_labels")))
     images, masks = shapes.generate(1, 192, seed=3)
     truth = np.zeros((192, 192), dtype=np.uint8)
     for channel in range(6):

@@ -190,13 +190,11 @@ def _painting(tmp_path, labels: np.ndarray | None, colors) -> dict:
     return {"background": None, "layers": layers, "composite": None}
 
 
-def _labels(value, colors) -> np.ndarray:
+def _labels(client, dataset: str) -> np.ndarray:
+    """The session's labels as the server last wrote them."""
     from PIL import Image
 
-    from segdemo.painting import labels_from_layers
-
-    layer = np.asarray(Image.open(value["layers"][0]).convert("RGBA"))
-    return labels_from_layers([layer], colors, layer.shape)
+    return np.asarray(Image.open(client.predict(dataset, api_name="/annotate_labels")))
 
 
 @pytest.mark.slow
@@ -211,23 +209,23 @@ def test_the_box_and_flood_fill_endpoints_paint_the_class_and_keep_the_rest(app,
     before = np.zeros(image.shape[:2], np.uint8)
     before[y0:y1, x0:(x0 + x1) // 2] = triangle
     before[truth[2]] = triangle
-    value, message = client.predict("assist-api", _painting(tmp_path, before, info.colors), f"{x0},{y0},{x1},{y1}",
-                                    "filled square", "", "", False, api_name="/annotate_box")
+    _, message = client.predict("assist-api", _painting(tmp_path, before, info.colors), f"{x0},{y0},{x1},{y1}",
+                                "filled square", "", "", False, api_name="/annotate_box")
     assert "filled square" in message
-    labels = _labels(value, info.colors)
+    labels = _labels(client, "assist-api")
     assert dice(labels == square, truth[square - 1]) >= 0.9
     assert (labels[truth[2]] == triangle).all()          # the rest of the painting is kept
-    value, _ = client.predict("assist-api", _painting(tmp_path, before, info.colors), f"[{x0}, {y0}, {x1}, {y1}]",
-                              "filled square", "", "", True, api_name="/annotate_box")
-    locked = _labels(value, info.colors)
+    client.predict("assist-api", _painting(tmp_path, before, info.colors), f"[{x0}, {y0}, {x1}, {y1}]",
+                   "filled square", "", "", True, api_name="/annotate_box")
+    locked = _labels(client, "assist-api")
     assert (locked[before == triangle] == triangle).all()  # locked: the triangle class kept its pixels
     assert dice(locked == square, truth[square - 1] & (before != triangle)) >= 0.9
     # Flood fill from a pixel of the disk paints the disk.
     rows, cols = np.nonzero(truth[disk - 1])
     point = f"{cols[len(cols) // 2]},{rows[len(rows) // 2]}"
-    value, message = client.predict("assist-api", _painting(tmp_path, labels, info.colors), point, "disk", 10, False,
-                                    api_name="/annotate_flood_fill")
-    filled = _labels(value, info.colors)
+    _, message = client.predict("assist-api", _painting(tmp_path, labels, info.colors), point, "disk", 10, False,
+                                api_name="/annotate_flood_fill")
+    filled = _labels(client, "assist-api")
     assert dice(filled == disk, truth[disk - 1]) >= 0.9 and "disk" in message
     other = filled != disk
     assert np.array_equal(filled[other], labels[other])
@@ -261,7 +259,7 @@ def test_the_page_paints_strokes_over_the_labels_it_last_wrote_with_the_lock(app
     of the disk's colour over the square and a background stroke over the triangle, lock ticked,
     keep the square and clear the triangle on save; the next box starts from what was saved."""
     from segdemo.annotations import CLASS_PRESETS
-    from segdemo.painting import layer_from_labels, strokes_from_layers
+    from segdemo.painting import layer_from_labels
     from segdemo.ui import annotate_tab, assist_panel
 
     context, store = app.context, app.context.workspace().store
@@ -291,9 +289,8 @@ def test_the_page_paints_strokes_over_the_labels_it_last_wrote_with_the_lock(app
     rows, cols = np.nonzero(truth[disk - 1])
     box = f"{cols.min()},{rows.min()},{cols.max() + 1},{rows.max() + 1}"
     untouched = annotate_tab.editor_value(image, saved, info.colors)   # the page sends the value back as sent
-    value, _, after = assist_panel.box_on_page(context, tab, "assist-lock", untouched, image, box, "disk", "", "",
-                                               True, saved, True, None)
+    assert untouched["layers"] == []
+    _, _, after = assist_panel.box_on_page(context, tab, "assist-lock", untouched, image, box, "disk", "", "",
+                                           True, saved, True, None)
     assert (after[truth[square - 1]] == square).all() and (after[truth[triangle - 1]] == 0).all()
     assert dice(after == disk, truth[disk - 1]) >= 0.9
-    painted, classes = strokes_from_layers(value["layers"], info.colors, image.shape)
-    assert np.array_equal(np.where(painted, classes, 0), after)   # an API client reads the labels in the layer

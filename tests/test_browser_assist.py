@@ -81,3 +81,78 @@ def test_a_box_clicked_on_the_picture_becomes_the_class_mask_and_is_saved(page, 
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#annotate-editor").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "assist-box-to-mask.png"))
+
+
+def stroke(page, editor: str, points: list[tuple[float, float]], side: int) -> None:
+    """A brush stroke through ``points`` (pixels of the ``side``-pixel image) on the editor's canvas,
+    where the editor shows the image: centred, at the zoom it reads out (``240%``)."""
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    zoom = float(page.locator(f"{editor} span", has_text="%").first.inner_text().strip().rstrip("%")) / 100
+
+    def at(x, y):
+        return (box["x"] + box["width"] / 2 + (x + 0.5 - side / 2) * zoom,
+                box["y"] + box["height"] / 2 + (y + 0.5 - side / 2) * zoom)
+
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*at(*point), steps=6)
+    page.mouse.up()
+
+
+def test_strokes_paint_over_a_prefill_the_background_colour_clears_and_the_lock_holds(page, app):
+    """Gradio's editor does not draw the layers it is sent, and sends back only the strokes made
+    since: the pre-fill is shown in the editor's background and the strokes are painted over it."""
+    open_tab(page, "Annotate")
+    page.fill("#annotate-new-name textarea, #annotate-new-name input", "strokes")
+    page.click("#annotate-create")
+    wait_for(lambda: "Created" in page.inner_text("#annotate-message"))
+    page.click("#annotate-open-shapes")   # seed 0, 192 pixels
+    wait_for(lambda: "Opened" in page.inner_text("#annotate-message"))
+    with page.expect_response(lambda response: "gradio_api/file=" in response.url, timeout=60_000):
+        page.click("#annotate-prefill")
+    wait_for(lambda: "Pre-filled" in page.inner_text("#annotate-message"), timeout=60)
+    page.wait_for_timeout(1000)   # the editor draws its new background
+    editor = page.locator("#annotate-editor")
+    editor.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "annotate-prefilled.png"))
+    store = app.context.workspace().store
+    classes = store.info("strokes").classes
+    ring, disk, triangle, plus = (classes.index(name) for name in ("ring", "disk", "triangle", "plus"))
+    swatches = page.locator("#annotate-editor button.color")
+
+    def pick(index):
+        if not swatches.first.is_visible():
+            page.click('#annotate-editor button[aria-label="Color"]')
+        swatches.nth(index).click()
+        page.mouse.move(0, 0)
+
+    pick(ring)
+    stroke(page, "#annotate-editor", [(20, 70), (90, 70)], 192)       # over the background
+    pick(0)
+    stroke(page, "#annotate-editor", [(128, 28), (160, 28)], 192)     # the background's colour over the disk's foot
+    page.check("#assist-lock input")
+    pick(triangle)
+    stroke(page, "#annotate-editor", [(118, 45), (166, 45)], 192)     # across the plus, lock on
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "annotate-strokes.png"))
+    page.fill("#annotate-item textarea, #annotate-item input", "stroked")
+    page.click("#annotate-save")
+    wait_for(lambda: "Saved" in page.inner_text("#annotate-message"), timeout=30)
+    labels = store.load("strokes", "stroked")[1]
+    truth = shapes.generate(1, 192, seed=0)[1][0].astype(bool)
+    mesh = classes.index("mesh square")
+    found = labels == mesh
+    assert 2 * (found & truth[mesh - 1]).sum() / (found.sum() + truth[mesh - 1].sum()) >= 0.9   # the pre-fill kept
+    assert (labels[68:73, 30:80] == ring).all()                        # the stroke over the background
+    assert (labels[24:32, 134:155] == 0).all()                         # the background's colour cleared
+    assert (labels[11:18][truth[disk - 1][11:18]] == disk).mean() > 0.9   # the rest of the disk kept
+    bar = truth[plus - 1][43:48, 141:161]
+    assert (labels[43:48, 141:161][bar] == plus).all() and bar.any()   # locked: the plus kept its pixels
+    assert (labels[43:48, 122:136] == triangle).all()                  # the stroke took the background
+    page.wait_for_timeout(1000)   # the editor shows the labels saved
+    editor.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "annotate-stroked-saved.png"))

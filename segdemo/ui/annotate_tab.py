@@ -17,12 +17,12 @@ from ..image_files import image_size, read_image
 from ..labels import clean_labels, relabel_table
 from ..limits import current
 from ..mask_doctor import FIXED, HEADERS, findings_table
-from ..painting import layer_from_labels, strokes_from_layers
+from ..painting import strokes_from_layers
 from . import assist_panel, sharing_panel, uncertainty_panel
 from .budget import predict_within_budget
 from .context import INFERENCE, AppContext
 from .editor import CheckedImageEditor
-from .files import required_upload, scratch_folder
+from .files import png_file, required_upload, scratch_folder
 from .messages import handler, refuse
 from .widgets import hex_color, legend_html, live_dropdown
 
@@ -54,15 +54,14 @@ def labels_drawn(image: np.ndarray, labels: np.ndarray | None, colors) -> np.nda
 def editor_value(image: np.ndarray, labels: np.ndarray | None, colors) -> dict:
     """The editor's value for ``image`` labelled ``labels`` (None: all background).
 
-    Gradio 6.31's ImageEditor does not draw the layers the server sends, and once a person paints,
-    the painting it sends back holds their strokes only. So the labels are drawn into the
-    background, the tab keeps them as the committed labels (a ``gr.State`` every writer of the
-    editor also writes), and :func:`_painted_labels` paints the strokes over them. The labels
-    also go as a layer: an API client reads them there, and the page, when it sends the value
-    back untouched, sends them back, which paints the committed labels over themselves.
+    Gradio 6.31's ImageEditor does not draw the layers the server sends it (not when it first gets
+    them; sent later, it sometimes does), and once a person paints, the painting it sends back
+    holds their strokes only. So the labels are drawn into the background and no layer is sent;
+    the tab keeps the labels as the committed labels (a ``gr.State`` that every writer of the
+    editor also writes), :func:`_painted_labels` paints the strokes over them, and an API client
+    reads them from ``/annotate_labels``.
     """
-    layer = layer_from_labels(labels if labels is not None else np.zeros(image.shape[:2], np.uint8), colors)
-    return {"background": labels_drawn(image, labels, colors), "layers": [layer], "composite": None}
+    return {"background": labels_drawn(image, labels, colors), "layers": [], "composite": None}
 
 
 def brush_for(colors) -> gr.Brush:
@@ -196,9 +195,14 @@ def _painted_labels(store: DatasetStore, dataset, painting, image, committed=Non
         raise refuse("open an image first")
     layers = (painting or {}).get("layers") or []
     painted, classes = strokes_from_layers([_rgba(layer) for layer in layers], info.colors, image.shape)
-    before = committed if committed is not None and np.shape(committed) == image.shape[:2] else \
-        np.zeros(image.shape[:2], np.uint8)
-    return paint_strokes(before, painted, classes, lock=bool(lock))
+    return paint_strokes(_committed(committed, image), painted, classes, lock=bool(lock))
+
+
+def _committed(committed, image) -> np.ndarray:
+    """The committed labels, or none (zeros) when there are none or they are another image's."""
+    if committed is not None and np.shape(committed) == image.shape[:2]:
+        return committed
+    return np.zeros(image.shape[:2], np.uint8)
 
 
 def _rgba(layer):
@@ -248,6 +252,16 @@ def save(context: AppContext, dataset, painting, image, item, page=1, committed=
     result = store.save(dataset, item, image, labels)
     note = " The previous version is kept in the dataset's history." if result["replaced"] else ""
     return (f"Saved **{result['item']}**.{note}", *dataset_view(store, dataset, page)[3:], labels)
+
+
+def current_labels(context: AppContext, dataset, image, committed, request: gr.Request):
+    """``/annotate_labels``: the open image's labels as the server last wrote them (an opening,
+    a pre-fill, a clean-up, a box, a fill, a save), as a PNG of class indices (palette: the
+    dataset's class colors)."""
+    info = context.workspace(request).store.info(_dataset(dataset))
+    if image is None:
+        raise refuse("open an image first")
+    return png_file(_committed(committed, image), "labels.png", palette=info.colors)
 
 
 def show_saved(context: AppContext, dataset, image, committed, request: gr.Request):
@@ -390,6 +404,11 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
         api_button = gr.Button("gallery page (API)")
     api_button.click(handler(show_page, context), [dataset, api_page], [api_pairs, api_progress, page],
                      api_name="annotate_gallery")
+    with gr.Group(visible=False):  # the labels over the API
+        api_labels = gr.File(label="labels (PNG of class indices)")
+        labels_button = gr.Button("labels (API)")
+    labels_button.click(handler(current_labels, context), [dataset, image_state, committed], [api_labels],
+                        api_name="annotate_labels")
     open_hidden = gr.Button(visible=False)
     from_item = open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
     prefilled = prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold],
