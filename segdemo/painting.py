@@ -1,11 +1,11 @@
 """Painted editor layers and label maps, each turned into the other.
 
 The Annotate tab's brush paints RGBA layers in class colors; a label map holds one class index per
-pixel. :func:`layer_from_labels` turns a label map (a model's prediction, a saved mask) into a
-layer; :func:`strokes_from_layers` reads painted layers back as where they are painted and with which
+pixel. :func:`strokes_from_layers` reads painted layers as where they are painted and with which
 class, mapping every painted color to the nearest class color (the background's included: painting
 the background color clears labels) so that anti-aliased stroke edges never become an in-between
-class; :func:`labels_from_layers` is the label map those strokes paint on an empty one.
+class. :func:`layer_from_labels` turns a label map into such a layer, as an API client paints a
+whole label map.
 """
 
 from __future__ import annotations
@@ -61,8 +61,3 @@ def strokes_from_layers(layers, colors, shape) -> tuple[np.ndarray, np.ndarray]:
             painted |= stroke
     return painted, classes
 
-
-def labels_from_layers(layers, colors, shape) -> np.ndarray:
-    """Class indices ``(H, W)`` uint8 from painted RGBA layers (see :func:`strokes_from_layers`);
-    unpainted (or erased) pixels are background (0)."""
-    return strokes_from_layers(layers, colors, shape)[1]

@@ -153,6 +153,6 @@ def test_strokes_paint_over_a_prefill_the_background_colour_clears_and_the_lock_
     bar = truth[plus - 1][43:48, 141:161]
     assert (labels[43:48, 141:161][bar] == plus).all() and bar.any()   # locked: the plus kept its pixels
     assert (labels[43:48, 122:136] == triangle).all()                  # the stroke took the background
-    page.wait_for_timeout(1000)   # the editor shows the labels saved
+    page.wait_for_timeout(2000)   # the editor shows the labels saved
     editor.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "annotate-stroked-saved.png"))

@@ -419,7 +419,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     saved = save_button.click(handler(save, context, heavy=True),
                               [dataset, editor, image_state, item, page, committed, assist.lock_on],
                               [*listing, committed], api_name="annotate_save")
-    saved.success(handler(show_saved, context), [dataset, image_state, committed], [editor], api_visibility="private")
+    saved.success(handler(show_saved, context), [dataset, image_state, committed], [editor], api_visibility="private",
+                  show_progress="hidden")
     label_next.follow(saved, dataset)
     assist.follow(opened=[from_upload, from_shapes, from_gallery, from_item], written=[prefilled, cleaned, saved])
     delete_button.click(handler(delete, context, heavy=True), [dataset, item, page], listing, api_name="annotate_delete")

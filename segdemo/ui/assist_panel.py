@@ -38,7 +38,8 @@ EXPLAIN = """
 the picture, then press **Box → mask**: GrabCut finds the object in the box (starting from what is
 already painted of that class there). Wrong? Add *+ object* or *− background* clicks and press it
 again. *Flood fill* paints the connected region of similar colour around a click. With **lock
-other classes**, painting (with these tools or the brush) never erases another class.
+other classes**, painting a class (with these tools or the brush) never paints over another class;
+painting the background colour still clears.
 """
 
 
