@@ -176,7 +176,7 @@ def paint(labels: np.ndarray, mask: np.ndarray, class_index: int, *, lock: bool 
 def keep_locked(before: np.ndarray, after: np.ndarray, class_index: int) -> np.ndarray:
     """``after`` (a label map painted from ``before``) with every pixel that held a class other than
     the background and ``class_index`` in ``before`` given back to it: the class lock applied to
-    whatever changed the labels (a brush, an eraser, a tool)."""
+    whatever changed the labels (a brush stroke, a tool)."""
     before, after = np.asarray(before), np.asarray(after)
     if before.shape != after.shape:
         raise ImageError(f"the label maps are {before.shape[1]}×{before.shape[0]} and {after.shape[1]}×{after.shape[0]}")

@@ -84,7 +84,8 @@ def _class_index(classes, class_name) -> int:
     if not class_name:
         raise refuse("pick the class to paint first")
     if class_name == classes[0]:
-        raise refuse(f"pick a class to paint: {class_name!r} is the background (the eraser paints it)")
+        raise refuse(f"pick a class to paint: {class_name!r} is the background (to clear pixels, paint them with "
+                     "its colour, the editor's first brush colour)")
     if class_name not in classes[1:]:
         raise refuse(f"{class_name!r} is not a class of this dataset (its classes: {', '.join(classes[1:])})")
     return classes.index(class_name)
