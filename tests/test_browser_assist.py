@@ -49,8 +49,7 @@ def test_a_box_clicked_on_the_picture_becomes_the_class_mask_and_is_saved(page, 
     marked = [int(v) for v in page.input_value("#assist-box-text textarea, #assist-box-text input").split(",")]
     assert marked == [x0, y0, x1 + 1, y1 + 1]
     marked_picture = page.get_attribute("#assist-picture img", "src")
-    # The editor fetches and loads its new layer after the message shows: a save before it has
-    # would save the painting before the box (a person takes longer than that to press Save).
+    # The editor fetches its new background (the mask drawn in) when the box's answer comes.
     with page.expect_response(lambda response: "gradio_api/file=" in response.url, timeout=30_000):
         page.click("#assist-box")
     wait_for(lambda: "Box → mask" in page.inner_text("#annotate-message"), timeout=30)

@@ -245,7 +245,9 @@ def cleanup(context: AppContext, dataset, painting, image, smallest_piece, commi
 def save(context: AppContext, dataset, painting, image, item, page=1, committed=None, lock=False,
          request: gr.Request = None):
     """Save the ``painting`` of the open image as ``item`` of ``dataset`` (an earlier version of
-    ``item`` is kept in the dataset's history); the labels saved are returned last (the new
+    ``item`` is kept in the dataset's history). The painting's layers paint over the labels the
+    server last wrote for the open image (``/annotate_labels``): a transparent pixel leaves its
+    label, the background's colour clears it. The labels saved are returned last (the new
     committed labels)."""
     store, dataset = context.workspace(request).store, _dataset(dataset)
     labels = _painted_labels(store, dataset, painting, image, committed, lock)
