@@ -245,3 +245,17 @@ def test_the_app_prefills_an_annotation_with_grabcut(app, client):
     painted = np.asarray(Image.open(client.predict("objects", api_name="/annotate_labels")))
     image = shapes.generate(1, 192, seed=4)[0][0]
     assert np.array_equal(painted == 1, create(GRABCUT).predict(image).labels() == 1) and (painted == 1).any()
+
+
+def test_a_one_class_model_prefills_the_class_picked_in_a_dataset_without_its_class(app, client):
+    """GrabCut's "object" is not a shapes class: its pre-fill paints the class asked for (the
+    assist panel's), or the dataset's first class, and says so."""
+    client.predict("shapes-for-grabcut", "shapes", "", api_name="/annotate_create")
+    client.predict("shapes-for-grabcut", 4, 192, api_name="/annotate_open_shapes")
+    found = create(GRABCUT).predict(shapes.generate(1, 192, seed=4)[0][0]).labels() == 1
+    for class_name, index in (("disk", 2), (None, 1)):
+        _, message = client.predict("shapes-for-grabcut", GRABCUT_MODEL, 0.5, class_name,
+                                    api_name="/annotate_prefill")
+        painted = np.asarray(Image.open(client.predict("shapes-for-grabcut", api_name="/annotate_labels")))
+        assert np.array_equal(painted == index, found) and found.any(), class_name
+        assert "'object' is not in this dataset" in message

@@ -214,9 +214,11 @@ def _rgba(layer):
     return layer
 
 
-def prefill(context: AppContext, dataset, image, model, threshold, request: gr.Request):
+def prefill(context: AppContext, dataset, image, model, threshold, class_name=None, request: gr.Request = None):
     """Put ``model``'s prediction of the open image, its classes matched to the dataset's by
-    name, in the editor."""
+    name, in the editor. A model of one class that the dataset does not have (GrabCut's "object",
+    a vessel model's "vessel" in a dataset that calls it "artery") paints ``class_name`` (the
+    assist panel's class; default: the dataset's first class after the background)."""
     dataset = _dataset(dataset)
     if image is None:
         raise refuse("open an image first")
@@ -225,12 +227,16 @@ def prefill(context: AppContext, dataset, image, model, threshold, request: gr.R
     prediction, note = predict_within_budget(space.catalog.get(model), image, context.deadline(request),
                                              context.request_threads())
     table, unmatched = relabel_table(prediction.label_names, info.classes)
-    labels = table[prediction.labels(threshold)]
     unmatched = [name for name in unmatched if name != prediction.label_names[0]]  # its background is ours
     message = f"Pre-filled from **{prediction.model}**: correct what it got wrong, then save.{note}"
-    if unmatched:
+    if unmatched and len(prediction.label_names) == 2 and len(info.classes) > 1:
+        target = class_name if class_name in info.classes[1:] else info.classes[1]
+        table[1] = info.classes.index(target)
+        message += f" Its class {unmatched[0]!r} is not in this dataset: it was painted as **{target}**."
+    elif unmatched:
         message += f" Its classes {unmatched[:5]} are not in this dataset and were left as background."
         gr.Warning(f"{len(unmatched)} of the model's classes are not in this dataset")
+    labels = table[prediction.labels(threshold)]
     return editor_value(image, labels, info.colors), labels, message
 
 
@@ -413,7 +419,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
                         api_name="annotate_labels")
     open_hidden = gr.Button(visible=False)
     from_item = open_hidden.click(handler(open_item, context), [dataset, item], opened, api_name="annotate_open_item")
-    prefilled = prefill_button.click(handler(prefill, context, heavy=True), [dataset, image_state, model, threshold],
+    prefilled = prefill_button.click(handler(prefill, context, heavy=True),
+                                     [dataset, image_state, model, threshold, assist.class_name],
                                      [editor, committed, message], api_name="annotate_prefill", concurrency_id=INFERENCE)
     cleaned = cleanup_button.click(handler(cleanup, context, heavy=True),
                                    [dataset, editor, image_state, min_area, committed, assist.lock_on],

@@ -59,6 +59,7 @@ class AssistPanel:
     ``gr.State``) and :meth:`follow`."""
 
     lock_on: gr.State
+    class_name: gr.Dropdown   # the class a box, a fill or a one-class model's pre-fill paints
     follow_open: Callable
     follow_write: Callable
 
@@ -336,7 +337,7 @@ def build(context: AppContext, tab: Tab, dataset, legend, editor, image_state, c
     def follow_write(event):
         event.success(*redrawing, **private)
 
-    return AssistPanel(lock_on, follow_open, follow_write)
+    return AssistPanel(lock_on, class_name, follow_open, follow_write)
 
 
 __all__ = ["AssistPanel", "Tab", "build"]
