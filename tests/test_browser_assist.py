@@ -29,13 +29,18 @@ def click_pixel(page, selector: str, x: int, y: int, width: int) -> None:
     page.mouse.click(left + (float(x) + 0.5) * factor * scale, top + (float(y) + 0.5) * factor * scale)
 
 
-def test_a_box_clicked_on_the_picture_becomes_the_class_mask_and_is_saved(page, app):
+def open_shapes_in_new_dataset(page, dataset: str) -> None:
+    """On the Annotate tab, a new shapes dataset ``dataset`` with the shapes image of seed 0 (192 px) open."""
     open_tab(page, "Annotate")
-    page.fill("#annotate-new-name textarea, #annotate-new-name input", "assist-browser")
+    page.fill("#annotate-new-name textarea, #annotate-new-name input", dataset)
     page.click("#annotate-create")
     wait_for(lambda: "Created" in page.inner_text("#annotate-message"))
-    page.click("#annotate-open-shapes")   # seed 0, 192 pixels
+    page.click("#annotate-open-shapes")
     wait_for(lambda: "Opened" in page.inner_text("#annotate-message"))
+
+
+def test_a_box_clicked_on_the_picture_becomes_the_class_mask_and_is_saved(page, app):
+    open_shapes_in_new_dataset(page, "assist-browser")
     wait_images(page, "#assist-picture")
     assert page.input_value("#assist-class input") == "filled square"
     masks = shapes.generate(1, 192, seed=0)[1]
@@ -104,12 +109,7 @@ def stroke(page, editor: str, points: list[tuple[float, float]], side: int) -> N
 def test_strokes_paint_over_a_prefill_the_background_colour_clears_and_the_lock_holds(page, app):
     """Gradio's editor does not draw the layers it is sent, and sends back only the strokes made
     since: the pre-fill is shown in the editor's background and the strokes are painted over it."""
-    open_tab(page, "Annotate")
-    page.fill("#annotate-new-name textarea, #annotate-new-name input", "strokes")
-    page.click("#annotate-create")
-    wait_for(lambda: "Created" in page.inner_text("#annotate-message"))
-    page.click("#annotate-open-shapes")   # seed 0, 192 pixels
-    wait_for(lambda: "Opened" in page.inner_text("#annotate-message"))
+    open_shapes_in_new_dataset(page, "strokes")
     with page.expect_response(lambda response: "gradio_api/file=" in response.url, timeout=60_000):
         page.click("#annotate-prefill")
     wait_for(lambda: "Pre-filled" in page.inner_text("#annotate-message"), timeout=60)
