@@ -32,6 +32,7 @@ import numpy as np
 
 from .data.archive import FileTree
 from .data.base import DatasetInfo
+from .data.drive import INFO as DRIVE
 from .data.folder import (
     CLASSES_FILE,
     classes_json,
@@ -66,7 +67,7 @@ IMPORTING = ".importing-"   # a dataset being imported is written under this hid
 # Class lists a new dataset can start from (the first class is the background).
 CLASS_PRESETS: dict[str, DatasetInfo] = {
     "shapes": DatasetInfo("shapes", MULTICLASS, ("background", *SHAPES_CLASSES), ((0, 0, 0), *SHAPES_COLORS)),
-    "DRIVE vessels": DatasetInfo("drive", MULTICLASS, ("background", "vessel"), ((0, 0, 0), (230, 40, 40))),
+    "DRIVE vessels": DatasetInfo("drive", MULTICLASS, ("background", *DRIVE.classes), ((0, 0, 0), *DRIVE.colors)),
     "Pascal VOC": DatasetInfo("voc", MULTICLASS, VOC_CLASSES, VOC_COLORS),
 }
 

@@ -20,7 +20,8 @@ from .archive import FileTree
 from .base import DatasetInfo, DataSource, PairsDataset, register_source
 from .transforms import train_transform
 
-INFO = DatasetInfo(name="drive", task=BINARY, classes=("vessel",), colors=((230, 40, 40),))
+# Cyan: a red vessel colour vanished on a red fundus (and is the error map's false-positive red).
+INFO = DatasetInfo(name="drive", task=BINARY, classes=("vessel",), colors=((0, 220, 230),))
 SPLITS = ("training", "test")
 DEFAULT_CROP = 256
 
