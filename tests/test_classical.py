@@ -229,6 +229,10 @@ def test_the_app_compares_a_classical_and_a_learned_model_and_shows_their_cards(
     gallery, times = client.predict([GRABCUT_MODEL, "unet_shapes"], "shapes image", 4, None, 0.5, api_name="/compare")
     assert len(gallery) == 3 and [row[0] for row in times["data"]] == [GRABCUT_MODEL, "unet_shapes"]
     assert times["data"][0][1] == "none (classical)" and float(times["data"][0][2]) > 0
+    assert not any("outside its domain" in item["caption"] for item in gallery)
+    gallery, _ = client.predict([VESSEL_MODEL, "unet_shapes"], "shapes image", 4, None, 0.5, api_name="/compare")
+    captions = [item["caption"] for item in gallery[1:]]   # after the input | truth picture
+    assert "outside its domain" in captions[0] and "outside its domain" not in captions[1], captions
     details, stages, _ = client.predict(VESSEL_MODEL, api_name="/model_card")
     assert "Classical method" in details and "Frangi" in details and "nothing is learned" in details
     assert len(stages["data"]) == 1 and "no layers" in stages["data"][0][0]

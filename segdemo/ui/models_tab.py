@@ -8,6 +8,7 @@ import gradio as gr
 
 from .. import viz
 from ..data import shapes
+from ..domain import KIND_TEXT, image_kind
 from . import sharing_panel
 from .budget import read_within_budget, shrunk_note
 from .context import INFERENCE, AppContext
@@ -116,6 +117,8 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
     else:
         images, masks = shapes.generate(1, 192, seed=int(seed or 0))
         picture, truth = images[0], masks[0]
+    kind = image_kind(picture)
+    outside = [name for name in models if catalog.domain_warning(name, kind)]
     gallery, rows = [], []
     deadline = context.deadline(request)
     for name, segmenter in zip(models, segmenters):
@@ -126,6 +129,7 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
         dice = score(prediction, truth, threshold)["mean_dice"] if truth is not None and predicts_shapes(segmenter) \
             else None
         caption = f"{name}: {1000 * prediction.seconds:.0f} ms" + (f", mean Dice {dice:.3f}" if dice is not None else "")
+        caption += " (outside its domain)" if name in outside else ""
         gallery.append((viz.downscale(overlay, DISPLAY_SIDE), caption))
         parameters = f"{segmenter.parameter_count:,}" if segmenter.learned else "none (classical)"
         rows.append([name, parameters, f"{1000 * prediction.seconds:.1f}", format_dice(dice)])
@@ -134,6 +138,10 @@ def compare(context: AppContext, models, image_source, seed, image, threshold, r
     table = {"headers": ["model", "parameters", "inference (ms)", "mean Dice"], "data": rows}
     if note:
         gr.Info(note.strip())
+    if outside:
+        gr.Warning(f"This looks like {KIND_TEXT[kind]}, outside what {', '.join(outside)} "
+                   f"{'knows' if len(outside) == 1 else 'know'}: {'its mask says' if len(outside) == 1 else 'their masks say'} "
+                   "little about it (see each card's Domain)")
     return gallery, table
 
 
