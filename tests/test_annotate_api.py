@@ -150,3 +150,27 @@ def test_shapes_images_of_a_size_or_seed_out_of_range_are_refused_with_a_message
         client.predict(dataset="sizes", seed=-1, size=64, api_name="/annotate_open_shapes")
     editor_value, _, message = client.predict(dataset="sizes", seed=3, size=64, api_name="/annotate_open_shapes")
     assert "Opened" in message
+
+
+def test_recoloring_a_class_redraws_the_open_image_and_keeps_its_labels_and_strokes(app, client, tmp_path):
+    """A stroke painted before "Save classes" keeps the class it was painted as; the editor's
+    background is tinted in the new colors."""
+    client.predict("recolored", "shapes", "", api_name="/annotate_create")
+    client.predict("recolored", 3, 192, api_name="/annotate_open_shapes")
+    client.predict("recolored", "unet_shapes", 0.5, api_name="/annotate_prefill")
+    before = np.asarray(Image.open(client.predict("recolored", api_name="/annotate_labels")))
+    info = app.context.workspace().store.info("recolored")
+    stroke = np.zeros_like(before)
+    stroke[:10, :10] = 4   # a ring stroke in the old ring color, not yet applied
+    layer_path = tmp_path / "stroke.png"
+    Image.fromarray(layer_from_labels(stroke, info.colors), "RGBA").save(layer_path)
+    lines = "\n".join(f"{name} {'#ff00ff' if name == 'ring' else '#%02x%02x%02x' % tuple(color)}"
+                      for name, color in zip(info.classes, info.colors))
+    result = client.predict("recolored", lines, editor(None, [layer_path]), api_name="/annotate_classes")
+    after = np.asarray(Image.open(client.predict("recolored", api_name="/annotate_labels")))
+    expected = before.copy()
+    expected[:10, :10] = 4
+    assert np.array_equal(after, expected)
+    background = np.asarray(Image.open(result[2]["value"]["background"]).convert("RGB"))   # an editor update
+    ring = after == 4
+    assert background[ring][:, 1].mean() < background[ring][:, 0].mean()   # magenta now, not the old blue

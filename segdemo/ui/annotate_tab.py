@@ -129,11 +129,19 @@ def create_dataset(context: AppContext, name, classes_from, class_list, request:
     return gr.Dropdown(choices=store.datasets(), value=dataset), f"Created **{dataset}**."
 
 
-def save_classes(context: AppContext, dataset, class_list, request: gr.Request):
-    """Rename, recolor or add classes of ``dataset`` from ``class_list``."""
-    store = context.workspace(request).store
-    store.set_classes(_dataset(dataset), parse_class_lines(class_list))
-    return dataset_view(store, dataset)
+def save_classes(context: AppContext, dataset, class_list, painting=None, image=None, committed=None, lock=False,
+                 request: gr.Request = None):
+    """Rename, recolor or add classes of ``dataset`` from ``class_list``. An open image's strokes
+    are read in the colors they were painted in first, then its labels are drawn in the new ones."""
+    store, dataset = context.workspace(request).store, _dataset(dataset)
+    labels = _painted_labels(store, dataset, painting, image, committed, lock) if image is not None else None
+    store.set_classes(dataset, parse_class_lines(class_list))
+    view = list(dataset_view(store, dataset))
+    if labels is None:
+        return (*view, gr.skip())
+    info = store.info(dataset)
+    view[2] = CheckedImageEditor(value=editor_value(image, labels, info.colors), brush=brush_for(info.colors))
+    return (*view, labels)
 
 
 def _dataset(dataset) -> str:
@@ -397,7 +405,8 @@ def build(context: AppContext, model_choices: list[str]) -> dict:
     dataset.change(handler(show_dataset, context, heavy=True), [dataset], view_outputs, api_name="annotate_dataset")
     create_button.click(handler(create_dataset, context), [new_name, preset, classes], [dataset, message],
                         api_name="annotate_create")
-    save_classes_button.click(handler(save_classes, context, heavy=True), [dataset, classes], view_outputs,
+    save_classes_button.click(handler(save_classes, context, heavy=True),
+                              [dataset, classes, editor, image_state, committed, assist.lock_on], [*view_outputs, committed],
                               api_name="annotate_classes")
     from_upload = upload.upload(handler(open_upload, context, heavy=True), [dataset, upload], opened, api_name="annotate_open_upload")
     from_shapes = shapes_button.click(handler(open_shapes, context), [dataset, seed, size], opened, api_name="annotate_open_shapes")
