@@ -7,9 +7,10 @@ a mask of another size than its image. :class:`MaskDoctor` reads each mask once
 (:func:`segdemo.image_files.read_mask_pixels`) and
 
 - **fixes** what has one meaning: 0/255 masks of a two-class list (255 → class 1), RGB masks whose
-  every color is a class's color (or, for two classes, black and white), palette masks whose
-  palette colors are all class colors but at other indices (remapped by color);
-- **refuses** what has none, naming the files: RGB colors that no class has, values above the last
+  every color is a class's color (or, for two classes, black and white; the in-between colors of
+  anti-aliased or lossily saved edges, a seam at most 2 pixels thick, are snapped to the nearest),
+  palette masks whose palette colors are all class colors but at other indices (remapped by color);
+- **refuses** what has none, naming the files: regions of RGB colors that no class has, values above the last
   class (255 stays "ignore"), a mask of another size than its image;
 - **notes** what is allowed but worth knowing: empty masks (all background), classes no mask uses,
   a palette whose colors are not the class colors (its indices are kept).
@@ -35,9 +36,11 @@ from .tasks import IGNORE_INDEX
 FIXED, REFUSED, NOTED = "fixed", "refused", "noted"
 ALL_MASKS = "(all masks)"
 # A color this close to a class color (per channel) is that color: lossy saving moves colors by a
-# few levels, an anti-aliased edge between two classes moves them by far more (refused).
+# few levels; an anti-aliased edge between two classes moves them by far more (snapped when it is
+# only a seam: see _only_edges).
 COLOR_TOLERANCE = 8
 SHOWN = 5   # values or colors named in one finding
+EDGE_SHARE = 0.05   # at most this share of a mask's pixels may be in-between colors snapped on edges
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 
 
@@ -67,6 +70,17 @@ def _listed(values, limit: int = SHOWN) -> str:
 
 def _color(color) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in color) + f" {tuple(int(v) for v in color)}"
+
+
+def _only_edges(between: np.ndarray) -> bool:
+    """Whether the pixels of colors no class has are only the seams of an anti-aliased or lossily
+    saved mask: a few per cent at most, and nowhere more than 2 pixels thick (a region of a color
+    of its own, such as a class missing from the list, is thicker, and is refused)."""
+    import cv2
+
+    if between.mean() > EDGE_SHARE:
+        return False
+    return not cv2.erode(between.astype(np.uint8), np.ones((3, 3), np.uint8)).any()
 
 
 class MaskDoctor:
@@ -159,15 +173,20 @@ class MaskDoctor:
         distance = np.abs(colors[:, None, :] - np.asarray(known, np.int32)[None]).max(axis=2)
         nearest = distance.argmin(axis=1)
         close = distance[np.arange(len(colors)), nearest] <= COLOR_TOLERANCE
+        edges = ""
         if not close.all():
-            unknown = [_color(color) for color in colors[~close]]
-            self.refuse(name, f"an RGB mask with colors that no class has: {_listed(unknown)} (the classes' colors "
-                              "are in classes.json)")
-            return None
+            between = ~close[inverse].reshape(rgb.shape[:2])
+            if not (known and _only_edges(between)):
+                unknown = [_color(color) for color in colors[~close]]
+                self.refuse(name, f"an RGB mask with colors that no class has: {_listed(unknown)} (the classes' "
+                                  "colors are in classes.json)")
+                return None
+            edges = (f"; {int(between.sum())} pixels ({100 * between.mean():.1f} %) of in-between colors on edges "
+                     "(anti-aliased or lossy saving) snapped to the nearest class color")
         table = np.array([self.by_color[known[int(index)]] for index in nearest], dtype=np.uint8)
         used = [f"{index} {self.classes[index]!r}" for index in sorted(set(table.tolist()))]
-        self._add(name, f"an RGB mask of class colors instead of class indices: mapped by color to {_listed(used)}",
-                  FIXED)
+        self._add(name, f"an RGB mask of class colors instead of class indices: mapped by color to {_listed(used)}"
+                        f"{edges}", FIXED)
         return table[inverse].reshape(rgb.shape[:2])
 
     def _by_palette(self, name: str, values: np.ndarray, palette: np.ndarray) -> np.ndarray:

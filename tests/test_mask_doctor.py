@@ -114,6 +114,29 @@ def test_rgb_masks_with_class_colors_become_class_indices(store, tmp_path):
         "masks/exact.png", "masks/noisy.png"}
 
 
+def test_anti_aliased_rgb_masks_have_their_edges_snapped_and_a_region_of_an_unknown_color_is_still_refused():
+    """Drawing tools smooth edges: the in-between colors of a 1–2 pixel seam are snapped to the
+    nearest class color (and said so); a region of a color of its own is not a seam."""
+    import cv2
+
+    smooth = np.zeros((64, 64, 3), np.uint8)
+    cv2.circle(smooth, (20, 20), 12, (255, 0, 0), -1, lineType=cv2.LINE_AA)
+    cv2.rectangle(smooth, (36, 30), (58, 58), (0, 192, 0), -1)
+    cv2.circle(smooth, (47, 44), 8, (255, 0, 0), -1, lineType=cv2.LINE_AA)
+    doctor = MaskDoctor(SHAPES3["classes"], SHAPES3["colors"])
+    labels = doctor.read(png(smooth), name="smooth.png")
+    sharp = np.zeros((64, 64), np.uint8)
+    cv2.rectangle(sharp, (36, 30), (58, 58), 2, -1)
+    for center, radius in (((20, 20), 12), ((47, 44), 8)):
+        cv2.circle(sharp, center, radius, 1, -1)
+    assert labels is not None and (labels == sharp).mean() > 0.98
+    assert [f.action for f in doctor.findings] == [FIXED] and "snapped" in doctor.findings[0].problem
+    blotted = smooth.copy()
+    blotted[2:8, 40:50] = (17, 99, 201)   # 6 pixels thick: a color of its own
+    doctor = MaskDoctor(SHAPES3["classes"], SHAPES3["colors"])
+    assert doctor.read(png(blotted), name="blotted.png") is None and "#1163c9" in doctor.refused[0].problem
+
+
 def test_a_palette_at_other_indices_is_remapped_by_color_and_values_beyond_the_classes_are_refused():
     labels = labels_of(7, classes=3)
     swapped = [(0, 0, 0), (0, 192, 0), (255, 0, 0)]   # index 1 painted in tree's color, 2 in road's
