@@ -326,8 +326,13 @@ def nearest_palette_index(rgb: np.ndarray, palette) -> np.ndarray:
 def check_same_size(image: np.ndarray, mask: np.ndarray, what: str = "mask") -> None:
     """Raise :class:`ImageError` naming both sizes when an ``(H, W[, 3])`` mask does not fit
     an ``(H, W, 3)`` image."""
-    image_h, image_w = image.shape[:2]
-    mask_h, mask_w = mask.shape[:2]
+    check_sizes_match(image.shape[:2], mask.shape[:2], what)
+
+
+def check_sizes_match(image_size: tuple[int, int], mask_size: tuple[int, int], what: str = "mask") -> None:
+    """Raise :class:`ImageError` naming both sizes when a mask of ``(H, W)`` ``mask_size`` does not
+    fit an image of ``image_size`` (sizes read from the files' headers: nothing decoded yet)."""
+    (image_h, image_w), (mask_h, mask_w) = image_size, mask_size
     if (image_h, image_w) != (mask_h, mask_w):
         raise ImageError(
             f"the {what} is {mask_w}×{mask_h} pixels but the image is {image_w}×{image_h}; "

@@ -21,8 +21,7 @@ import numpy as np
 
 from .. import viz
 from ..domain import describe_image, image_kind
-from ..errors import ImageError
-from ..image_files import image_size, read_label_map
+from ..image_files import check_sizes_match, image_size, read_label_map
 from ..labels import fit_ground_truth
 from ..prediction import Prediction
 from ..tasks import BINARY, IGNORE_INDEX
@@ -60,14 +59,6 @@ class Shown:
     info: str
 
 
-def _check_same_size(path: str, image_path: str, what: str) -> None:
-    """Refuse a mask at ``path`` whose size (read from the headers, nothing decoded) is not the image's."""
-    size, sent = image_size(path), image_size(image_path)
-    if size != sent:
-        raise ImageError(f"the {what} is {size[1]}×{size[0]} pixels but the image is {sent[1]}×{sent[0]}; they must "
-                         "be the same size")
-
-
 def segment_upload(context: AppContext, image, ground_truth, model, threshold, opacity, field_of_view=None,
                    request: gr.Request = None):
     """Run ``model`` on an uploaded ``image`` (and score it against its ``ground_truth`` mask, if
@@ -79,11 +70,11 @@ def segment_upload(context: AppContext, image, ground_truth, model, threshold, o
     segmenter = catalog.get(model)
     mask_path = checked_upload(ground_truth, "mask")
     if mask_path:
-        _check_same_size(mask_path, image_path, "ground-truth mask")
+        check_sizes_match(image_size(image_path), image_size(mask_path), "ground-truth mask")
     fov_path = checked_upload(field_of_view, "field-of-view mask")
     used_fov = bool(fov_path) and segmenter.uses_field_of_view
     if used_fov:
-        _check_same_size(fov_path, image_path, "field-of-view mask")
+        check_sizes_match(image_size(image_path), image_size(fov_path), "field-of-view mask")
     picture, sent = read_within_budget(image_path, [segmenter])
     truth, options = None, {}
     if mask_path:  # read before predicting: a mask that does not fit is reported at once
