@@ -111,6 +111,18 @@ def _history_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
 
 
+def _remove_stale(paths, age: float = 3600.0) -> None:
+    """Remove the files and folders among ``paths`` that were last written over ``age`` seconds ago:
+    what an import or an add that a crash interrupted left (a younger one may be another
+    request's, still being written)."""
+    for path in paths:
+        try:
+            if time.time() - path.stat().st_mtime > age:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def _free_name(name: str, taken: set[str]) -> str:
     """``name``, or ``name-2``, ``name-3`` … (cut to the longest name allowed): the first not in ``taken``."""
     candidate, number = name, 1
@@ -385,7 +397,7 @@ class DatasetStore:
                                   f"add {limits.import_megapixels:,.0f} here (import_megapixels): add fewer at a time")
         self._check_unlabelled_count(dataset, len(named_images))
         waiting = path / UNLABELLED
-        self._remove_stale_staged(waiting)
+        _remove_stale(waiting.glob(".*.tmp"))   # temporary files an add that a crash interrupted left
         staged: list[Path] = []
         try:
             for name, source in named_images:
@@ -433,17 +445,6 @@ class DatasetStore:
         if waiting.exists():
             (path / "history").mkdir(exist_ok=True)
             os.replace(waiting, path / "history" / f"{item}-{_history_stamp()}-labelled-image.png")
-
-    @staticmethod
-    def _remove_stale_staged(folder: Path, age: float = 3600.0) -> None:
-        """Remove the temporary files that an :meth:`add_images` a crash interrupted left (over
-        ``age`` seconds old: a younger one may be another request's, still being written)."""
-        for stale in folder.glob(".*.tmp"):
-            try:
-                if time.time() - stale.stat().st_mtime > age:
-                    stale.unlink(missing_ok=True)
-            except OSError:
-                pass
 
     # --- the cache of pixel counts and thumbnails ------------------------------------------------------
     @staticmethod
@@ -602,7 +603,7 @@ class DatasetStore:
         Returns ``{"dataset": name, "items": pairs, "findings": [Finding, ...]}``."""
         dataset = check_name(dataset, "dataset name")
         limits = current()
-        self._remove_stale_imports()
+        _remove_stale(self.root.glob(IMPORTING + "*") if self.root.is_dir() else [])   # interrupted imports
         tree = FileTree(zip_path, max_files=2 * limits.dataset_items + 16,
                         files_limit=f"two files for each of at most {limits.dataset_items:,} pairs, dataset_items")
         try:
@@ -666,15 +667,6 @@ class DatasetStore:
         finally:
             tree.close()
         return {"dataset": dataset, "items": len(items), "findings": findings}
-
-    def _remove_stale_imports(self, age: float = 3600.0) -> None:
-        """Remove what imports that a crash interrupted left (hidden folders over ``age`` seconds old)."""
-        for folder in self.root.glob(IMPORTING + "*") if self.root.is_dir() else []:
-            try:
-                if time.time() - folder.stat().st_mtime > age:
-                    shutil.rmtree(folder, ignore_errors=True)
-            except OSError:
-                pass
 
     @staticmethod
     def _declared_pixels(tree: FileTree, image_name: str, mask_name: str, side: int, doctor: MaskDoctor,
