@@ -79,17 +79,18 @@ def timeline_key(context: AppContext, request: gr.Request) -> str | None:
     return f"{run_id}:{len(frames)}:{frames[-1].step}" if frames else None
 
 
-def follow_timeline(context: AppContext, key, position, count, request: gr.Request):
-    """A new frame: the slider's range grows; a slider at the latest frame (or past the end, a new
-    run) moves on to the new latest, one scrubbed back stays where it is."""
+def follow_timeline(context: AppContext, key, request: gr.Request):
+    """A new frame: the slider's range grows to the frame count. Where the slider goes is decided
+    in the browser afterwards (:data:`FOLLOW_JS`), against where it is then: a scrub made while this
+    request was on its way must not be undone by an answer computed before it."""
     _, frames = _frames(context, request)
     total = len(frames)
-    if not total:
-        return gr.Slider(minimum=0, maximum=1, value=0, interactive=False), 0
-    position = int(position or 0)
-    following = position >= int(count or 0) - 1 or position >= total
-    value = total - 1 if following else position
-    return gr.Slider(minimum=0, maximum=max(total - 1, 1), value=value, interactive=total > 1), total
+    return gr.Slider(minimum=0, maximum=max(total - 1, 1), interactive=total > 1), total
+
+
+# In the browser, once the range has grown: a slider at the latest frame it followed (or past the
+# end: a new run) moves on to the new latest; one scrubbed back stays where it is.
+FOLLOW_JS = "(at, total, followed) => [(at >= followed - 1 || at >= total) ? Math.max(total - 1, 0) : at, total]"
 
 
 def show_frame(context: AppContext, position, request: gr.Request):
@@ -254,9 +255,10 @@ def wire(context: AppContext, parts: dict) -> list:
     frames_seen, classes_seen, features_seen = gr.State(None), gr.State(None), gr.State(None)
     # The frame count is a hidden Number, not a State: Play's browser-side step reads it, and a
     # State's value stays on the server.
-    count, playing = gr.Number(0, visible=False), gr.State(False)
-    frames_seen.change(handler(follow_timeline, context), [frames_seen, parts["slider"], count],
-                       [parts["slider"], count], **private)
+    count, followed, playing = gr.Number(0, visible=False), gr.Number(0, visible=False), gr.State(False)
+    frames_seen.change(handler(follow_timeline, context), [frames_seen], [parts["slider"], count], **private) \
+        .then(None, [parts["slider"], count, followed], [parts["slider"], followed], js=FOLLOW_JS,
+              api_visibility="private", show_progress="hidden")
     parts["slider"].change(handler(show_frame, context), [parts["slider"]], [parts["frame"], parts["caption"]],
                            **private)
     classes_seen.change(handler(show_classes, context), [classes_seen],
