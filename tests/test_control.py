@@ -104,6 +104,17 @@ def test_a_learning_rate_set_mid_run_is_used_from_the_next_step_and_the_schedule
     assert record.lr == 0.0005
 
 
+def test_a_learning_rate_chosen_mid_run_outlives_a_resume(tmp_path):
+    control = RunControl()
+    control.set_learning_rate(3e-4)
+    first = Trainer(endless(epochs=2, steps_per_epoch=4, schedule="onecycle", out=str(tmp_path / "a")),
+                    control=control).run()
+    resumed = Trainer(endless(epochs=4, steps_per_epoch=4, schedule="onecycle", out=str(tmp_path / "b"),
+                              resume=first.last_path)).run()
+    rates = [step["lr"] for step in resumed.history["steps"] if step["step"] > first.steps]
+    assert len(rates) == 8 and all(rate == 3e-4 for rate in rates), rates   # one-cycle would have moved it
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 0, -1e-3, 2.0, "fast", None])
 def test_absurd_learning_rates_are_refused_with_a_message(value):
     with pytest.raises(SettingsError, match="learning rate"):

@@ -40,7 +40,8 @@ def save_checkpoints(setup: TrainingSetup, progress: Progress, metrics: dict | N
         return
     meta = checkpoint_meta(setup, progress, metrics)
     state = {"optimizer": setup.optimizer.state_dict(), "step": progress.step, "epoch": progress.epoch,
-             "best_score": progress.best_score, "scaler": setup.scaler.state_dict() if setup.scaler else None}
+             "best_score": progress.best_score, "scaler": setup.scaler.state_dict() if setup.scaler else None,
+             "chosen_lr": progress.chosen_lr}
     half = setup.config.half_checkpoint
     progress.last_path = str(checkpoints.save(out / "last.pt", setup.model, meta, train_state=state, half=half))
     emit(CheckpointSaved(which="last", path=progress.last_path, step=progress.step, elapsed=progress.elapsed()))
@@ -53,7 +54,8 @@ def save_checkpoints(setup: TrainingSetup, progress: Progress, metrics: dict | N
 
 
 def resume(setup: TrainingSetup, progress: Progress, path: str) -> None:
-    """Load a ``last.pt``'s weights, optimizer state and counters into this run."""
+    """Load a ``last.pt``'s weights, optimizer state and counters into this run, and the learning
+    rate chosen mid-run if one was (the schedule stays set aside, as it was when the run stopped)."""
     payload = checkpoints.read(path)
     state = payload.get("train_state")
     if state is None:
@@ -66,6 +68,7 @@ def resume(setup: TrainingSetup, progress: Progress, path: str) -> None:
     meta = payload["meta"]
     progress.step, progress.epoch = int(state["step"]), int(state["epoch"])
     progress.best_score = float(state.get("best_score", -math.inf))
+    progress.chosen_lr = state.get("chosen_lr")   # a rate a person chose mid-run outlives the pause of a resume
     progress.history = meta.get("history") or progress.history
     progress.best_metrics = meta.get("best_metrics")
     progress.seconds_before_resume = float(meta.get("train_seconds") or 0.0)
