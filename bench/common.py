@@ -6,7 +6,6 @@ Each benchmark script writes one section of BENCHMARKS.md, between ``<!-- bench:
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import statistics
@@ -17,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from segdemo.runtime import synchronize  # noqa: E402,F401  (the benches time GPUs with it)
+from segdemo.runtime import core_count, synchronize  # noqa: E402,F401  (the benches time GPUs with it)
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
@@ -46,8 +45,7 @@ def machine() -> str:
     gpu = ""
     if torch.cuda.is_available():
         gpu = f", GPU {torch.cuda.get_device_name(0)}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cores} cores ({cpu_model()}), torch {torch.__version__} "
+    return (f"{core_count()} cores ({cpu_model()}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}{gpu}")
 
 

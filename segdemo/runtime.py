@@ -65,13 +65,26 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     return device
 
 
+def process_cores() -> set[int] | None:
+    """The cores this process may run on (its affinity, which taskset or a container may have
+    narrowed), or None where the platform does not say (macOS, Windows)."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def core_count() -> int:
+    """How many cores this process may use: its affinity's, else the machine's."""
+    cores = process_cores()
+    return len(cores) if cores else os.cpu_count() or 1
+
+
 def split_cores(serving: int) -> tuple[set[int], set[int]] | None:
     """This process's cores as ``(serving, training)``: the first ``serving`` for answering
     requests, the rest for a training run; None where that leaves training no core (or the
     platform cannot pin threads)."""
-    if serving < 1 or not hasattr(os, "sched_getaffinity"):
+    cores = process_cores()
+    if serving < 1 or not cores:
         return None
-    cores = sorted(os.sched_getaffinity(0))
+    cores = sorted(cores)
     if len(cores) <= serving:
         return None
     return set(cores[:serving]), set(cores[serving:])

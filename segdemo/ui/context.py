@@ -8,7 +8,6 @@ datasets, uploads) with :meth:`AppContext.workspace`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..catalog import ModelCatalog
 from ..datafolder import DataFolder
 from ..engine import BackgroundTrainer
 from ..limits import Deadline
+from ..runtime import core_count
 from ..sharing import Sharing
 from ..workspaces import Workspace, Workspaces
 from .visitors import Visitors
@@ -65,7 +65,7 @@ class AppContext:
             return 1
         if _others_predicting(self.queue):
             return 1
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return core_count()
 
     def deadline(self, request=None) -> Deadline:
         """When the inference of ``request`` must stop: after ``request_seconds`` (segdemo.limits),
