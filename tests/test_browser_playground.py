@@ -35,6 +35,8 @@ def test_scrub_the_timeline_play_it_and_watch_the_features_refresh(page):
     page.get_by_label(re.compile("time limit")).fill("300")   # stopped below, once everything was seen
     page.click("#train-start")
     wait_for(lambda: "Started run" in page.inner_text("#train-message"), timeout=60)
+    # No validation yet: the per-class plots wait for it (hidden, not another run's curves).
+    wait_for(lambda: not page.locator("#train-class-dice").is_visible(), timeout=10)
     # The first feature maps come with the first frame; newer ones a few seconds of training later.
     wait_images(page, "#train-features-gallery", 8, timeout=180)
     wait_images(page, "#train-features-u", 1)

@@ -38,11 +38,12 @@ MEAN = "mean"
 EXPLAIN = """
 **Timeline.** Four validation images, never trained on, predicted as the run goes: every step at
 first, then less often (the picture changes fastest early). Each shows input | truth | prediction.
-**Per class.** The mean hides the hard classes: here each class's validation Dice and IoU. On the
-shapes, the mesh square cannot pass about 0.94: whether its box has one more dot-free row or
-column is invisible in the image. **Inside the U.** One probe image at every stage: the 4 strongest
-channels of each, labelled channels × height × width. The encoder trades size for channels, the
-decoder brings the size back, and each skip (orange) hands it the encoder's sharp detail.
+**Per class.** The mean hides the hard classes: here each class's validation Dice and IoU, from the
+first validation on. On the shapes, the mesh square cannot pass about 0.94: whether its box has one
+more dot-free row or column is invisible in the image. **Inside the U.** One probe image at every
+stage: the 4 strongest channels of each, labelled channels × height × width. The encoder trades
+size for channels, the decoder brings the size back, and each skip (orange) hands it the encoder's
+sharp detail.
 """
 
 
@@ -97,7 +98,7 @@ def show_frame(context: AppContext, position, request: gr.Request):
     """The frame at slider ``position`` and its caption."""
     _, frames = _frames(context, request)
     if not frames:
-        return gr.skip(), "No probe frames yet."
+        return None, "No probe frames yet."
     frame = frames[max(0, min(int(position or 0), len(frames) - 1))]
     return (bytes_file(frame.image, f"probe-{frame.step}.png"),
             f"**{frame_caption(frame.step, frame.dice)}**  \n{FRAME_LAYOUT}, {frame.elapsed:.0f} s into the run")
@@ -151,19 +152,20 @@ def classes_key(context: AppContext, request: gr.Request) -> str | None:
 
 
 def show_classes(context: AppContext, key, request: gr.Request):
-    """The per-class Dice and IoU plots and, for multiclass data, the latest confusion matrix."""
-    if not key:
-        return gr.skip(), gr.skip(), gr.skip()
-    epochs = context.trainer.epochs(context.owner(request))
+    """The per-class Dice and IoU plots and, for multiclass data, the latest confusion matrix; all
+    hidden until the watched run's first validation (a new run's page must not show the last one's)."""
+    epochs = context.trainer.epochs(context.owner(request)) if key else []
     classes = class_names(context, request)
     dice, iou = class_frames(epochs, classes)
+    if dice is None:
+        return gr.LinePlot(value=None, visible=False), gr.LinePlot(value=None, visible=False), gr.Image(visible=False)
     confusion = epochs[-1].val.get("confusion") if epochs else None
     matrix = gr.Image(visible=False)
     if confusion:
         names = classes if len(classes) == len(confusion) else [str(i) for i in range(len(confusion))]
         matrix = gr.Image(value=png_file(viz.confusion_picture(confusion, names), "confusion.png"), visible=True,
                           label=f"confusion matrix after step {epochs[-1].step}")
-    return gr.skip() if dice is None else dice, gr.skip() if iou is None else iou, matrix
+    return gr.LinePlot(value=dice, visible=True), gr.LinePlot(value=iou, visible=True), matrix
 
 
 # --- inside the U -----------------------------------------------------------------------------------------
@@ -194,9 +196,9 @@ def train_features(context: AppContext, request: gr.Request):
 
 def show_features(context: AppContext, key, request: gr.Request):
     """The U picture and the per-stage gallery of the latest feature maps."""
-    features = context.trainer.features(context.owner(request))
-    if not key or features is None:
-        return gr.skip(), gr.skip()
+    features = context.trainer.features(context.owner(request)) if key else None
+    if features is None:   # a new run, none yet: not the last run's
+        return None, []
     return (gr.Image(value=bytes_file(features.image, f"features-{features.step}.png"),
                      label=f"inside the U after step {features.step}"), _stage_gallery(features))
 
@@ -221,9 +223,9 @@ def build(context: AppContext) -> dict:
                                              elem_id="train-animation")   # shown once exported
         # One plot a row: the legend (every class, the mean, the ceiling) needs the width.
         parts["class_dice"] = gr.LinePlot(x="step", y="value", color="series", title="validation Dice per class",
-                                          y_lim=[0, 1], height=260, elem_id="train-class-dice")
+                                          y_lim=[0, 1], height=260, visible=False, elem_id="train-class-dice")
         parts["class_iou"] = gr.LinePlot(x="step", y="value", color="series", title="validation IoU per class",
-                                         y_lim=[0, 1], height=260, elem_id="train-class-iou")
+                                         y_lim=[0, 1], height=260, visible=False, elem_id="train-class-iou")
         parts["confusion"] = gr.Image(label="confusion matrix", visible=False, interactive=False,
                                       elem_id="train-confusion")
         parts["u"] = gr.Image(label="inside the U", format="png", type="filepath", interactive=False,
