@@ -1,6 +1,7 @@
-"""Experiments and lessons at library level: runs listed from their folders (broken logs too), a
-lesson's runs queued as one series (in order, stopped together, within a classroom's rules), and
-the lessons' configurations."""
+"""Experiments and lessons at library level: runs listed from their folders (broken logs too), their
+probe timelines kept there (bounded, broken ones skipped) and read at a training second, a lesson's
+runs queued as one series (in order, stopped together, within a classroom's rules), and the
+lessons' configurations."""
 
 import json
 import time
@@ -8,12 +9,16 @@ import time
 import numpy as np
 import pytest
 
+from segdemo.datafolder import DataFolder
 from segdemo.engine import BackgroundTrainer, TrainConfig, preset
-from segdemo.engine.events import PICTURE_NAME, LastPicture, SnapshotTaken
-from segdemo.engine.experiments import (LOG_NAME, RunLogCache, curve_labels, find, list_runs, overlay_rows,
-                                        read_log_lines, run_picture)
+from segdemo.engine.events import PICTURE_NAME, LastPicture, ProbeFrame, SnapshotTaken
+from segdemo.engine.experiments import (LOG_NAME, RunLogCache, curve_labels, find, frame_at, list_runs, overlay_rows,
+                                        read_log_lines, run_frames, run_picture)
 from segdemo.engine.lessons import LESSONS, lesson_configs
+from segdemo.engine.loop import Trainer
+from segdemo.engine.timeline import INDEX_NAME, TIMELINE_DIR, ProbeTimeline, read_index, read_timeline
 from segdemo.errors import SettingsError, TrainerBusy, UserError
+from segdemo.image_files import png_bytes
 
 
 def tiny(**changes) -> TrainConfig:
@@ -111,6 +116,101 @@ def test_the_last_picture_is_kept_in_the_run_folder(tmp_path):
     assert run_picture(tmp_path / "nowhere") is None
     (tmp_path / PICTURE_NAME).write_bytes(b"not a png")
     assert run_picture(tmp_path) is None
+
+
+def probe_frame(step: int, seconds: float | None = None, side: int = 6) -> ProbeFrame:
+    """A frame whose picture tells its step apart (real PNG bytes)."""
+    picture = np.full((side, side, 3), step % 256, dtype=np.uint8)
+    return ProbeFrame(step=step, dice=step / 100, image=png_bytes(picture), probe_seconds=0.01,
+                      elapsed=step / 10 if seconds is None else seconds)
+
+
+def kept_files(run_folder) -> set[str]:
+    return {path.name for path in (run_folder / TIMELINE_DIR).glob("*.png")}
+
+
+def test_a_runs_probe_timeline_is_kept_in_its_folder_bounded_and_thinned(tmp_path):
+    timeline = ProbeTimeline(tmp_path, max_frames=8)
+    timeline(SnapshotTaken(epoch=1, step=1, image=np.zeros((2, 2, 3), np.uint8), elapsed=0.1))   # not a frame
+    for step in range(1, 31):
+        timeline(probe_frame(step))
+        entries = read_index(tmp_path)
+        assert len(entries) <= 8 and entries[0].step == 1 and entries[-1].step == step   # first and latest kept
+        assert kept_files(tmp_path) == {entry.file for entry in entries}                 # dropped files deleted
+    frames = read_timeline(tmp_path)
+    assert [f.step for f in frames] == [e.step for e in read_index(tmp_path)] and len(frames) >= 4
+    assert frames[-1] == probe_frame(30)   # step, seconds, Dice, picture and cost as the run made it
+    assert not [path for path in (tmp_path / TIMELINE_DIR).iterdir() if path.name.endswith(".tmp")]
+
+    # Pictures over the byte bound are thinned too (two always kept).
+    small = ProbeTimeline(tmp_path / "photos", max_bytes=5 * len(probe_frame(1).image))
+    for step in range(1, 21):
+        small(probe_frame(step))
+    assert 2 <= len(read_index(tmp_path / "photos")) <= 5 and len(kept_files(tmp_path / "photos")) <= 5
+
+
+def test_a_timeline_resumed_in_its_folder_goes_on_and_replaces_what_followed_its_checkpoint(tmp_path):
+    first = ProbeTimeline(tmp_path)
+    for step in (1, 2, 3, 4, 5):
+        first(probe_frame(step))
+    (tmp_path / TIMELINE_DIR / "00000099.png").write_bytes(b"left by a crash")   # no index names it
+    resumed = ProbeTimeline(tmp_path)
+    assert "00000099.png" not in kept_files(tmp_path)
+    resumed(probe_frame(4, seconds=9.0))   # resumed from the checkpoint at step 3
+    assert [(e.step, e.seconds) for e in read_index(tmp_path)] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 9.0)]
+    assert kept_files(tmp_path) == {"00000001.png", "00000002.png", "00000003.png", "00000004.png"}
+
+
+def test_a_torn_or_damaged_timeline_is_skipped_where_it_is_broken(tmp_path):
+    timeline = ProbeTimeline(tmp_path)
+    for step in (1, 2, 3, 4):
+        timeline(probe_frame(step))
+    folder = tmp_path / TIMELINE_DIR
+    whole = (folder / "00000002.png").read_bytes()
+    (folder / "00000002.png").write_bytes(whole[: len(whole) // 2])     # cut short
+    (folder / "00000003.png").unlink()                                   # gone
+    assert [f.step for f in read_timeline(tmp_path)] == [1, 4]
+    # An index with bad entries: a path out of the folder, fields of the wrong kind; the good ones stay.
+    index = json.loads((folder / INDEX_NAME).read_text())
+    index["frames"] += [{"step": 5, "seconds": 0.5, "dice": None, "file": "../../secret.png"},
+                        {"step": "six", "seconds": 0.6, "dice": 0.1, "file": "00000006.png"}, "not a frame"]
+    (folder / INDEX_NAME).write_text(json.dumps(index))
+    assert [f.step for f in read_timeline(tmp_path)] == [1, 4]
+    for broken in ('{"frames": [{"step": 1, "sec', "[1, 2]", '{"frames": 3}', "\xff\xfe"):   # torn or not an index
+        (folder / INDEX_NAME).write_text(broken)
+        assert read_timeline(tmp_path) == [] and read_index(tmp_path) == []
+    assert read_timeline(tmp_path / "no run") == []
+    # What is read back is bounded: at most so many frames and bytes, thinned evenly.
+    many = ProbeTimeline(tmp_path / "many")
+    for step in range(1, 41):
+        many(probe_frame(step))
+    assert [f.step for f in read_timeline(tmp_path / "many", max_frames=5)] == [1, 11, 21, 30, 40]
+    one = len(probe_frame(1).image)
+    assert len(read_timeline(tmp_path / "many", max_bytes=10 * one)) <= 10
+
+
+def test_the_frame_at_a_training_second_is_the_latest_before_it():
+    frames = [probe_frame(step, seconds) for step, seconds in ((1, 0.5), (8, 2.0), (32, 6.0))]
+    assert frame_at(frames, None).step == 32         # the end
+    assert frame_at(frames, 0.1).step == 1           # before the first frame: the first
+    assert frame_at(frames, 2.0).step == 8 and frame_at(frames, 5.9).step == 8
+    assert frame_at(frames, 600).step == 32
+    assert frame_at([], 3.0) is None
+
+
+@pytest.mark.slow
+def test_a_probing_run_keeps_its_timeline_and_pruning_removes_it_with_the_run(tmp_path):
+    data = DataFolder.at(tmp_path / "data")
+    folder = data.runs / "20261130-100000-aaaaaa"
+    Trainer(tiny(probe_images=2, out=str(folder))).run()
+    Trainer(tiny(out=str(data.runs / "20261130-100100-bbbbbb"))).run()          # no probes: no timeline
+    assert not (data.runs / "20261130-100100-bbbbbb" / TIMELINE_DIR).exists()
+    probed, plain = list_runs(data.runs, cache=RunLogCache())
+    frames = run_frames(probed, data.runs)
+    assert [f.step for f in frames] == list(range(1, 9))   # every step of the first 16 is probed
+    assert frames[-1].image.startswith(b"\x89PNG") and frames[-1].elapsed >= frames[0].elapsed
+    assert run_frames(plain, data.runs) == []
+    assert data.prune_runs(1) == [folder.name] and not folder.exists()
 
 
 def wait_until(predicate, timeout=60.0):

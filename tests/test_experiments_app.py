@@ -1,12 +1,19 @@
 """Experiments and lessons on the real app: a lesson over the API in a classroom (its runs in order,
-listed with their settings, overlaid; another visitor sees none of them), and in Chromium."""
+listed with their settings, overlaid, their probes side by side; another visitor sees none of them),
+and in Chromium."""
 
 from __future__ import annotations
 
+import io
+import re
+
+import numpy as np
 import pytest
 from gradio_client import Client
+from PIL import Image
 
 from apphelpers import ARTIFACTS, start_app, wait_for
+from segdemo.engine.timeline import read_timeline
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +74,54 @@ def test_a_lesson_runs_its_variants_in_order_and_lists_them_with_their_settings(
         alice.predict(run_ids=[run["run_id"] for run in runs] * 2, api_name="/train_compare")
     with pytest.raises(Exception, match="unknown lesson 'Why not'"):
         alice.predict(lesson_name="Why not", seconds_per_run=SECONDS, api_name="/train_lesson")
+    # Their probes side by side: one picture per run; Bob sees none of them.
+    assert len(alice.predict(run_ids=[run["run_id"] for run in runs], seconds=None,
+                             api_name="/train_compare_probes")) == 3
+    with pytest.raises(Exception, match="no run .* in your workspace"):
+        bob.predict(run_ids=[runs[0]["run_id"]], seconds=None, api_name="/train_compare_probes")
+
+
+def pixels(picture) -> np.ndarray:
+    """A picture (a path, or PNG bytes) as an ``(H, W, 3)`` array."""
+    return np.asarray(Image.open(io.BytesIO(picture) if isinstance(picture, bytes) else picture).convert("RGB"))
+
+
+# One epoch of the live preset: 50 steps, however busy the machine (a lesson's runs are bounded by seconds).
+ONE_EPOCH = {"model": "unet", "unet_width": 8, "data": "synthetic shapes", "dataset_zip": None, "epochs": 1,
+             "batch_size": 12, "learning_rate": 0.003, "crop_size": 80, "time_limit_seconds": 0}
+
+
+def test_two_runs_show_their_probes_side_by_side_the_first_from_its_folder(classroom):
+    carol = visitor(classroom)
+    run_ids = []
+    for _ in range(2):
+        assert "Started run" in carol.predict(**ONE_EPOCH, api_name="/train_start")
+        run_ids.append(carol.predict(api_name="/train_status")["run_id"])
+        wait_for(lambda: carol.predict(api_name="/train_status")["state"] == "finished", timeout=120)
+    first, second = run_ids
+    # The trainer holds Carol's second run now; the first's frames come from its folder.
+    assert carol.predict(api_name="/train_status")["run_id"] == second
+    [folder] = classroom.context.workspaces.root.glob(f"*/runs/{first}")
+    kept = read_timeline(folder)
+    assert len(kept) >= 3 and kept[0].step == 1   # later ones as the probes' share of the time allows
+
+    end = carol.predict(run_ids=run_ids, seconds=None, api_name="/train_compare_probes")
+    start = carol.predict(run_ids=run_ids, seconds=0, api_name="/train_compare_probes")
+    assert len(end) == len(start) == 2
+    assert all(re.search(r" · step \d+ · Dice \d\.\d\d · \d+ s$", item["caption"]) for item in end), end
+    assert end[0]["caption"].startswith(f"{carol.predict(api_name='/train_runs')[0]['title']} ({first[-6:]}) · ")
+    assert f" · step {kept[-1].step} · " in end[0]["caption"]
+    assert all(" · step 1 · Dice " in item["caption"] for item in start)
+    for early, late in zip(start, end):   # 50 steps change what the network sees
+        assert not np.array_equal(pixels(early["image"]), pixels(late["image"]))
+    assert np.array_equal(pixels(start[0]["image"]), pixels(kept[0].image))
+    assert np.array_equal(pixels(end[0]["image"]), pixels(kept[-1].image))
+    middle = kept[len(kept) // 2]
+    [at_middle] = carol.predict(run_ids=[first], seconds=middle.elapsed, api_name="/train_compare_probes")
+    assert f" · step {middle.step} · " in at_middle["caption"]
+    assert np.array_equal(pixels(at_middle["image"]), pixels(middle.image))
+    with pytest.raises(Exception, match="no run 20261130-000000-ffffff in your workspace"):
+        carol.predict(run_ids=["20261130-000000-ffffff"], seconds=3, api_name="/train_compare_probes")
 
 
 @pytest.mark.browser
@@ -97,8 +152,14 @@ def test_a_lesson_overlays_its_runs_curves_on_the_page(app, browser):
     wait_for(overlay_shown, timeout=30)
     chosen = page.inner_text("#runs-chosen")
     assert all(f"How wide: width {width}" in chosen for width in (4, 8, 16))   # the overlay follows the lesson
+    # Under the curves, each run's probes at the end of its run, captioned; the slider goes back to the start.
+    captions = page.inner_text("#runs-pictures")
+    assert all(f"How wide: width {width} · step " in captions for width in (4, 8, 16)), captions
+    assert "input | truth | prediction" in page.inner_text("#experiments")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#experiments").screenshot(path=str(ARTIFACTS / "lesson-overlay.png"))
+    page.locator("#runs-seconds input[type=range]").click(position={"x": 2, "y": 5})
+    wait_for(lambda: page.inner_text("#runs-pictures").count(" · step 1 · ") == 3, timeout=15)
     context.close()
 
 

@@ -193,6 +193,9 @@ class JsonlLog:
         self._file.close()
 
 
+MAX_FRAMES = 120   # probe frames a run keeps, in memory (EventHistory) and in its folder (.timeline)
+
+
 class EventHistory:
     """A bounded, thread-safe record of a run's events for pollers.
 
@@ -203,7 +206,7 @@ class EventHistory:
     newest snapshot picture and feature maps).
     """
 
-    def __init__(self, max_steps: int = 4000, max_frames: int = 120):
+    def __init__(self, max_steps: int = 4000, max_frames: int = MAX_FRAMES):
         self.max_steps = max_steps
         self.max_frames = max_frames
         self._lock = threading.Lock()

@@ -2,7 +2,8 @@
 
 A run's folder keeps its whole story (:mod:`segdemo.datafolder`): ``log.jsonl`` holds its settings
 (the ``start`` line's config), every step and validation, and how it ended; ``prediction.png`` its
-latest validation picture (:class:`LastPicture`). So the list is read from the folders: it survives
+latest validation picture (:class:`LastPicture`); ``timeline/`` its probe frames (:mod:`.timeline`),
+so that the probes of runs can be shown next to each other at the same training second. So the list is read from the folders: it survives
 a restart of the app, and it is bounded by what the workspace keeps (``segdemo.limits.Limits.runs_kept``
 folders, within the workspace's disk quota). The run going now, and the runs of a lesson still
 waiting, are taken from the trainer (:meth:`segdemo.engine.background.BackgroundTrainer.runs_of`).
@@ -26,7 +27,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..filenames import RUN_ID
-from .events import PICTURE_NAME, EpochDone, RunEnded, SnapshotTaken, StepDone
+from .events import PICTURE_NAME, EpochDone, ProbeFrame, RunEnded, SnapshotTaken, StepDone
+from .timeline import read_timeline
 
 if TYPE_CHECKING:
     from .background import RunInMemory
@@ -301,6 +303,32 @@ def last_picture(record: RunRecord, runs_dir: str | os.PathLike, in_memory: Iter
             if snapshot is not None:
                 return snapshot.image
     return run_picture(Path(runs_dir) / record.run_id)
+
+
+def run_frames(record: RunRecord, runs_dir: str | os.PathLike, in_memory: Iterable[RunInMemory] = ()
+               ) -> list[ProbeFrame]:
+    """The probe frames of ``record``'s run, oldest first: from the trainer's live history while it
+    holds the run, else from its folder (:func:`~.timeline.read_timeline`); none for a run that did
+    not probe (an older one, a command-line run without ``probe_images``) or has not started."""
+    if record.run_id is None:
+        return []
+    for run in in_memory:
+        if run.run_id == record.run_id:
+            frames = run.history.frames()
+            if frames:
+                return frames
+    return read_timeline(Path(runs_dir) / record.run_id)
+
+
+def frame_at(frames: list[ProbeFrame], seconds: float | None = None) -> ProbeFrame | None:
+    """The frame shown at training second ``seconds``: the latest at or before it (the first one
+    before that, the last one for None: the end of the run); None without frames."""
+    if not frames:
+        return None
+    if seconds is None:
+        return frames[-1]
+    before = [frame for frame in frames if frame.elapsed <= seconds]
+    return before[-1] if before else frames[0]
 
 
 def overlay_figure(records: list[RunRecord]):

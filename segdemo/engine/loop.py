@@ -37,6 +37,7 @@ from .precision import precision_name
 from .probes import Probes
 from .setup import Progress, TrainingSetup, build_setup
 from .steps import TrainingDiverged, evaluate, snapshot, train_one_epoch
+from .timeline import ProbeTimeline
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,8 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
             log_file = JsonlLog(out / "log.jsonl")
             self.listeners += [log_file, LastPicture(out)]  # the run's folder tells its story (engine.experiments)
+            if config.probe_images:
+                self.listeners.append(ProbeTimeline(out))       # and keeps its probe frames (engine.timeline)
         self.emit(RunStarted(
             config=config.to_dict(), model=setup.model_name, parameters=count_parameters(setup.model),
             data=setup.source.describe(), steps_per_epoch=setup.steps_per_epoch, total_steps=setup.total_steps,

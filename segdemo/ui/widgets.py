@@ -21,6 +21,7 @@ CSS = """
 .segdemo-progress div { height: 100%; background: #4f46e5; transition: width 0.4s; }
 .segdemo-explain { font-size: 0.92em; opacity: 0.85; }
 .segdemo-fill img { width: 100%; height: 100%; object-fit: contain; }  /* a small picture grown to its box */
+.segdemo-strips .thumbnail-item { aspect-ratio: 3 / 1; }  /* probe frames: 3 times as wide as high, not squares */
 """
 
 
