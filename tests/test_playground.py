@@ -107,6 +107,28 @@ def test_probes_leave_batch_norm_in_train_mode_and_can_be_turned_off(tmp_path):
     assert not any(isinstance(e, (ProbeFrame, FeatureMaps)) for e in events)
 
 
+def test_the_probe_budget_is_a_share_of_the_runs_expected_time():
+    """The dense early frames may spend the whole run's budget, on a slow or busy machine too: the
+    horizon is the run's time limit or its last step at its pace, not the time so far."""
+    from segdemo.engine.probes import COST_HORIZON, COST_SHARE, Probes
+    from segdemo.engine.setup import Progress, build_setup
+
+    probes = Probes(build_setup(tiny(epochs=1000, steps_per_epoch=50, max_seconds=300)), 4)
+    slow_start = Progress(step=10, seconds_before_resume=10.0)    # 1 step/s: the 300 s limit ends it
+    assert probes.expected_seconds(slow_start) == 300
+    fast_start = Progress(step=1000, seconds_before_resume=10.0)  # 100 steps/s: 50,000 steps in 500 s, the limit first
+    assert probes.expected_seconds(fast_start) == 300
+    probes.spent = COST_SHARE * 300 * 0.99
+    assert probes.within_budget(slow_start)
+    probes.spent = COST_SHARE * 300 * 1.01
+    assert not probes.within_budget(slow_start)
+
+    unlimited = Probes(build_setup(tiny(epochs=2, steps_per_epoch=50, max_seconds=None)), 4)   # 100 steps in all
+    assert unlimited.expected_seconds(Progress(step=50, seconds_before_resume=100.0)) == pytest.approx(200, abs=1)  # 2 s a step
+    assert unlimited.expected_seconds(Progress(step=50, seconds_before_resume=5.0)) == COST_HORIZON   # the floor
+    assert probes.expected_seconds(Progress(step=10, seconds_before_resume=400.0)) == pytest.approx(400, abs=1)  # time so far
+
+
 def test_feature_maps_of_a_unet_give_one_picture_per_stage_with_its_shape():
     model = create("unet", 3, 6, base_channels=8, depth=3)
     model.train()
