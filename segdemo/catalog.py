@@ -250,6 +250,17 @@ class ModelCatalog:
                 raise SettingsError(f"no model named {name!r}; pick one of: {', '.join(self.names())}")
             return self._entries[name]
 
+    def name_of_file(self, path: str | Path) -> str | None:
+        """The display name under which the checkpoint file ``path`` is listed already (the same
+        file: a trained model is a link to its run's checkpoint), or None."""
+        for entry in self.entries():
+            try:
+                if entry.path and os.path.samefile(entry.path, path):
+                    return entry.name
+            except OSError:
+                continue
+        return None
+
     # --- domains ----------------------------------------------------------------------------------
     def domain(self, name: str) -> str:
         """What images the model ``name`` knows (a key of :data:`segdemo.domain.DOMAIN_TEXT`), without

@@ -15,6 +15,7 @@ from .errors import UserError
 
 MAX_NAME_LENGTH = 64
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")   # a training run's folder: its start time, then random
+LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"   # in a run's folder
 RULE = f"1–{MAX_NAME_LENGTH} letters, digits, spaces, '.', '_' or '-', starting with a letter or digit"
 
 

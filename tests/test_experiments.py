@@ -13,7 +13,7 @@ from segdemo.datafolder import DataFolder
 from segdemo.engine import BackgroundTrainer, TrainConfig, preset
 from segdemo.engine.events import PICTURE_NAME, LastPicture, ProbeFrame, SnapshotTaken
 from segdemo.engine.experiments import (LOG_NAME, RunLogCache, curve_labels, find, frame_at, list_runs, overlay_rows,
-                                        read_log_lines, run_frames, run_picture)
+                                        read_log_lines, run_checkpoint, run_frames, run_picture)
 from segdemo.engine.lessons import LESSONS, lesson_configs
 from segdemo.engine.loop import Trainer
 from segdemo.engine.timeline import INDEX_NAME, TIMELINE_DIR, ProbeTimeline, read_index, read_timeline
@@ -332,3 +332,11 @@ def test_every_lesson_has_an_explanation_and_two_to_four_variants():
     for lesson in LESSONS:
         assert len(lesson.explanation) > 200 and 2 <= len(lesson.variants) <= 4
         assert len({variant.label for variant in lesson.variants}) == len(lesson.variants)
+
+
+def test_a_runs_model_is_its_best_checkpoint_else_its_last(tmp_path):
+    assert run_checkpoint(tmp_path) is None                      # ended before its first validation
+    (tmp_path / "last.pt").write_bytes(b"last")
+    assert run_checkpoint(tmp_path).name == "last.pt"
+    (tmp_path / "best.pt").write_bytes(b"best")
+    assert run_checkpoint(tmp_path).name == "best.pt"

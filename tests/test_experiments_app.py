@@ -80,6 +80,20 @@ def test_a_lesson_runs_its_variants_in_order_and_lists_them_with_their_settings(
     with pytest.raises(Exception, match="no run .* in your workspace"):
         bob.predict(run_ids=[runs[0]["run_id"]], seconds=None, api_name="/train_compare_probes")
 
+    # A lesson's models join Alice's pickers when she asks (not by themselves), once; Bob keeps none of hers.
+    assert not [name for name in alice.predict(api_name="/models") if "How wide" in name]
+    with pytest.raises(Exception, match="no run .* in your workspace"):
+        bob.predict(run_ids=[runs[0]["run_id"]], api_name="/train_keep_models")
+    kept = alice.predict(run_ids=[runs[0]["run_id"], runs[2]["run_id"]], api_name="/train_keep_models")
+    assert kept.count("added as") == 2, kept
+    names = [name for name in alice.predict(api_name="/models") if "How wide" in name]
+    assert len(names) == 2 and runs[0]["run_id"] in names[0] + names[1] and runs[2]["run_id"] in names[0] + names[1]
+    assert "in your models already" in alice.predict(run_ids=[runs[0]["run_id"]], api_name="/train_keep_models")
+    assert len([name for name in alice.predict(api_name="/models") if "How wide" in name]) == 2
+    assert not [name for name in bob.predict(api_name="/models") if "How wide" in name]
+    with pytest.raises(Exception, match="pick the runs"):
+        alice.predict(run_ids=[], api_name="/train_keep_models")
+
 
 def pixels(picture) -> np.ndarray:
     """A picture (a path, or PNG bytes) as an ``(H, W, 3)`` array."""
@@ -160,6 +174,10 @@ def test_a_lesson_overlays_its_runs_curves_on_the_page(app, browser):
     page.locator("#experiments").screenshot(path=str(ARTIFACTS / "lesson-overlay.png"))
     page.locator("#runs-seconds input[type=range]").click(position={"x": 2, "y": 5})
     wait_for(lambda: page.inner_text("#runs-pictures").count(" · step 1 · ") == 3, timeout=15)
+    # The three models join the model pickers on request.
+    page.click("#runs-keep")
+    wait_for(lambda: page.inner_text("#lesson-message").count("added as") == 3, timeout=30)
+    page.locator("#experiments").screenshot(path=str(ARTIFACTS / "lesson-models-kept.png"))
     context.close()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import checkpoints
 from ..errors import SettingsError
 from ..files import json_safe
+from ..filenames import BEST_CHECKPOINT, LAST_CHECKPOINT
 from .events import CheckpointSaved, Listener
 from .setup import Progress, TrainingSetup
 
@@ -43,13 +44,13 @@ def save_checkpoints(setup: TrainingSetup, progress: Progress, metrics: dict | N
              "best_score": progress.best_score, "scaler": setup.scaler.state_dict() if setup.scaler else None,
              "chosen_lr": progress.chosen_lr}
     half = setup.config.half_checkpoint
-    progress.last_path = str(checkpoints.save(out / "last.pt", setup.model, meta, train_state=state, half=half))
+    progress.last_path = str(checkpoints.save(out / LAST_CHECKPOINT, setup.model, meta, train_state=state, half=half))
     emit(CheckpointSaved(which="last", path=progress.last_path, step=progress.step, elapsed=progress.elapsed()))
     score = (metrics or {}).get("mean_dice")
     if score is not None and math.isfinite(score) and score >= progress.best_score:
         progress.best_score, progress.best_metrics = score, metrics
         meta["best_metrics"] = json_safe(metrics)
-        progress.best_path = str(checkpoints.save(out / "best.pt", setup.model, meta, half=half))
+        progress.best_path = str(checkpoints.save(out / BEST_CHECKPOINT, setup.model, meta, half=half))
         emit(CheckpointSaved(which="best", path=progress.best_path, step=progress.step, elapsed=progress.elapsed()))
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from ..errors import UserError
-from ..filenames import RUN_ID
+from ..filenames import BEST_CHECKPOINT, LAST_CHECKPOINT, RUN_ID
 from .events import PICTURE_NAME, EpochDone, ProbeFrame, RunEnded, SnapshotTaken, StepDone
 from .timeline import read_timeline
 
@@ -221,6 +221,15 @@ class RunLogCache:
 
 
 _CACHE = RunLogCache()
+
+
+def run_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """A run folder's model: its best checkpoint, else its last; None before its first validation."""
+    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
 
 
 def run_folders(runs_dir: str | os.PathLike, limit: int = MAX_LISTED) -> list[Path]:

@@ -25,7 +25,7 @@ from ..engine import number
 from ..engine.background import GOING, QUEUED
 from ..engine.events import ProbeFrame
 from ..engine.experiments import (RunRecord, curve_labels, find, frame_at, last_picture, list_runs, overlay_figure,
-                                  run_frames)
+                                  run_checkpoint, run_frames)
 from ..engine.lessons import DEFAULT_SECONDS, LESSONS, SECONDS_CHOICES, lesson, lesson_configs, lesson_names
 from ..errors import SettingsError, UserError
 from ..limits import current
@@ -83,6 +83,38 @@ def train_compare_probes(context: AppContext, run_ids, seconds, request: gr.Requ
     records = _records(context, request)
     chosen = find(records, _ids(run_ids))
     return _probes(context, chosen, _seconds(seconds), request)
+
+
+def train_keep_models(context: AppContext, run_ids, request: gr.Request) -> str:
+    """``/train_keep_models``: add the models of up to four of your runs (``run_ids``) to your model
+    pickers, each its best checkpoint (else its last), to try them on the other tabs: a lesson's
+    no-skip U-Net beside the U-Net in Models › Compare, say. A lesson's runs are not added by
+    themselves (three models a lesson would crowd the pickers). A run still going or waiting, or
+    one that ended before saving a model, is refused; one kept already is named, not added twice."""
+    records = _records(context, request)
+    chosen = find(records, _ids(run_ids))
+    if not chosen:
+        raise UserError("pick the runs whose models to keep first (in the runs to overlay)")
+    space = context.workspace(request)
+    found = []
+    for record in chosen:
+        if record.state in IN_PROGRESS:
+            raise UserError(f"run {record.run_id} ({record.title}) is {record.state}: keep its model once it has ended")
+        path = run_checkpoint(space.data.runs / record.run_id)
+        if path is None:
+            raise UserError(f"run {record.run_id} ({record.title}) saved no model: it ended before its first "
+                            "validation")
+        found.append((record, path))
+    said = []
+    for record, path in found:
+        known = space.catalog.name_of_file(path)
+        if known:
+            said.append(f"{html.escape(record.title)}: in your models already, as **{html.escape(known)}**")
+        else:
+            title = record.title.replace(": ", " - ")   # "How wide - width 8": a file name has no colon
+            name = space.catalog.add_trained(path, title=f"{title} {record.run_id}")
+            said.append(f"{html.escape(record.title)}: added as **{html.escape(name)}**")
+    return "Your models (in every model picker):\n\n" + "\n".join(f"- {line}" for line in said)
 
 
 def _seconds(seconds) -> float | None:
@@ -287,7 +319,9 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
         with gr.Row():
             chosen = gr.Dropdown([], value=[], multiselect=True, max_choices=MAX_OVERLAY, allow_custom_value=True,
                                  label=f"runs to overlay (up to {MAX_OVERLAY})", elem_id="runs-chosen", scale=4)
-            refresh_button = gr.Button("Refresh", size="sm", scale=1, elem_id="runs-refresh")
+            with gr.Column(scale=1, min_width=160):
+                refresh_button = gr.Button("Refresh", size="sm", elem_id="runs-refresh")
+                keep_button = gr.Button("Add to my models", size="sm", elem_id="runs-keep")
         plot = gr.Plot(label="overlaid curves", elem_id="runs-overlay")
         slider = gr.Slider(0, 0.1, value=0.1, step=0.1, interactive=False, elem_id="runs-seconds",
                            label="training seconds: each run's probes at that moment (at the right end: its last)")
@@ -328,6 +362,7 @@ def build(context: AppContext, start_button: gr.Button) -> dict:
             .success(follow, [name], [following, awake_until, timer], queue=False, **private)
     probes_api.click(handler(train_compare_probes, context), [probe_ids, probe_seconds], [probes_gallery],
                      api_name="train_compare_probes")
+    keep_button.click(handler(train_keep_models, context), [chosen], [message], api_name="train_keep_models")
     poll = dict(trigger_mode="always_last", concurrency_limit=None, concurrency_id="poll", **private)
     timer.tick(handler(refresh, context), [seen, following, chosen, awake_until, at_seconds],
                [table, chosen, plot, gallery, curves, seen, timer, slider], **poll)
