@@ -15,12 +15,10 @@ Cost: the issue allows watching to slow a run by 5 %. One frame of 4 probes took
 2 cores of an AVX-512 EPYC and one feature-map picture 74 ms; with a 4 % budget they took 4.5 % of
 60 s runs, whose steps also ran about 2 % slower (``bench/bench_probes.py``, BENCHMARKS.md), so the
 budget is 2.5 %; frames get rarer as the run goes. A budget makes it a bound on any machine: a due frame
-is skipped while frames and feature maps have taken more than :data:`COST_SHARE` of the run's
-expected training time: its time limit or its steps at its pace so far, whichever ends it first
-(at least :data:`COST_HORIZON` seconds, at least the time so far). The budget of the whole run may
-be spent early, where the frames are dense: a frame's cost grows with a slow or busy machine, but
-so does the run's (with the time so far as the horizon, a 300 s run on a loaded 2-core machine
-kept one frame of its first hundred steps).
+is skipped while frames and feature maps have taken more than :data:`COST_SHARE` of the training
+time so far (counted as at least :data:`COST_HORIZON` seconds, so the dense early frames fit), so
+that frames keep coming to the end of the run; the frames made while the precision trial runs are
+not counted (:meth:`Probes.after_step`).
 ``bench/bench_probes.py`` measures runs with and without.
 """
 
@@ -47,7 +45,7 @@ PROBE_SIDE = 256            # probe images are cut to their centre, at most this
 THUMBNAIL_SIDE = 96         # pixels a side of each picture in a frame's strip
 FEATURE_SECONDS = 10.0      # at most one FeatureMaps event this often (each costs a forward with hooks)
 COST_SHARE = 0.025          # frames and feature maps may take at most this share of the training time …
-COST_HORIZON = 60.0         # … of the run's expected training time, counted as at least this many seconds
+COST_HORIZON = 60.0         # … counted as at least this many seconds (the dense first frames fit in it)
 
 
 def probe_gap(step: int) -> int:
@@ -175,28 +173,29 @@ class Probes:
                            feature_seconds=time.perf_counter() - started, elapsed=progress.elapsed())
 
     def within_budget(self, progress: Progress) -> bool:
-        """Whether frames and feature maps have taken at most :data:`COST_SHARE` of the run's
-        expected training time (:meth:`expected_seconds`)."""
-        return self.spent <= COST_SHARE * self.expected_seconds(progress)
-
-    def expected_seconds(self, progress: Progress) -> float:
-        """How long the run should train: until its time limit or its last step at its pace so
-        far, whichever comes first; at least :data:`COST_HORIZON` and the time so far."""
-        elapsed = progress.elapsed()
-        expected = elapsed / max(progress.step, 1) * self.setup.total_steps
-        if self.setup.config.max_seconds:
-            expected = min(expected, self.setup.config.max_seconds)
-        return max(expected, COST_HORIZON, elapsed)
+        """Whether frames and feature maps have taken at most :data:`COST_SHARE` of the training
+        time so far (at least :data:`COST_HORIZON` seconds of it)."""
+        return self.spent <= COST_SHARE * max(progress.elapsed(), COST_HORIZON)
 
     def after_step(self, progress: Progress, emit) -> None:
         """At a step :func:`probe_due` names, emit a frame (and now and then the feature maps),
-        unless they have used up their share of the run's time."""
-        if not probe_due(progress.step) or not self.within_budget(progress):
+        unless they have used up their share of the run's time.
+
+        While the run's precision trial alternates fp32 and bf16 (its first steps), the frames are
+        made but not counted: the first frame in each precision builds that precision's kernels for
+        the probes' batch (0.3-0.85 s on 2 EPYC cores, against 20-30 ms for a frame after), a cost
+        of the trial's, once a run. Counted, it used up the budget of a 30 s lesson run by its step
+        16, and of a 300 s run on a busy machine until its step 104. The log still has every frame's
+        time (``probe_seconds``), which bench_probes adds up."""
+        if not probe_due(progress.step):
+            return
+        warming_up = self.setup.precision_trial is not None
+        if not warming_up and not self.within_budget(progress):
             return
         frame = self.frame(progress)
-        self.spent += frame.probe_seconds
+        self.spent += 0.0 if warming_up else frame.probe_seconds
         emit(frame)
-        if self.features_due() and self.within_budget(progress):
+        if self.features_due() and (warming_up or self.within_budget(progress)):
             features = self.features(progress)
-            self.spent += features.feature_seconds
+            self.spent += 0.0 if warming_up else features.feature_seconds
             emit(features)
