@@ -142,6 +142,24 @@ def test_frames_during_the_precision_trial_are_made_and_not_counted():
     assert [e.step for e in emitted if isinstance(e, ProbeFrame)] == [2]
 
 
+def test_a_run_ends_its_timeline_with_the_weights_it_ends_with_whatever_the_budget(tmp_path):
+    from segdemo.engine.probes import Probes
+    from segdemo.engine.setup import Progress, build_setup
+
+    probes = Probes(build_setup(tiny(precision="fp32")), 4)
+    probes.spent = 1e6                                      # the budget ran out long ago
+    emitted = []
+    probes.after_step(Progress(step=32), emitted.append)    # a due step: skipped
+    probes.at_end(Progress(step=37), emitted.append)        # the run's last step: shown
+    probes.at_end(Progress(step=37), emitted.append)        # once
+    assert [e.step for e in emitted if isinstance(e, ProbeFrame)] == [37]
+    # In a run: its last frame is its last step, here a step no schedule names.
+    events = []
+    result = Trainer(tiny(epochs=1, steps_per_epoch=19, out=str(tmp_path)), [events.append]).run()
+    frames = [e.step for e in events if isinstance(e, ProbeFrame)]
+    assert result.steps == 19 and not probe_due(19) and frames[-1] == 19 and frames.count(19) == 1
+
+
 def test_feature_maps_of_a_unet_give_one_picture_per_stage_with_its_shape():
     model = create("unet", 3, 6, base_channels=8, depth=3)
     model.train()

@@ -240,6 +240,8 @@ class Trainer:
                     self._end_of_epoch(outcome.losses, out, partial=False)
         except TrainingDiverged as error:
             reason, message = "diverged", str(error)
+        if probes is not None and reason != "diverged":   # the timeline ends with the weights the run ends with
+            probes.at_end(progress, self.emit)
         setup.context.sync_buffers(setup.model)
         result = TrainResult(reason=reason, message=message, steps=progress.step, epochs=progress.epoch,
                              elapsed=progress.elapsed(), best_metrics=json_safe(progress.best_metrics),
