@@ -18,7 +18,7 @@ budget is 2.5 %; frames get rarer as the run goes. A budget makes it a bound on 
 is skipped while frames and feature maps have taken more than :data:`COST_SHARE` of the training
 time so far (counted as at least :data:`COST_HORIZON` seconds, so the dense early frames fit), so
 that frames keep coming to the end of the run; the frames made while the precision trial runs are
-not counted (:meth:`Probes.after_step`).
+not counted (:meth:`Probes.after_step`), and the run's last step always gets one (:meth:`Probes.at_end`).
 ``bench/bench_probes.py`` measures runs with and without.
 """
 
