@@ -27,9 +27,10 @@ def folder_lock(folder: str | os.PathLike) -> threading.RLock:
         return _FOLDER_LOCKS.setdefault(key, threading.RLock())
 
 
-def staged_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file_object)`` on a hidden temporary file beside ``path`` and fsync it; returns
-    the temporary file, for the caller to rename into place (it is removed if writing fails)."""
+def staged_write(path: str | os.PathLike, write, sync: bool = True) -> Path:
+    """Call ``write(file_object)`` on a hidden temporary file beside ``path`` and fsync it (unless
+    ``sync`` is False); returns the temporary file, for the caller to rename into place (it is
+    removed if writing fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,24 +38,28 @@ def staged_write(path: str | os.PathLike, write) -> Path:
         os.fchmod(handle, 0o644)  # mkstemp's 0600 would make shipped and exported files private
         with os.fdopen(handle, "wb") as file:
             write(file)
-            file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return Path(temporary)
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
+def atomic_write(path: str | os.PathLike, write, sync: bool = True) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename it over
-    ``path``: readers see the old file or the new one, never a partial one."""
+    ``path``: readers see the old file or the new one, never a partial one. ``sync=False`` leaves
+    out the fsyncs, for files written often that a crash may lose (a run's probe frames)."""
     path = Path(path)
-    temporary = staged_write(path, write)
+    temporary = staged_write(path, write, sync)
     try:
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    if not sync:
+        return
     try:  # make the rename itself durable
         directory = os.open(path.parent, os.O_RDONLY)
         try:

@@ -3,9 +3,9 @@
 A run's folder keeps its whole story (:mod:`segdemo.datafolder`): ``log.jsonl`` holds its settings
 (the ``start`` line's config), every step and validation, and how it ended; ``prediction.png`` its
 latest validation picture (:class:`LastPicture`); ``timeline/`` its probe frames (:mod:`.timeline`),
-so that the probes of runs can be shown next to each other at the same training second. So the list is read from the folders: it survives
-a restart of the app, and it is bounded by what the workspace keeps (``segdemo.limits.Limits.runs_kept``
-folders, within the workspace's disk quota). The run going now, and the runs of a lesson still
+so that the probes of runs can be shown next to each other at the same training second. So the list
+is read from the folders: it survives a restart of the app, and it is bounded by what the workspace
+keeps (``segdemo.limits.Limits.runs_kept`` folders, within the workspace's disk quota). The run going now, and the runs of a lesson still
 waiting, are taken from the trainer (:meth:`segdemo.engine.background.BackgroundTrainer.runs_of`).
 
 Logs are read defensively: a missing or unreadable file, a half-written last line or a line that

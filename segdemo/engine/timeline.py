@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import atomic_write
 from .events import MAX_FRAMES, Event, ProbeFrame, thin_evenly
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,9 @@ class ProbeTimeline:
 
 
 def _write_whole(path: Path, data: bytes) -> None:
-    """``data`` written to ``path`` through a temporary file: a reader sees the old file or the new."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """``data`` written to ``path`` through a temporary file: a reader sees the old file or the new
+    (not fsynced: a frame a crash loses is one frame)."""
+    atomic_write(path, lambda file: file.write(data), sync=False)
 
 
 # --- reading back ----------------------------------------------------------------------------------
